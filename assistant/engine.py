@@ -1,0 +1,221 @@
+"""Streaming generation: one owner of the model, a bounded queue of requests, events back.
+
+    engine.reply(conversation, options) -> Reply          (raises BusyError when the queue is full)
+    for event in reply: TurnsDropped? -> TextDelta* -> Usage   (errors are raised from the iterator)
+    reply.stop()                                           (ends the reply after the current token)
+
+A single worker thread runs every generation, so concurrent requests never share a KV cache or
+race on the model; each request gets its own event queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from .conversation import Conversation, fit_to_context
+from .detokenize import IncrementalDetokenizer
+from .errors import BusyError, ContextOverflowError
+from .models.base import LoadedModel
+from .sampling import GenerationOptions, SeededSampler
+
+__all__ = ["Engine", "Event", "GenerationOptions", "Reply", "TextDelta", "TurnsDropped", "Usage"]
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str  # the next piece of the reply; always whole characters
+
+
+@dataclass(frozen=True)
+class TurnsDropped:
+    count: int  # the oldest turns left out so that the prompt fits the context
+    context_tokens: int
+
+    @property
+    def message(self) -> str:
+        turns = "turn" if self.count == 1 else "turns"
+        return f"the {self.count} oldest {turns} of this conversation no longer fit the model's context and were left out"
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int  # image tokens included
+    image_tokens: int
+    completion_tokens: int
+    time_to_first_token_s: float | None  # from the request to its first token, queueing included
+    tokens_per_s: float  # decode speed after the first token
+    total_s: float
+    finish_reason: str  # "stop" (end of turn), "length" (max_new_tokens) or "cancelled"
+
+
+Event = TextDelta | TurnsDropped | Usage
+
+
+class _Job:
+    def __init__(self, conversation: Conversation, options: GenerationOptions):
+        self.conversation = conversation
+        self.options = options
+        self.events: queue.Queue = queue.Queue()
+        self.stop_requested = threading.Event()
+        self.submitted_at = time.perf_counter()
+
+
+class Reply:
+    """A reply being generated. Iterate for events; `stop()` from any thread ends it."""
+
+    def __init__(self, job: _Job):
+        self._job = job
+        self.usage: Usage | None = None
+
+    def __iter__(self) -> Iterator[Event]:
+        try:
+            while self.usage is None:
+                event = self._job.events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                if isinstance(event, Usage):
+                    self.usage = event
+                yield event
+        finally:
+            if self.usage is None:  # the caller stopped listening: stop generating for nobody
+                self.stop()
+
+    def stop(self) -> None:
+        self._job.stop_requested.set()
+
+    def text(self) -> str:
+        """Wait for the whole reply and return its text."""
+        return "".join(event.text for event in self if isinstance(event, TextDelta))
+
+
+class Engine:
+    def __init__(self, model: LoadedModel, queue_size: int = 16):
+        self.model = model
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
+        self._busy = threading.Event()
+        self._worker = threading.Thread(target=self._serve, name="assistant-engine", daemon=True)
+        self._worker.start()
+
+    def reply(self, conversation: Conversation, options: GenerationOptions | None = None) -> Reply:
+        """Queue a reply to the conversation's last message; the events stream as it is generated."""
+        options = options or GenerationOptions()
+        if options.max_new_tokens >= self.model.context_tokens:
+            raise ContextOverflowError(
+                f"max_new_tokens={options.max_new_tokens} leaves no room for the prompt in this model's "
+                f"{self.model.context_tokens}-token context"
+            )
+        job = _Job(conversation, options)
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            raise BusyError(
+                f"the assistant is busy ({self._jobs.maxsize} requests are waiting); try again in a moment"
+            ) from None
+        return Reply(job)
+
+    @property
+    def idle(self) -> bool:
+        """No generation running and none waiting."""
+        return not self._busy.is_set() and self._jobs.empty()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish the queued work and end the worker thread."""
+        self._jobs.put(None)
+        self._worker.join(timeout)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            self._busy.set()
+            try:
+                self._run(job)
+            except BaseException as error:  # handed to the caller, who raises it
+                job.events.put(error)
+            finally:
+                self._busy.clear()
+
+    def _run(self, job: _Job) -> None:
+        if job.stop_requested.is_set():  # stopped while waiting in the queue
+            job.events.put(Usage(0, 0, 0, None, 0.0, 0.0, "cancelled"))
+            return
+        # 1. Fit the conversation into the context, leaving room for the reply.
+        limit = self.model.context_tokens - job.options.max_new_tokens
+        encoded, dropped = fit_to_context(job.conversation, self.model.encode, limit)
+        if dropped:
+            job.events.put(TurnsDropped(dropped, self.model.context_tokens))
+        # 2. Generate, streaming each token's text as soon as it forms whole characters.
+        stream = _TokenStream(job, IncrementalDetokenizer(self.model.tokenizer), self.model.eos_token_ids)
+        self.model.generate(
+            encoded,
+            max_new_tokens=job.options.max_new_tokens,
+            logits_processor=LogitsProcessorList([SeededSampler(job.options, self.model.device)]),
+            stopping_criteria=StoppingCriteriaList([_StopWhenAsked(job.stop_requested)]),
+            streamer=stream,
+        )
+        # 3. Say how it went.
+        job.events.put(stream.usage(encoded.prompt_tokens, encoded.image_tokens))
+
+
+class _StopWhenAsked(StoppingCriteria):
+    def __init__(self, stop_requested: threading.Event):
+        self.stop_requested = stop_requested
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.stop_requested.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _TokenStream(BaseStreamer):
+    """Receives token ids from `generate` and turns them into TextDelta events with timings."""
+
+    def __init__(self, job: _Job, detokenizer: IncrementalDetokenizer, eos_token_ids: list[int]):
+        self.job = job
+        self.detokenizer = detokenizer
+        self.eos_token_ids = set(eos_token_ids)
+        self.prompt_seen = False
+        self.token_ids: list[int] = []
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate hands over the prompt first
+            self.prompt_seen = True
+            return
+        for token_id in value.reshape(-1).tolist():
+            self._take(int(token_id))
+
+    def _take(self, token_id: int) -> None:
+        self.last_token_at = time.perf_counter()
+        self.first_token_at = self.first_token_at or self.last_token_at
+        self.token_ids.append(token_id)
+        if token_id not in self.eos_token_ids and (text := self.detokenizer.push(token_id)):
+            self.job.events.put(TextDelta(text))
+
+    def end(self) -> None:
+        if text := self.detokenizer.flush():
+            self.job.events.put(TextDelta(text))
+
+    def usage(self, prompt_tokens: int, image_tokens: int) -> Usage:
+        now = time.perf_counter()
+        decoded = len(self.token_ids) - 1
+        decode_s = (self.last_token_at or now) - (self.first_token_at or now)
+        return Usage(
+            prompt_tokens=prompt_tokens,
+            image_tokens=image_tokens,
+            completion_tokens=len(self.token_ids),
+            time_to_first_token_s=None if self.first_token_at is None else self.first_token_at - self.job.submitted_at,
+            tokens_per_s=decoded / decode_s if decoded > 0 and decode_s > 0 else 0.0,
+            total_s=now - self.job.submitted_at,
+            finish_reason=self._finish_reason(),
+        )
+
+    def _finish_reason(self) -> str:
+        if self.token_ids and self.token_ids[-1] in self.eos_token_ids:
+            return "stop"
+        return "cancelled" if self.job.stop_requested.is_set() else "length"

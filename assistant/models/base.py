@@ -1,0 +1,98 @@
+"""What the engine needs from a loaded model, whatever its family or origin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jinja2 import TemplateError
+from transformers import BatchFeature, GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from ..conversation import Conversation, to_chat_messages
+
+
+@dataclass
+class Encoded:
+    inputs: BatchFeature  # input_ids, attention_mask, pixel_values, ... for one sequence
+    prompt_tokens: int  # all prompt tokens, image tokens included
+    image_tokens: int  # prompt positions that hold image features
+
+
+@dataclass
+class LoadedModel:
+    """A vision-language model with its processor, ready for the engine.
+
+    `encode` renders a conversation with the model's own chat template and processes its images;
+    `generate` runs one streamed generation with the engine's sampler and stop check.
+    """
+
+    name: str  # what was loaded: a hub id or a local directory
+    model: Any  # a transformers PreTrainedModel
+    processor: Any  # its AutoProcessor
+    device: torch.device
+    dtype: torch.dtype
+    context_tokens: int  # prompt + reply must fit in this many tokens
+    image_token_id: int | None  # the placeholder token that image features replace
+    eos_token_ids: list[int]
+    load_seconds: float = 0.0
+    details: dict[str, str] = field(default_factory=dict)  # shown to the user: profile, reason, ...
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    def encode(self, conversation: Conversation) -> Encoded:
+        chat, images = to_chat_messages(conversation)
+        prompt = self._render(chat)
+        inputs = self.processor(text=prompt, images=images or None, return_tensors="pt")
+        input_ids = inputs["input_ids"][0]
+        image_tokens = int((input_ids == self.image_token_id).sum()) if self.image_token_id is not None else 0
+        return Encoded(inputs, prompt_tokens=int(input_ids.numel()), image_tokens=image_tokens)
+
+    def _render(self, chat: list[dict]) -> str:
+        try:
+            return self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        except TemplateError:
+            if chat[0]["role"] != "system":
+                raise
+            # Some templates (e.g. Gemma's, LLaVA-1.5's) refuse a system role: give its text to the
+            # first user message instead, which is what those models were trained with.
+            return self.processor.apply_chat_template(_fold_system(chat), add_generation_prompt=True, tokenize=False)
+
+    def generate(
+        self,
+        encoded: Encoded,
+        max_new_tokens: int,
+        logits_processor: LogitsProcessorList,
+        stopping_criteria: StoppingCriteriaList,
+        streamer: BaseStreamer,
+    ) -> None:
+        inputs = encoded.inputs.to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,  # the sampler in logits_processor already chose the token
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_token_ids[0],
+        )
+        with torch.inference_mode():
+            self.model.generate(
+                **inputs,
+                generation_config=config,
+                logits_processor=logits_processor,
+                stopping_criteria=stopping_criteria,
+                streamer=streamer,
+            )
+
+
+def _fold_system(chat: list[dict]) -> list[dict]:
+    system_text = "\n".join(part["text"] for part in chat[0]["content"])
+    rest = [dict(message) for message in chat[1:]]
+    for message in rest:
+        if message["role"] == "user":
+            message["content"] = [{"type": "text", "text": system_text + "\n\n"}, *message["content"]]
+            break
+    return rest

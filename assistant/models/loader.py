@@ -1,0 +1,185 @@
+"""The one entry point that turns settings into a loaded model.
+
+    settings.profile / settings.model -> a source (hub id, local dir, or tiny:<family>)
+        -> device and dtype for this machine -> AutoProcessor + AutoModelForImageTextToText
+        -> cross-part checks (image token in the vocabulary, tokenizer fits the embeddings)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from ..errors import ModelUnavailableError
+from ..profiles import TINY_PREFIX, resolve_profile
+from ..settings import Settings
+from .base import LoadedModel
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TINY_BUILD_VERSION = 1  # bump when tiny.py changes what it builds, so caches are rebuilt
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    """Load the model the settings ask for: `settings.model` if given, else the profile's."""
+    resolved = resolve_profile(settings.profile)
+    source = settings.model or resolved.profile.model
+    if source.startswith(TINY_PREFIX):
+        source = str(ensure_tiny_model(source.removeprefix(TINY_PREFIX), settings.cache_dir))
+    device = pick_device(settings.device)
+    dtype_name = settings.dtype if settings.dtype != "auto" else resolved.profile.dtype
+    loaded = load_pretrained(
+        source,
+        device=device,
+        dtype=pick_dtype(dtype_name, device),
+        device_map=settings.device_map,
+        trust_remote_code=settings.trust_remote_code,
+        context_tokens=settings.context_tokens,
+    )
+    loaded.details.update(profile=resolved.profile.name, reason=resolved.reason)
+    return loaded
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailableError(f"device {setting!r} was asked for, but no CUDA GPU is available (use --device cpu)")
+    return device
+
+
+def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """Explicit dtypes win; "auto" is bf16 on CUDA (fp16 on GPUs without bf16) and fp32 on CPU,
+    where bf16 matmuls are slower than fp32 on most processors."""
+    if setting != "auto":
+        return DTYPES[setting]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_pretrained(
+    source: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
+    context_tokens: int | None = None,
+) -> LoadedModel:
+    """Load a pretrained VLM (hub id or local directory) with its processor and chat template."""
+    _check_local_path(source)
+    started = time.perf_counter()
+    try:
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(
+            source, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code
+        )
+    except OSError as error:
+        raise ModelUnavailableError(_unavailable_message(source, error)) from None
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    loaded = LoadedModel(
+        name=source,
+        model=model,
+        processor=processor,
+        device=model.device,
+        dtype=dtype,
+        context_tokens=_context_tokens(model.config, context_tokens),
+        image_token_id=_image_token_id(model.config),
+        eos_token_ids=_eos_token_ids(model, processor.tokenizer),
+        load_seconds=time.perf_counter() - started,
+    )
+    _check_parts_agree(loaded)
+    return loaded
+
+
+def ensure_tiny_model(family: str, cache_dir: Path) -> Path:
+    """A tiny random model of `family`, built once into the cache (atomically, so concurrent
+    processes never see half a model) and reused."""
+    from .tiny import build_tiny_model
+
+    target = Path(cache_dir) / "tiny" / f"{family}-v{TINY_BUILD_VERSION}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=target.parent))
+    try:
+        build_tiny_model(family, staging)
+        os.replace(staging, target)
+    except OSError:
+        if not (target / "config.json").is_file():  # not a lost race with another process
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _check_local_path(source: str) -> None:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelUnavailableError(f"{source} is not a model directory (it has no config.json)")
+    elif source.startswith((".", "/", "~")) or source.count("/") > 1:  # a path, not an "org/name" hub id
+        raise ModelUnavailableError(f"model directory {source} does not exist")
+
+
+def _unavailable_message(source: str, error: OSError) -> str:
+    if Path(source).expanduser().is_dir():
+        return f"could not load the model in {source}: {error}"
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached or has no such model"
+    return (
+        f"model {source!r} is not in the local Hugging Face cache and could not be downloaded ({why}). "
+        f"Either use another profile (--profile tiny works offline), give a local model directory with "
+        f"--model PATH, or download it once where there is network (`hf download {source}`) and then run "
+        f"with HF_HUB_OFFLINE=1."
+    )
+
+
+def _context_tokens(config, override: int | None) -> int:
+    text_config = config.get_text_config()
+    native = getattr(text_config, "max_position_embeddings", None) or 4096
+    return min(override, native) if override else native
+
+
+def _image_token_id(config) -> int | None:
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(config, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def _eos_token_ids(model, tokenizer) -> list[int]:
+    configured = model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise ModelUnavailableError("the model defines no end-of-sequence token, so replies could never end")
+    return list(dict.fromkeys(int(i) for i in ids))
+
+
+def _check_parts_agree(loaded: LoadedModel) -> None:
+    """The tokenizer and the model come from one directory but can still disagree; say so clearly."""
+    embeddings = loaded.model.get_input_embeddings().num_embeddings
+    if len(loaded.tokenizer) > embeddings:
+        raise ModelUnavailableError(
+            f"{loaded.name}: the tokenizer has {len(loaded.tokenizer)} tokens but the model's embedding "
+            f"table only {embeddings}: they are not from the same model"
+        )
+    if loaded.image_token_id is not None and loaded.image_token_id >= len(loaded.tokenizer):
+        raise ModelUnavailableError(
+            f"{loaded.name}: the model's image token id {loaded.image_token_id} is not in the tokenizer "
+            f"({len(loaded.tokenizer)} tokens)"
+        )

@@ -1,0 +1,57 @@
+"""Named model choices. A profile says which model to load and how; `auto` picks one for the machine.
+
+| profile | model                                        | for                                   |
+|---------|----------------------------------------------|---------------------------------------|
+| tiny    | a tiny random LLaVA-OneVision built locally  | tests and development, no download    |
+| cpu     | llava-hf/llava-onevision-qwen2-0.5b-ov-hf    | a laptop or any machine without a GPU |
+| gpu     | llava-hf/llava-onevision-qwen2-7b-ov-hf      | a CUDA GPU with >= 24 GB, in bf16     |
+| auto    | gpu when CUDA is available, else cpu         | the default                           |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import SettingsError
+
+TINY_PREFIX = "tiny:"  # model sources "tiny:<family>" are built locally with random weights
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    model: str  # a hub id, a local directory, or "tiny:<family>"
+    dtype: str = "auto"  # "auto" lets the loader pick by device (CUDA bf16, CPU fp32)
+
+
+PROFILES: dict[str, Profile] = {
+    profile.name: profile
+    for profile in (
+        Profile("tiny", "tiny random model for tests and development (answers are noise)", "tiny:llava_onevision"),
+        Profile("cpu", "LLaVA-OneVision 0.5B (Qwen2), fits any machine", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"),
+        Profile("gpu", "LLaVA-OneVision 7B (Qwen2) in bf16, needs a CUDA GPU", "llava-hf/llava-onevision-qwen2-7b-ov-hf", "bfloat16"),
+    )
+}
+PROFILE_NAMES = ("auto", *PROFILES)
+
+
+@dataclass(frozen=True)
+class ResolvedProfile:
+    profile: Profile
+    reason: str  # why this profile: shown to the user, e.g. "auto: no CUDA GPU found, using cpu"
+
+
+def resolve_profile(name: str, cuda_available: bool | None = None) -> ResolvedProfile:
+    """The profile called `name`; `auto` becomes gpu when CUDA is available, else cpu."""
+    if name == "auto":
+        if cuda_available is None:
+            import torch
+
+            cuda_available = torch.cuda.is_available()
+        chosen = "gpu" if cuda_available else "cpu"
+        why = "a CUDA GPU is available" if cuda_available else "no CUDA GPU found"
+        return ResolvedProfile(PROFILES[chosen], f"auto chose {chosen}: {why}")
+    if name not in PROFILES:
+        raise SettingsError(f"unknown profile {name!r}; the profiles are: {', '.join(PROFILE_NAMES)}")
+    return ResolvedProfile(PROFILES[name], f"profile {name} was asked for")

@@ -1,0 +1,162 @@
+"""One typed, validated settings object, layered: defaults < config file (TOML) < ASSISTANT_* env < CLI.
+
+Every setting has a sane default. A wrong value is rejected with the setting's name, where the value
+came from and what is allowed, e.g.
+
+    setting 'port' from environment ASSISTANT_PORT: Input should be less than or equal to 65535 (got '70000')
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import SettingsError
+
+ENV_PREFIX = "ASSISTANT_"
+CONFIG_ENV = "ASSISTANT_CONFIG"  # path of the TOML config file; not a setting itself
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "assistant"
+
+
+def default_config_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "assistant" / "config.toml"
+
+
+class Settings(BaseModel):
+    """Everything a user can configure. Field names are the TOML keys, the `ASSISTANT_<NAME>`
+    environment variables and (with '-' for '_') the `--name` command-line flags."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- which model, and where it runs
+    profile: str = "auto"  # a profile name (see assistant.profiles), e.g. tiny, cpu, gpu, auto
+    model: str | None = None  # a hub id or a local directory that replaces the profile's model
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")  # auto: CUDA when present
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: CUDA bf16, CPU fp32
+    device_map: str | None = None  # e.g. "auto": spread one model over several GPUs (accelerate)
+    trust_remote_code: bool = False  # run code shipped with a model; only when the user asks
+    context_tokens: int | None = Field(None, ge=64)  # cap on the context; default: the model's own
+    cache_dir: Path = Field(default_factory=_default_cache_dir)  # built tiny models and other caches
+
+    # --- default generation options (each request may override them)
+    max_new_tokens: int = Field(512, ge=1, le=32768)
+    temperature: float = Field(0.7, ge=0.0, le=5.0)  # 0 means greedy
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)  # 0 turns top-k off
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    seed: int | None = Field(None, ge=0)  # None: a fresh random seed per reply
+
+    # --- persona
+    persona: str = "default"  # a file name (without .md) in prompts_dir
+    prompts_dir: Path = PROJECT_ROOT / "prompts"
+
+    # --- serving
+    host: str = "127.0.0.1"  # loopback only unless the user opens it
+    port: int = Field(7860, ge=1, le=65535)
+    queue_size: int = Field(16, ge=1, le=1024)  # requests waiting for the model before "busy"
+
+    # --- limits on untrusted media
+    max_image_bytes: int = Field(20 * MiB, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=64)  # refuses decompression bombs before decoding
+    max_images_per_message: int = Field(8, ge=1, le=64)
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, name: str) -> str:
+        from .profiles import PROFILE_NAMES
+
+        if name not in PROFILE_NAMES:
+            raise ValueError(f"unknown profile {name!r}; the profiles are: {', '.join(PROFILE_NAMES)}")
+        return name
+
+
+SETTING_NAMES = tuple(Settings.model_fields)
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike | None = None,
+) -> Settings:
+    """Layer the sources and validate once. `cli` holds only the flags the user actually gave;
+    `config_file` defaults to $ASSISTANT_CONFIG, then ~/.config/assistant/config.toml if it exists."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    def layer(new_values: Mapping[str, Any], source_of: Any) -> None:
+        for name, value in new_values.items():
+            values[name] = value
+            sources[name] = source_of(name)
+
+    path = _config_path(config_file, env)
+    if path is not None:
+        layer(_read_config_file(path), lambda name: f"config file {path}")
+    layer(_read_env(env), lambda name: f"environment {ENV_PREFIX}{name.upper()}")
+    layer({k: v for k, v in (cli or {}).items() if v is not None}, lambda name: f"--{name.replace('_', '-')}")
+    try:
+        return Settings(**values)
+    except ValidationError as error:
+        raise SettingsError(_explain(error, sources)) from None
+
+
+def _config_path(explicit: str | os.PathLike | None, env: Mapping[str, str]) -> Path | None:
+    if explicit is not None or env.get(CONFIG_ENV):
+        path = Path(explicit if explicit is not None else env[CONFIG_ENV]).expanduser()
+        if not path.is_file():
+            raise SettingsError(f"config file {path} does not exist")
+        return path
+    path = default_config_file()
+    return path if path.is_file() else None
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise SettingsError(f"config file {path} is not valid TOML: {error}") from None
+    unknown = sorted(set(data) - set(SETTING_NAMES))
+    if unknown:
+        raise SettingsError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+            f"the settings are: {', '.join(SETTING_NAMES)}"
+        )
+    return data
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in SETTING_NAMES:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            # An empty variable means "unset" for optional settings, as in most CLIs.
+            values[name] = None if raw == "" and _is_optional(name) else raw
+    return values
+
+
+def _is_optional(name: str) -> bool:
+    return Settings.model_fields[name].default is None
+
+
+def _explain(error: ValidationError, sources: Mapping[str, str]) -> str:
+    lines = []
+    for problem in error.errors():
+        name = str(problem["loc"][0]) if problem["loc"] else "settings"
+        where = sources.get(name, "defaults")
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = f"unknown setting; the settings are: {', '.join(SETTING_NAMES)}"
+        lines.append(f"setting '{name}' from {where}: {message} (got {problem.get('input')!r})")
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny random models of the real architectures, built once per test session into
+a temporary cache and loaded through the project's real loading code."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from PIL import Image as PILImage
+
+from assistant.core import Assistant
+from assistant.engine import Engine
+from assistant.models import load_model
+from assistant.settings import load_settings
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("assistant-cache")
+    # Subprocesses (the CLI tests) share the built tiny models through the environment.
+    os.environ["ASSISTANT_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_settings(cache_dir):
+    def make(**overrides):
+        values = {"profile": "tiny", "cache_dir": str(cache_dir), **overrides}
+        return load_settings(cli=values, env={}, config_file=None)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model(make_settings):
+    return load_model(make_settings())
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model):
+    engine = Engine(tiny_model, queue_size=4)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_assistant(make_settings, engine):
+    return Assistant(make_settings(), engine)
+
+
+@pytest.fixture
+def photo_files(tmp_path):
+    """Three small photos of different sizes and colours, as files a user would upload."""
+    paths = []
+    for name, size, colour in (("red.png", (64, 48), (220, 30, 30)), ("green.jpg", (40, 40), (30, 200, 60)), ("blue.png", (30, 70), (20, 40, 230))):
+        path = tmp_path / name
+        PILImage.new("RGB", size, colour).save(path)
+        paths.append(path)
+    return paths
