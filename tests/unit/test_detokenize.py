@@ -1,0 +1,40 @@
+import random
+
+import pytest
+
+from assistant.detokenize import REPLACEMENT_CHARACTER, IncrementalDetokenizer
+
+TEXTS = ["Hello there, how are you?", "café naïve 日本 🙂 — “quoted”", "  leading spaces\nand new lines\n"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    return tiny_model.tokenizer
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_streamed_deltas_rebuild_the_text_without_half_characters(tokenizer, text):
+    token_ids = tokenizer.encode(text, add_special_tokens=False)
+    assert len(token_ids) > len(text) / 4, "the tiny byte-level tokenizer should split multi-byte characters"
+    detokenizer = IncrementalDetokenizer(tokenizer)
+    deltas = [detokenizer.push(token_id) for token_id in token_ids] + [detokenizer.flush()]
+    assert "".join(deltas) == text
+    assert not any(REPLACEMENT_CHARACTER in delta for delta in deltas), f"half a character was emitted: {deltas}"
+
+
+def test_random_tokens_stream_exactly_what_a_full_decode_gives(tokenizer):
+    rng = random.Random(0)
+    for _ in range(20):
+        token_ids = [rng.randrange(len(tokenizer)) for _ in range(40)]
+        detokenizer = IncrementalDetokenizer(tokenizer)
+        streamed = "".join(detokenizer.push(token_id) for token_id in token_ids) + detokenizer.flush()
+        assert streamed == tokenizer.decode(token_ids, skip_special_tokens=True)
+
+
+def test_an_incomplete_character_is_held_back_until_complete(tokenizer):
+    emoji_bytes_as_tokens = tokenizer.encode("🙂", add_special_tokens=False)
+    assert len(emoji_bytes_as_tokens) > 1, "the emoji should span several byte tokens for this test"
+    detokenizer = IncrementalDetokenizer(tokenizer)
+    held = [detokenizer.push(token_id) for token_id in emoji_bytes_as_tokens[:-1]]
+    assert held == [""] * len(held)
+    assert detokenizer.push(emoji_bytes_as_tokens[-1]) == "🙂"
