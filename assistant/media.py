@@ -68,17 +68,20 @@ def _open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+    except UnidentifiedImageError:
         raise MediaError(f"not a supported image (expected one of {', '.join(IMAGE_FORMATS)})") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise MediaError(f"the image data is corrupt ({error})") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        # Pillow's own guard fired while reading the header: far beyond any limit of ours.
+        raise MediaError(f"the image has too many pixels, over the limit of {_megapixels(limits.max_pixels)}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise MediaError(f"the image data is corrupt or truncated ({error})") from None
     if image.format not in IMAGE_FORMATS:
         raise MediaError(f"{image.format} images are not supported (use one of {', '.join(IMAGE_FORMATS)})")
     width, height = image.size
     if width * height > limits.max_pixels:
         raise MediaError(
-            f"the image is {width}x{height} = {width * height / 1e6:.1f} megapixels, "
-            f"over the limit of {limits.max_pixels / 1e6:.1f} megapixels"
+            f"the image is {width}x{height} = {_megapixels(width * height)}, "
+            f"over the limit of {_megapixels(limits.max_pixels)}"
         )
     if width == 0 or height == 0:
         raise MediaError(f"the image has no pixels ({width}x{height})")
@@ -106,6 +109,10 @@ def _scale_to_8bit(image: Image.Image) -> Image.Image:
     # the image's own maximum, so a dark photo stays dark.
     full_scale = 1.0 if image.mode == "F" and pixels.max(initial=0) <= 1.0 else 65535.0
     return Image.fromarray(np.clip(pixels / full_scale * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f} megapixels"
 
 
 def _too_big(size: int, limit: int) -> str:

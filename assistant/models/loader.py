@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from ..errors import ModelUnavailableError
 from ..profiles import TINY_PREFIX, resolve_profile
@@ -79,12 +79,16 @@ def load_pretrained(
     _check_local_path(source)
     started = time.perf_counter()
     try:
+        # The config first: it says whether the model needs code of its own before anything runs.
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(
-            source, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code
+            source, config=config, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code
         )
     except OSError as error:
         raise ModelUnavailableError(_unavailable_message(source, error)) from None
+    except ValueError as error:
+        raise ModelUnavailableError(_unsupported_message(source, error)) from None
     if device_map is None:
         model.to(device)
     model.eval()
@@ -144,6 +148,16 @@ def _unavailable_message(source: str, error: OSError) -> str:
         f"--model PATH, or download it once where there is network (`hf download {source}`) and then run "
         f"with HF_HUB_OFFLINE=1."
     )
+
+
+def _unsupported_message(source: str, error: ValueError) -> str:
+    if "trust_remote_code" in str(error):
+        return (
+            f"{source} runs code of its own to load; it is not run unless you trust it: "
+            f"read that code, then pass --trust-remote-code (or ASSISTANT_TRUST_REMOTE_CODE=1)"
+        )
+    first_line = str(error).splitlines()[0]
+    return f"{source} is not a vision-language model that transformers can load here ({first_line})"
 
 
 def _context_tokens(config, override: int | None) -> int:

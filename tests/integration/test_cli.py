@@ -1,0 +1,75 @@
+"""`assistant ask` end to end, as a user runs it: a real subprocess, the real console script."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ASSISTANT = str(Path(sys.executable).parent / "assistant")
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def run(*args, env_extra=None, timeout=180):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    return subprocess.run([*args], capture_output=True, text=True, env=env, timeout=timeout, cwd=PROJECT)
+
+
+@pytest.fixture(scope="module")
+def built(cache_dir, tiny_model):
+    """The tiny model is built once by the session fixtures; the subprocesses reuse the cache."""
+    return cache_dir
+
+
+def test_ask_streams_an_answer_about_photos_and_ends_with_usage(built, photo_files):
+    result = run(ASSISTANT, "ask", "--profile", "tiny", "--image", str(photo_files[0]), "--image", str(photo_files[1]),
+                 "--seed", "3", "--max-new-tokens", "12", "what is this?")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip(), "the answer goes to stdout"
+    usage = result.stderr.strip().splitlines()[-1]
+    assert usage.startswith("[usage: ") and "12 completion tokens" in usage, usage
+    image_tokens = int(usage.split("(")[1].split(" for images")[0])
+    assert image_tokens > 0, f"two photos should take image tokens: {usage}"
+    again = run(ASSISTANT, "ask", "--profile", "tiny", "--image", str(photo_files[0]), "--image", str(photo_files[1]),
+                "--seed", "3", "--max-new-tokens", "12", "what is this?")
+    assert again.stdout == result.stdout, "the same seed gives the same answer"
+
+
+def test_a_corrupt_photo_exits_non_zero_with_one_line_and_no_traceback(built, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    result = run(ASSISTANT, "ask", "--profile", "tiny", "--image", str(bad), "what is this?")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: bad.png: "), result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--temperature", "-1"], "setting 'temperature' from --temperature"),
+        (["--persona", "pirate"], "unknown persona 'pirate'; the personas are: default, describer, tutor"),
+        (["--profile", "huge"], "unknown profile 'huge'; the profiles are: auto, tiny, cpu, gpu"),
+    ],
+)
+def test_wrong_options_are_explained(built, args, expected):
+    result = run(ASSISTANT, "ask", *args, "hello")
+    assert result.returncode == 1 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_profile_whose_model_cannot_be_had_says_what_to_do(tmp_path):
+    result = run(ASSISTANT, "ask", "--profile", "cpu", "hello", env_extra={"HF_HOME": str(tmp_path)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    for advice in ("llava-onevision-qwen2-0.5b-ov-hf", "not in the local Hugging Face cache", "--profile tiny", "--model PATH", "HF_HUB_OFFLINE"):
+        assert advice in message, f"{advice!r} missing from: {message}"
+
+
+def test_app_py_takes_the_serve_flags():
+    result = run(sys.executable, "app.py", "--help")
+    assert result.returncode == 0
+    for flag in ("--host", "--port", "--profile", "--persona", "--max-new-tokens"):
+        assert flag in result.stdout
