@@ -104,7 +104,11 @@ def _quiet_libraries() -> None:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from .ui import launch
 
-    launch(_load(settings))
+    assistant = _load(settings)
+    try:
+        launch(assistant)
+    finally:
+        assistant.close()
     return 0
 
 
@@ -112,16 +116,20 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     from .engine import TextDelta, TurnsDropped, Usage
 
     assistant = _load(settings)
-    conversation = assistant.new_conversation()
-    conversation.add(assistant.user_message(args.question, args.image))
-    for event in assistant.reply(conversation):
-        if isinstance(event, TextDelta):
-            print(event.text, end="", flush=True)
-        elif isinstance(event, TurnsDropped):
-            print(f"note: {event.message}", file=sys.stderr)
-        elif isinstance(event, Usage):
-            print()
-            print(format_usage(event), file=sys.stderr)
+    try:
+        conversation = assistant.new_conversation()
+        conversation.add(assistant.user_message(args.question, args.image))
+        for event in assistant.reply(conversation):
+            if isinstance(event, TextDelta):
+                print(event.text, end="", flush=True)
+            elif isinstance(event, TurnsDropped):
+                print(f"note: {event.message}", file=sys.stderr)
+            elif isinstance(event, Usage):
+                print()
+                print(format_usage(event), file=sys.stderr)
+    finally:
+        # End the engine's worker before the interpreter tears torch down under it.
+        assistant.close()
     return 0
 
 

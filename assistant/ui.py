@@ -25,7 +25,8 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             conversation.add(assistant.user_message(message.get("text", ""), message.get("files", [])))
             yield from _stream_text(assistant, conversation)
         except AssistantError as error:
-            yield f"⚠️ {error}"
+            # Shown to the user as a message; the failed turn does not enter the history.
+            raise gr.Error(str(error), print_exception=False) from None
 
     return gr.ChatInterface(
         respond,
