@@ -6,9 +6,9 @@ Tests and benchmarks need a model that the project's real loading path accepts::
     processor = transformers.AutoProcessor.from_pretrained(directory)
 
 without network access and in seconds on a CPU. Each builder here makes a model of a real
-architecture (LLaVA-1.5, LLaVA-OneVision, Idefics3, Qwen2-VL) with under 100k parameters, a
-byte-level BPE tokenizer trained in-process, a small image processor and a chat template modelled
-on the real model's, and saves them with ``save_pretrained``.
+architecture (LLaVA-1.5, LLaVA-OneVision, Idefics3, SmolVLM, Qwen2-VL) with under 100k
+parameters, a byte-level BPE tokenizer trained in-process, a small image processor and a chat
+template modelled on the real model's, and saves them with ``save_pretrained``.
 
 The one invariant that matters: the number of image placeholder tokens the processor writes
 for an image equals the number of image features the model computes for it. Each builder keeps
@@ -26,9 +26,8 @@ import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-# SmolVLM is left out: its processor refuses to start without the num2words package, which the
-# project does not depend on.
-FAMILIES: tuple[str, ...] = ("llava", "llava_onevision", "idefics3", "qwen2_vl")
+# SmolVLM's processor refuses to start without the num2words package.
+FAMILIES: tuple[str, ...] = ("llava", "llava_onevision", "idefics3", "smolvlm", "qwen2_vl")
 
 # A small English corpus for training the tokenizer's merges. Byte-level BPE can encode any text
 # anyway (every byte is in the base alphabet); the corpus only decides which multi-byte merges
@@ -241,24 +240,86 @@ def _build_llava_onevision() -> tuple[transformers.PreTrainedModel, transformers
     return transformers.LlavaOnevisionForConditionalGeneration(config), processor
 
 
-# Idefics3 layout: "<|begin_of_text|>User:<image>Q<end_of_utterance>\nAssistant: A<end_of_utterance>\n".
-_IDEFICS3_TEMPLATE = (
-    "{{ '<|begin_of_text|>' }}"
-    "{%- for message in messages -%}"
-    "{%- if message['content'] is string -%}"
-    "{%- set parts = [{'type': 'text', 'text': message['content']}] -%}"
-    "{%- else -%}{%- set parts = message['content'] -%}{%- endif -%}"
-    "{{ message['role'] | capitalize }}"
-    # As in the real template: no space after the colon when the turn opens with an image.
-    "{%- if parts and parts[0]['type'] == 'image' -%}{{ ':' }}{%- else -%}{{ ': ' }}{%- endif -%}"
-    "{%- for part in parts -%}"
-    "{%- if part['type'] == 'image' -%}{{ '<image>' }}"
-    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
-    "{%- endfor -%}"
-    "{{ '<end_of_utterance>\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ 'Assistant:' }}{%- endif -%}"
-)
+def _idefics3_style_template(bos: str, *, video: bool = False) -> str:
+    """Idefics3's chat layout, which SmolVLM keeps with its own first token and a video part:
+    "<bos>User:<image>Q<end_of_utterance>\nAssistant: A<end_of_utterance>\n...Assistant:".
+    """
+    video_part = "{%- elif part['type'] == 'video' -%}{{ '<video>' }}" if video else ""
+    return (
+        "{{ '" + bos + "' }}"
+        "{%- for message in messages -%}"
+        "{%- if message['content'] is string -%}"
+        "{%- set parts = [{'type': 'text', 'text': message['content']}] -%}"
+        "{%- else -%}{%- set parts = message['content'] -%}{%- endif -%}"
+        "{{ message['role'] | capitalize }}"
+        # As in the real template: no space after the colon when the turn opens with an image.
+        "{%- if parts and parts[0]['type'] == 'image' -%}{{ ':' }}{%- else -%}{{ ': ' }}{%- endif -%}"
+        "{%- for part in parts -%}"
+        "{%- if part['type'] == 'image' -%}{{ '<image>' }}"
+        + video_part
+        + "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+        "{%- endfor -%}"
+        "{{ '<end_of_utterance>\n' }}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{ 'Assistant:' }}{%- endif -%}"
+    )
+
+
+_IDEFICS3_TEMPLATE = _idefics3_style_template("<|begin_of_text|>")
+# SmolVLM2's template: Idefics3's, opened by <|im_start|>, with a <video> placeholder.
+_SMOLVLM_TEMPLATE = _idefics3_style_template("<|im_start|>", video=True)
+
+# Geometry of the Idefics3-style builders: image splitting is off, so every image (and every
+# video frame) is squared to 32 px: (32 / 8) ** 2 = 16 patches, pixel-shuffled by scale factor 2
+# into 4 features.
+_IDEFICS3_STYLE_IMAGE_SIZE, _IDEFICS3_STYLE_PATCH_SIZE, _IDEFICS3_STYLE_SCALE_FACTOR = 32, 8, 2
+_IDEFICS3_STYLE_SPECIALS = ["<fake_token_around_image>", "<image>", "<global-img>"]
+
+
+def _build_idefics3_style(
+    *,
+    tokenizer: transformers.PreTrainedTokenizerFast,
+    image_processor_class: type,
+    processor_class: type,
+    vision_config_class: type,
+    config_class: type,
+    model_class: type,
+    chat_template: str,
+    video_processor_class: type | None = None,
+    video_processor_kwargs: dict | None = None,
+) -> tuple[transformers.PreTrainedModel, transformers.ProcessorMixin]:
+    """The shared build of Idefics3 and SmolVLM: SigLIP-style vision tower, pixel-shuffle
+    connector, Llama decoder, and a processor that writes ``<fake_token_around_image><global-img>``
+    + ``image_seq_len`` x ``<image>`` + ``<fake_token_around_image>`` per image (or video frame).
+    """
+    image_size, patch_size = _IDEFICS3_STYLE_IMAGE_SIZE, _IDEFICS3_STYLE_PATCH_SIZE
+    scale_factor = _IDEFICS3_STYLE_SCALE_FACTOR
+    image_seq_len = (image_size // patch_size) ** 2 // scale_factor**2
+    longest_edge = {"longest_edge": image_size}
+    image_processor = image_processor_class(
+        size=longest_edge, max_image_size=longest_edge, do_image_splitting=False
+    )
+    videos = {}
+    if video_processor_class is not None:
+        videos["video_processor"] = video_processor_class(
+            size=longest_edge, max_image_size=longest_edge, **(video_processor_kwargs or {})
+        )
+    processor = processor_class(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        **videos,
+        image_seq_len=image_seq_len,
+        chat_template=chat_template,
+    )
+    config = config_class(
+        vision_config=vision_config_class(**_VISION_SIZES, image_size=image_size, patch_size=patch_size),
+        text_config=transformers.LlamaConfig(**_text_config(tokenizer)),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=scale_factor,
+        # Deprecated top-level field, but its default (Llama-3's 128002) is outside this vocab.
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return model_class(config), processor
 
 
 def _build_idefics3() -> tuple[transformers.PreTrainedModel, transformers.ProcessorMixin]:
@@ -268,35 +329,44 @@ def _build_idefics3() -> tuple[transformers.PreTrainedModel, transformers.Proces
     pixel-shuffled by ``scale_factor`` 2 into 4 features, written by the processor as
     ``<fake_token_around_image><global-img>`` + 4 x ``<image>`` + ``<fake_token_around_image>``.
     """
-    image_size, patch_size, scale_factor = 32, 8, 2
-    image_seq_len = (image_size // patch_size) ** 2 // scale_factor**2
     tokenizer = _make_tokenizer(
-        bos="<|begin_of_text|>",
-        eos="<end_of_utterance>",
-        pad="<pad>",
-        extra=["<fake_token_around_image>", "<image>", "<global-img>"],
+        bos="<|begin_of_text|>", eos="<end_of_utterance>", pad="<pad>", extra=_IDEFICS3_STYLE_SPECIALS
     )
-    longest_edge = {"longest_edge": image_size}
-    image_processor = transformers.Idefics3ImageProcessor(
-        size=longest_edge, max_image_size=longest_edge, do_image_splitting=False
-    )
-    processor = transformers.Idefics3Processor(
-        image_processor=image_processor,
+    return _build_idefics3_style(
         tokenizer=tokenizer,
-        image_seq_len=image_seq_len,
+        image_processor_class=transformers.Idefics3ImageProcessor,
+        processor_class=transformers.Idefics3Processor,
+        vision_config_class=transformers.Idefics3VisionConfig,
+        config_class=transformers.Idefics3Config,
+        model_class=transformers.Idefics3ForConditionalGeneration,
         chat_template=_IDEFICS3_TEMPLATE,
     )
-    config = transformers.Idefics3Config(
-        vision_config=transformers.Idefics3VisionConfig(
-            **_VISION_SIZES, image_size=image_size, patch_size=patch_size
-        ),
-        text_config=transformers.LlamaConfig(**_text_config(tokenizer)),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        scale_factor=scale_factor,
-        # Deprecated top-level field, but its default (Llama-3's 128002) is outside this vocab.
-        pad_token_id=tokenizer.pad_token_id,
+
+
+def _build_smolvlm() -> tuple[transformers.PreTrainedModel, transformers.ProcessorMixin]:
+    """SmolVLM(2): Idefics3's architecture and geometry, SmolLM2's special tokens, plus videos.
+
+    As for Idefics3, a 64x64 image (any image: splitting is off) is 4 ``<image>`` tokens. A video
+    is sampled at 1 frame per second, at most 4 frames, each frame squared to 32 px and written
+    as one image (4 ``<image>`` tokens) after its timestamp. Its processor needs ``num2words``.
+    """
+    tokenizer = _make_tokenizer(
+        bos="<|im_start|>",
+        eos="<end_of_utterance>",
+        pad="<|im_end|>",  # as in the real SmolVLM2 tokenizer
+        extra=[*_IDEFICS3_STYLE_SPECIALS, "<video>"],
     )
-    return transformers.Idefics3ForConditionalGeneration(config), processor
+    return _build_idefics3_style(
+        tokenizer=tokenizer,
+        image_processor_class=transformers.SmolVLMImageProcessor,
+        processor_class=transformers.SmolVLMProcessor,
+        vision_config_class=transformers.SmolVLMVisionConfig,
+        config_class=transformers.SmolVLMConfig,
+        model_class=transformers.SmolVLMForConditionalGeneration,
+        chat_template=_SMOLVLM_TEMPLATE,
+        video_processor_class=transformers.SmolVLMVideoProcessor,
+        video_processor_kwargs={"num_frames": 4, "fps": 1},
+    )
 
 
 # Qwen2-VL's ChatML, default system prompt included.
@@ -374,6 +444,7 @@ _BUILDERS: dict[str, Callable[[], tuple[transformers.PreTrainedModel, transforme
     "llava": _build_llava,
     "llava_onevision": _build_llava_onevision,
     "idefics3": _build_idefics3,
+    "smolvlm": _build_smolvlm,
     "qwen2_vl": _build_qwen2_vl,
 }
 

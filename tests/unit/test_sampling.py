@@ -55,3 +55,14 @@ def test_bad_options_are_rejected_once_with_their_values(fields, message):
         GenerationOptions(**fields)
     name, value = next(iter(fields.items()))
     assert f"{name}={value!r}" in str(caught.value), "the message shows the value that was given"
+
+
+def test_repetition_penalty_steers_away_from_tokens_already_in_the_context():
+    from assistant.sampling import SeededSampler
+
+    scores = LOGITS.clone().unsqueeze(0)
+    context = torch.tensor([[1, 1, 5]])  # the two most likely tokens were already said
+    plain = SeededSampler(GenerationOptions(temperature=0.0), "cpu")(context, scores.clone())
+    penalised = SeededSampler(GenerationOptions(temperature=0.0, repetition_penalty=3.0), "cpu")(context, scores.clone())
+    assert int(plain.argmax()) == 1
+    assert int(penalised.argmax()) == 2, "with the penalty, the best token not yet said wins"

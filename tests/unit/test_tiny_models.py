@@ -15,6 +15,7 @@ import torch
 import transformers
 from PIL import Image
 from safetensors.torch import load_file
+from transformers.video_utils import VideoMetadata
 
 from assistant.models.tiny import FAMILIES, build_tiny_model
 
@@ -26,10 +27,11 @@ END_OF_TURN = {
     "llava": "</s>",
     "llava_onevision": "<|im_end|>",
     "idefics3": "<end_of_utterance>",
+    "smolvlm": "<end_of_utterance>",
     "qwen2_vl": "<|im_end|>",
 }
 # Image tokens for one 64x64 image, as documented in each builder.
-TOKENS_FOR_64PX = {"llava": 16, "llava_onevision": 24, "idefics3": 4, "qwen2_vl": 16}
+TOKENS_FOR_64PX = {"llava": 16, "llava_onevision": 24, "idefics3": 4, "smolvlm": 4, "qwen2_vl": 16}
 
 
 def _image(size: tuple[int, int], shade: int = 0) -> Image.Image:
@@ -150,6 +152,23 @@ def test_one_64px_image_has_the_documented_token_count(tiny):
     assert n_image_tokens == expected, (
         f"{family}: a 64x64 image gives {n_image_tokens} image tokens, the builder documents {expected}"
     )
+
+
+@pytest.mark.parametrize("tiny", ["smolvlm"], indirect=True)
+def test_smolvlm_video_frames_are_images_the_model_sees(tiny):
+    """SmolVLM writes each sampled video frame as one image (4 tokens) after its timestamp."""
+    family, _, model, processor = tiny
+    messages = [{"role": "user", "content": [{"type": "video"}, _text("What happens?")]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    frames = torch.randint(0, 256, (3, 24, 40, 3), dtype=torch.uint8).numpy()
+    metadata = VideoMetadata(total_num_frames=3, fps=1.0, frames_indices=[0, 1, 2])
+    inputs = processor(text=prompt, videos=[frames], video_metadata=[metadata], return_tensors="pt")
+    n_image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
+    assert n_image_tokens == 3 * TOKENS_FOR_64PX[family], f"{family}: {n_image_tokens} image tokens for 3 frames"
+    assert n_image_tokens == _feature_count(model, inputs), f"{family}: video tokens != model features"
+    with torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert generated.shape[1] > inputs["input_ids"].shape[1], f"{family}: generate added nothing after a video"
 
 
 def test_saved_files_and_configs(tiny):
