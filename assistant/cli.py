@@ -1,7 +1,8 @@
 """The `assistant` command: serve the browser chat, or ask one question from the terminal.
 
     assistant serve [--host 127.0.0.1] [--port 7860] [--profile NAME] ...
-    assistant ask [--image PATH]... [--profile NAME] [--persona NAME] [--max-new-tokens N] [--seed N] "question"
+    assistant ask [--image PATH]... [--audio PATH] [--profile NAME] [--persona NAME] [--max-new-tokens N] [--seed N] "question"
+    assistant transcribe PATH [--language xx] [--timestamps] [--backend NAME] [--profile NAME]
 
 Every setting is also a flag (see `assistant ask --help`); flags win over ASSISTANT_* variables,
 which win over the config file.
@@ -39,16 +40,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistant", description="A multimodal virtual assistant.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", parents=[_model_flags(), _generation_flags()], help="start the browser chat")
+    serve = commands.add_parser("serve", parents=[_model_flags(), _generation_flags(), _speech_flags()], help="start the browser chat")
     serve.add_argument("--host", default=argparse.SUPPRESS, help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", default=argparse.SUPPRESS, help="port to listen on (default 7860)")
     serve.add_argument("--queue-size", default=argparse.SUPPRESS, help="requests that may wait for the model")
     serve.set_defaults(run=_serve)
 
-    ask = commands.add_parser("ask", parents=[_model_flags(), _generation_flags()], help="ask one question")
-    ask.add_argument("question", help="the question (may be empty when an image is given)")
+    ask = commands.add_parser("ask", parents=[_model_flags(), _generation_flags(), _speech_flags()], help="ask one question")
+    ask.add_argument("question", nargs="?", default="", help="the question (may be left out when --audio is given)")
     ask.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo; repeat for several")
+    ask.add_argument("--audio", action="append", default=[], metavar="PATH", help="a spoken question (any common format)")
     ask.set_defaults(run=_ask)
+
+    transcribe = commands.add_parser("transcribe", parents=[_speech_flags()], help="print the transcript of a recording")
+    transcribe.add_argument("path", help="an audio file: wav, flac, mp3, ogg/opus, webm, m4a")
+    transcribe.add_argument("--timestamps", action="store_true", help="print each segment with its start and end")
+    transcribe.add_argument("--config", default=None, metavar="PATH", help="TOML config file")
+    flag = _setting_adder(transcribe)
+    flag("--profile", help=f"profile whose speech model to use: {', '.join(PROFILE_NAMES)}")
+    flag("--device", help="auto, cpu, cuda or cuda:N")
+    flag("--cache-dir", help="where the joined Whisper weights are cached")
+    transcribe.set_defaults(run=_transcribe)
     return parser
 
 
@@ -81,11 +93,22 @@ def _generation_flags() -> argparse.ArgumentParser:
     return flags
 
 
+def _speech_flags() -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(add_help=False)
+    flag = _setting_adder(flags)
+    flag("--backend", "--speech-backend", dest="speech_backend", help="faster-whisper (default), transformers, openai-whisper")
+    flag("--speech-model", help="Whisper model: base, tiny.en (both work offline), a hub id or a local path")
+    flag("--language", "--speech-language", dest="speech_language", help="force the spoken language (ISO 639-1, e.g. en)")
+    flag("--translate", "--speech-translate", dest="speech_translate", action="store_const", const=True, help="write English whatever is spoken")
+    flag("--beam-size", "--speech-beam-size", dest="speech_beam_size", help="Whisper beam size (1 is greedy)")
+    return flags
+
+
 def _setting_adder(parser: argparse.ArgumentParser):
-    def add(flag: str, **kwargs) -> None:
+    def add(*flags: str, **kwargs) -> None:
         # Values stay strings here: the settings object converts and validates them all in one
         # place, with the same messages as for the config file and the environment.
-        parser.add_argument(flag, default=argparse.SUPPRESS, **kwargs)
+        parser.add_argument(*flags, default=argparse.SUPPRESS, **kwargs)
 
     return add
 
@@ -118,7 +141,10 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     assistant = _load(settings)
     try:
         conversation = assistant.new_conversation()
-        conversation.add(assistant.user_message(args.question, args.image))
+        message = assistant.user_message(args.question, args.image, args.audio)
+        if message.spoken_text:
+            print(f"you said: {message.spoken_text}", file=sys.stderr)
+        conversation.add(message)
         for event in assistant.reply(conversation):
             if isinstance(event, TextDelta):
                 print(event.text, end="", flush=True)
@@ -131,6 +157,35 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
         # End the engine's worker before the interpreter tears torch down under it.
         assistant.close()
     return 0
+
+
+def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+
+    from .speech import load_speech, transcribe_options
+    from .speech.audio import AudioLimits, read_audio_file
+
+    samples = read_audio_file(args.path, AudioLimits.from_settings(settings))
+    transcriber = load_speech(settings)
+    started = time.perf_counter()
+    transcript = transcriber.transcribe(samples, transcribe_options(settings, timestamps=args.timestamps))
+    elapsed = time.perf_counter() - started
+    if args.timestamps:
+        for segment in transcript.segments:
+            print(f"[{_clock(segment.start)} -> {_clock(segment.end)}] {segment.text.strip()}")
+    else:
+        print(transcript.text if transcript.has_speech else "(no speech detected)")
+    print(
+        f"[{transcriber.backend} {transcriber.model_name}: {transcript.duration:.1f} s of audio in {elapsed:.2f} s, "
+        f"language {transcript.language}]",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(seconds, 60)
+    return f"{int(minutes):02d}:{seconds:05.2f}"
 
 
 def _load(settings: Settings):

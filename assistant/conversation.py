@@ -7,7 +7,7 @@ photo never resets the conversation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
@@ -23,6 +23,7 @@ ROLES = ("system", "user", "assistant")
 @dataclass(frozen=True)
 class Text:
     text: str
+    spoken: bool = False  # transcribed from the user's voice (shown to them as their words)
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,14 +55,27 @@ class Message:
             raise ValueError(f"only user messages carry images or audio, not {self.role} messages")
 
     @classmethod
-    def user(cls, text: str = "", images: Iterable[Image | PIL.Image.Image] = (), audio: Audio | None = None) -> Message:
-        """A user message; images come first, as LLaVA-style models were trained to see them."""
+    def user(
+        cls,
+        text: str = "",
+        images: Iterable[Image | PIL.Image.Image] = (),
+        audio: Audio | None = None,
+        spoken: Iterable[str] = (),
+    ) -> Message:
+        """A user message; images come first, as LLaVA-style models were trained to see them, then
+        what was said (untranscribed `audio`, or `spoken` transcripts), then what was typed."""
         parts: list[Part] = [image if isinstance(image, Image) else Image(image) for image in images]
         if audio is not None:
             parts.append(audio)
+        parts.extend(Text(transcript, spoken=True) for transcript in spoken)
         if text:
             parts.append(Text(text))
         return cls("user", tuple(parts))
+
+    @property
+    def spoken_text(self) -> str:
+        """What the user said, as transcribed."""
+        return "\n".join(part.text for part in self.parts if isinstance(part, Text) and part.spoken)
 
     @classmethod
     def assistant(cls, text: str) -> Message:

