@@ -35,13 +35,20 @@ import torch
 from huggingface_hub import constants as hub_constants
 from transformers import AutoConfig, WhisperForConditionalGeneration, WhisperProcessor
 
-from .transcriber import Segment, SpeechError, SpeechModelSpec, TranscribeOptions, Transcript
+from .audio import SAMPLE_RATE as SAMPLE_RATE_HZ
+from .transcriber import (
+    Segment,
+    SpeechError,
+    SpeechModelSpec,
+    TranscribeOptions,
+    Transcript,
+    is_silent,
+    mono_samples,
+)
 
-SAMPLE_RATE_HZ = 16_000
 WINDOW_S = 30  # Whisper's encoder sees exactly 30 s
 WINDOW_SAMPLES = WINDOW_S * SAMPLE_RATE_HZ
 WINDOW_FRAMES = 3000  # log-mel frames in 30 s (10 ms hop)
-SILENCE_RMS = 1e-3  # -60 dBFS: below a quiet room's noise floor, nothing anyone said
 CUT_SEARCH_S = 5  # batched mode: look for the quietest cut point in the last 5 s of each 30-s piece
 CUT_FRAME_SAMPLES = 320  # 20 ms energy frames when looking for a cut point
 # OpenAI's decoding defaults. transformers computes the compression ratio on token ids, not on the
@@ -219,17 +226,8 @@ def cut_points(audio: np.ndarray) -> list[tuple[int, int]]:
     return ranges
 
 
-def mono_samples(samples: np.ndarray) -> np.ndarray:
-    """`samples` as a 1-D float32 array (mono, 16 kHz, [-1, 1]); anything else is a SpeechError."""
-    audio = np.asarray(samples, dtype=np.float32)
-    if audio.ndim != 1:
-        raise SpeechError(f"speech samples must be mono, shape (n,); got shape {audio.shape}")
-    return audio
 
 
-def is_silent(audio: np.ndarray) -> bool:
-    """True when the RMS level is below SILENCE_RMS (or there are no samples)."""
-    return audio.size == 0 or float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < SILENCE_RMS
 
 
 def resolve_source(model: str) -> str:

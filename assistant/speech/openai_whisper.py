@@ -29,10 +29,17 @@ from whisper.audio import N_FRAMES, N_SAMPLES
 from whisper.model import ModelDimensions, Whisper
 from whisper.tokenizer import LANGUAGES
 
-from .transcriber import Segment, SpeechError, SpeechModelSpec, TranscribeOptions, Transcript
+from .audio import SAMPLE_RATE as SAMPLE_RATE_HZ
+from .transcriber import (
+    Segment,
+    SpeechError,
+    SpeechModelSpec,
+    TranscribeOptions,
+    Transcript,
+    is_silent,
+    mono_samples,
+)
 
-SAMPLE_RATE_HZ = 16_000
-SILENCE_RMS = 1e-3  # -60 dBFS: below a quiet room's noise floor, nothing anyone said
 SILENT_LANGUAGE = "en"  # reported for silent input when no language was forced: nothing to detect it from
 # OpenAI's transcribe() defaults, spelled out so that both torch backends visibly decode alike.
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -121,17 +128,8 @@ def _segment(raw: dict, duration: float) -> Segment:
     return Segment(start, min(max(float(raw["end"]), start), duration), raw["text"].strip())
 
 
-def mono_samples(samples: np.ndarray) -> np.ndarray:
-    """`samples` as a contiguous 1-D float32 array (mono, 16 kHz, [-1, 1]); anything else is a SpeechError."""
-    audio = np.ascontiguousarray(samples, dtype=np.float32)
-    if audio.ndim != 1:
-        raise SpeechError(f"speech samples must be mono, shape (n,); got shape {audio.shape}")
-    return audio
 
 
-def is_silent(audio: np.ndarray) -> bool:
-    """True when the RMS level is below SILENCE_RMS (or there are no samples)."""
-    return audio.size == 0 or float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < SILENCE_RMS
 
 
 def _pick_device(setting: str) -> torch.device:

@@ -26,8 +26,25 @@ BACKENDS = {
 }
 
 
+SILENCE_RMS = 1e-3  # -60 dBFS: below a quiet room's noise floor; nothing anyone said
+
+
 class SpeechError(AssistantError):
     """Speech could not be transcribed: no speech, a backend or model that is missing, a bad option."""
+
+
+def mono_samples(samples: np.ndarray) -> np.ndarray:
+    """`samples` as a contiguous 1-D float32 array (mono, 16 kHz, [-1, 1]); anything else is a SpeechError."""
+    audio = np.ascontiguousarray(samples, dtype=np.float32)
+    if audio.ndim != 1:
+        raise SpeechError(f"speech samples must be mono, shape (n,); got shape {audio.shape}")
+    return audio
+
+
+def is_silent(audio: np.ndarray) -> bool:
+    """True when the RMS level is below SILENCE_RMS (or there are no samples): every backend
+    answers "no speech" for such input without running a model that might invent words."""
+    return audio.size == 0 or float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < SILENCE_RMS
 
 
 @dataclass(frozen=True)
@@ -96,8 +113,8 @@ def load_transcriber(spec: SpeechModelSpec) -> Transcriber:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
+        extra = f"pip install -e '.[{spec.backend}]'" if spec.backend == "openai-whisper" else "pip install -e ."
         raise SpeechError(
-            f"the {spec.backend} speech backend is not installed ({error.name} is missing); "
-            f"install it with: pip install -e '.[{spec.backend}]'"
+            f"the {spec.backend} speech backend is not installed ({error.name} is missing); install it with: {extra}"
         ) from None
     return getattr(module, factory_name).load(spec)
