@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 
 from .errors import AssistantError
@@ -61,7 +62,44 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--device", help="auto, cpu, cuda or cuda:N")
     flag("--cache-dir", help="where the joined Whisper weights are cached")
     transcribe.set_defaults(run=_transcribe)
+
+    train = commands.add_parser("train", help="train a projector between a vision encoder and a language model")
+    _train_flags(train)
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("eval", parents=[_model_flags()], help="accuracy and F1 on held-out questions")
+    evaluate.add_argument("--data", default=None, metavar="PATH", help="a dataset folder, .jsonl or LLaVA .json (default: synthetic scenes)")
+    evaluate.add_argument("--scenes", type=int, default=200, help="synthetic test scenes (default 200)")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"), help="synthetic split (default test)")
+    evaluate.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data (default 0)")
+    evaluate.add_argument("--types", default=None, help="only these question types, comma-separated (e.g. colour,shape)")
+    evaluate.add_argument("--limit", type=int, default=None, help="at most this many questions")
+    evaluate.add_argument("--out", default=None, metavar="FILE", help="also write the Markdown table here")
+    evaluate.set_defaults(run=_eval)
     return parser
+
+
+def _train_flags(train: argparse.ArgumentParser) -> None:
+    from .training.train import TrainConfig
+
+    defaults = TrainConfig(output=Path("."))
+    train.add_argument("--fusion", choices=("mlp", "resampler"), default=defaults.fusion, help="mlp (concatenated tokens) or resampler (attention)")
+    train.add_argument("--image-tokens", type=int, default=None, help="image tokens per image (default: 16 for mlp, 8 for resampler)")
+    train.add_argument("--encoder", default=defaults.encoder, help="vision encoder: efficientnet-lite0 or a Hugging Face vision model")
+    train.add_argument("--language-model", default=defaults.language_model, help="smollm2-135m, a .gguf file, a hub id or a local dir")
+    train.add_argument("--no-colour-features", action="store_true", help="do not append each patch's mean colour")
+    train.add_argument("--data", default=None, metavar="PATH", help="a dataset folder, .jsonl or LLaVA .json (default: synthetic scenes)")
+    train.add_argument("--scenes", type=int, default=defaults.scenes, help=f"synthetic training scenes (default {defaults.scenes})")
+    train.add_argument("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default {defaults.steps})")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    train.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    train.add_argument("--seed", type=int, default=defaults.seed, help="fixes the data, the initial weights and the batch order")
+    train.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    train.add_argument("--lm-dtype", choices=("bfloat16", "float32"), default=defaults.lm_dtype)
+    train.add_argument("--output", required=True, metavar="DIR", help="the composed model directory to write (resumes from its checkpoint)")
+    train.add_argument("--cache-dir", default=None, metavar="DIR", help="where features and converted LMs are cached")
+    train.add_argument("--config", default=None, metavar="PATH", help="TOML config file")
 
 
 def _model_flags() -> argparse.ArgumentParser:
@@ -156,6 +194,59 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         # End the engine's worker before the interpreter tears torch down under it.
         assistant.close()
+    return 0
+
+
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    from .training.train import TrainConfig, train
+
+    config = TrainConfig(
+        output=Path(args.output),
+        fusion=args.fusion,
+        image_tokens=args.image_tokens or (16 if args.fusion == "mlp" else 8),
+        encoder=args.encoder,
+        language_model=args.language_model,
+        colour_features=not args.no_colour_features,
+        data=args.data,
+        scenes=args.scenes,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        cache_dir=settings.cache_dir,
+        lm_dtype=args.lm_dtype,
+    )
+    output = train(config, command=["assistant", *sys.argv[1:]])
+    print(f"trained projector written to {output}; use it with: assistant ask --model {output} ...", file=sys.stderr)
+    return 0
+
+
+def _eval(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .training import load_dataset, make_split, scenes_to_examples
+    from .training.evaluate import evaluate
+
+    if args.data:
+        examples = load_dataset(args.data)
+    else:
+        examples = scenes_to_examples(make_split(args.split, args.scenes, seed=args.data_seed))
+    if args.types:
+        wanted = set(args.types.split(","))
+        examples = [example for example in examples if example.question_type in wanted]
+    examples = examples[: args.limit] if args.limit else examples
+    assistant = _load(settings)
+    try:
+        with tqdm(total=len(examples), desc="evaluating", unit="question", file=sys.stderr) as bar:
+            report = evaluate(assistant.engine, examples, progress=lambda done: bar.update(1))
+    finally:
+        assistant.close()
+    table = report.markdown()
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n", encoding="utf-8")
     return 0
 
 

@@ -11,6 +11,7 @@ from transformers import BatchFeature, GenerationConfig, LogitsProcessorList, St
 from transformers.generation.streamers import BaseStreamer
 
 from ..conversation import Conversation, to_chat_messages
+from ..errors import ModelUnavailableError
 
 
 @dataclass
@@ -72,20 +73,34 @@ class LoadedModel:
         inputs = encoded.inputs.to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        config = GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            do_sample=False,  # the sampler in logits_processor already chose the token
-            eos_token_id=self.eos_token_ids,
-            pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_token_ids[0],
-        )
         with torch.inference_mode():
             self.model.generate(
                 **inputs,
-                generation_config=config,
+                generation_config=self.generation_config(max_new_tokens),
                 logits_processor=logits_processor,
                 stopping_criteria=stopping_criteria,
                 streamer=streamer,
             )
+
+    def generation_config(self, max_new_tokens: int) -> GenerationConfig:
+        pad = self.tokenizer.pad_token_id
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,  # the engine's sampler (a logits processor) has already chosen the token
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=pad if pad is not None else self.eos_token_ids[0],
+        )
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every token that ends a reply: the generation config's and the tokenizer's end of sequence."""
+    configured = model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise ModelUnavailableError("the model defines no end-of-sequence token, so replies could never end")
+    return list(dict.fromkeys(int(i) for i in ids))
 
 
 def _fold_system(chat: list[dict]) -> list[dict]:

@@ -20,7 +20,8 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from ..errors import ModelUnavailableError
 from ..profiles import TINY_PREFIX, resolve_profile
 from ..settings import Settings
-from .base import LoadedModel
+from .base import LoadedModel, eos_token_ids
+from .composed import is_composed_dir, load_composed
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ def load_model(settings: Settings) -> LoadedModel:
         source = str(ensure_tiny_model(source.removeprefix(TINY_PREFIX), settings.cache_dir))
     device = pick_device(settings.device)
     dtype_name = settings.dtype if settings.dtype != "auto" else resolved.profile.dtype
+    if is_composed_dir(source):
+        loaded = load_composed(source, device, pick_dtype(dtype_name, device), settings.cache_dir)
+        loaded.details.update(profile=resolved.profile.name, reason=resolved.reason)
+        return loaded
     loaded = load_pretrained(
         source,
         device=device,
@@ -100,7 +105,7 @@ def load_pretrained(
         dtype=dtype,
         context_tokens=_context_tokens(model.config, context_tokens),
         image_token_id=_image_token_id(model.config),
-        eos_token_ids=_eos_token_ids(model, processor.tokenizer),
+        eos_token_ids=eos_token_ids(model, processor.tokenizer),
         load_seconds=time.perf_counter() - started,
     )
     _check_parts_agree(loaded)
@@ -172,16 +177,6 @@ def _image_token_id(config) -> int | None:
         if value is not None:
             return int(value)
     return None
-
-
-def _eos_token_ids(model, tokenizer) -> list[int]:
-    configured = model.generation_config.eos_token_id
-    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    if not ids:
-        raise ModelUnavailableError("the model defines no end-of-sequence token, so replies could never end")
-    return list(dict.fromkeys(int(i) for i in ids))
 
 
 def _check_parts_agree(loaded: LoadedModel) -> None:
