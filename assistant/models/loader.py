@@ -18,10 +18,11 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from ..errors import ModelUnavailableError
-from ..profiles import TINY_PREFIX, resolve_profile
+from ..profiles import TINY_PREFIX, fall_back_to_starter, resolve_profile
 from ..settings import Settings
 from .base import LoadedModel, eos_token_ids
 from .composed import is_composed_dir, load_composed
+from .hub import hub_model_available
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,10 @@ TINY_BUILD_VERSION = 1  # bump when tiny.py changes what it builds, so caches ar
 def load_model(settings: Settings) -> LoadedModel:
     """Load the model the settings ask for: `settings.model` if given, else the profile's."""
     resolved = resolve_profile(settings.profile)
+    if settings.profile == "auto" and settings.model is None:
+        available, why = hub_model_available(resolved.profile.model)
+        if not available:
+            resolved = fall_back_to_starter(resolved, why)
     source = settings.model or resolved.profile.model
     if source.startswith(TINY_PREFIX):
         source = str(ensure_tiny_model(source.removeprefix(TINY_PREFIX), settings.cache_dir))

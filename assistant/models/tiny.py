@@ -462,3 +462,34 @@ def build_tiny_model(family: str, directory: str | os.PathLike, seed: int = 0) -
         torch.manual_seed(seed)
         model, processor = _BUILDERS[family]()
     return _save(model, processor, pathlib.Path(directory))
+
+
+def build_tiny_parts(directory: str | os.PathLike, seed: int = 0) -> tuple[pathlib.Path, pathlib.Path]:
+    """Tiny random parts for a composed model: a CLIP vision tower (32 px, 8 px patches: a 4x4 grid
+    of 16 patch features of width 32) and a Qwen2 causal LM with a ChatML template.
+
+    Returns (vision encoder directory, language model directory); both load through the same code
+    as real parts (`load_vision_encoder`, `load_causal_lm`)."""
+    root = pathlib.Path(directory)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vision = transformers.CLIPVisionModel(
+            transformers.CLIPVisionConfig(**_VISION_SIZES, image_size=32, patch_size=8, projection_dim=32)
+        )
+        image_processor = transformers.CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        )
+        tokenizer = _make_tokenizer(eos="<|im_end|>", pad="<|endoftext|>", extra=["<|im_start|>"])
+        tokenizer.chat_template = _LLAVA_ONEVISION_TEMPLATE  # ChatML, as SmolLM2's
+        # A wider initialisation than the default 0.02: at that scale a tiny random LM's logits are
+        # flat whatever its input, and tests of training need inputs that can move the output.
+        language_model = transformers.Qwen2ForCausalLM(
+            transformers.Qwen2Config(**_text_config(tokenizer), initializer_range=0.3)
+        )
+    vision.save_pretrained(root / "vision")
+    image_processor.save_pretrained(root / "vision")
+    language_model.generation_config.eos_token_id = tokenizer.eos_token_id
+    language_model.generation_config.pad_token_id = tokenizer.pad_token_id
+    language_model.save_pretrained(root / "lm")
+    tokenizer.save_pretrained(root / "lm")
+    return root / "vision", root / "lm"

@@ -60,6 +60,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     checkpoint_every: int = 100  # steps between checkpoints (and the end)
+    stop_after: int | None = None  # end this run at this step, checkpointed, to resume later
     cache_dir: Path = Path.home() / ".cache" / "assistant"
     # The frozen LM's weights during training: bf16 runs the step ~1.5x faster on CPUs with AMX or
     # AVX-512-BF16; the projector itself always trains in fp32.
@@ -89,6 +90,9 @@ def train(config: TrainConfig, command: Sequence[str] = ()) -> Path:
     optimizer, scheduler = _optimizer(vlm, config)
     step, generator = _resume(vlm, optimizer, scheduler, config)
     losses = _loop(vlm, examples, optimizer, scheduler, step, generator, config)
+    if config.stop_after is not None and config.stop_after < config.steps:
+        print(f"stopped at step {config.stop_after}; run again without --stop-after to finish", file=sys.stderr)
+        return config.output
     provenance = {
         "command": " ".join(command),
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k != "cache_dir"},
@@ -235,7 +239,8 @@ def _save_checkpoint(vlm: ComposedVLM, optimizer, scheduler, step: int, generato
 
 
 def _config_fingerprint(config: TrainConfig) -> str:
-    relevant = {k: str(v) for k, v in asdict(config).items() if k not in ("output", "cache_dir", "checkpoint_every")}
+    how_run = ("output", "cache_dir", "checkpoint_every", "stop_after")  # do not change what is trained
+    relevant = {k: str(v) for k, v in asdict(config).items() if k not in how_run}
     return json.dumps(relevant, sort_keys=True)
 
 
@@ -244,7 +249,8 @@ def _loop(vlm, examples: TrainingExamples, optimizer, scheduler, step: int, gene
     vlm.language_model.to(getattr(torch, config.lm_dtype))
     vlm.projector.train()
     bar = tqdm(total=config.steps, initial=step, desc=f"training {config.fusion}", unit="step", file=sys.stderr)
-    while step < config.steps:
+    last = min(config.steps, config.stop_after or config.steps)
+    while step < last:
         batch = torch.randint(len(examples), (config.batch_size,), generator=generator).tolist()
         loss = training_loss(vlm, examples, batch)
         optimizer.zero_grad(set_to_none=True)
@@ -256,7 +262,7 @@ def _loop(vlm, examples: TrainingExamples, optimizer, scheduler, step: int, gene
         losses.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{_smoothed(losses):.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-        if step % config.checkpoint_every == 0 or step == config.steps:
+        if step % config.checkpoint_every == 0 or step == last:
             _save_checkpoint(vlm, optimizer, scheduler, step, generator, config)
     bar.close()
     return losses

@@ -51,7 +51,7 @@ def test_a_corrupt_photo_exits_non_zero_with_one_line_and_no_traceback(built, tm
     [
         (["--temperature", "-1"], "setting 'temperature' from --temperature"),
         (["--persona", "pirate"], "unknown persona 'pirate'; the personas are: default, describer, tutor"),
-        (["--profile", "huge"], "unknown profile 'huge'; the profiles are: auto, tiny, cpu, gpu"),
+        (["--profile", "huge"], "unknown profile 'huge'; the profiles are: auto, tiny, starter, cpu, gpu"),
     ],
 )
 def test_wrong_options_are_explained(built, args, expected):
