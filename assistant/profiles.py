@@ -4,7 +4,7 @@
 |---------|----------------------------------------------|----------------|---------------------------------------|
 | tiny    | a tiny random LLaVA-OneVision built locally  | Whisper base   | tests and development, no download    |
 | starter | EfficientNet-Lite0 + projector + SmolLM2-135M| Whisper base   | any machine, no network at all        |
-| cpu     | llava-hf/llava-onevision-qwen2-0.5b-ov-hf    | Whisper base   | a laptop or any machine without a GPU |
+| cpu     | llava-hf/llava-onevision-qwen2-0.5b-ov-hf    | Whisper small  | a laptop or any machine without a GPU |
 | gpu     | llava-hf/llava-onevision-qwen2-7b-ov-hf      | large-v3-turbo | a CUDA GPU with >= 24 GB, in bf16     |
 | auto    | gpu when CUDA is available, else cpu; starter when that model can't be had | | the default       |
 
@@ -42,7 +42,12 @@ PROFILES: dict[str, Profile] = {
             "EfficientNet-Lite0 + trained projector + SmolLM2-135M-Instruct: small, works with no network",
             str(STARTER_DIR / "mlp"),
         ),
-        Profile("cpu", "LLaVA-OneVision 0.5B (Qwen2), fits any machine", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"),
+        Profile(
+            "cpu",
+            "LLaVA-OneVision 0.5B (Qwen2), fits any machine",
+            "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+            speech_model="small",
+        ),
         Profile(
             "gpu",
             "LLaVA-OneVision 7B (Qwen2) in bf16, needs a CUDA GPU",

@@ -24,13 +24,12 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..conversation import Conversation, to_chat_messages
 from ..errors import ModelUnavailableError
-from ..vision.projectors import ProjectorConfig, build_projector, colour_features
+from ..vision.projectors import COLOUR_CHANNELS, ProjectorConfig, build_projector, colour_features
 from .base import Encoded, LoadedModel, eos_token_ids
 
 SPEC_FILE = "composed.json"
 PROJECTOR_FILE = "projector.safetensors"
 IMAGE_MARKER = "\ue000"  # a private-use character: where an image goes in the rendered prompt
-COLOUR_CHANNELS = 3  # the mean R, G, B of each patch, appended to its features
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,13 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from ..models.composed import (
-    COLOUR_CHANNELS,
     ComposedSpec,
     ComposedVLM,
     render_prompt,
     save_projector,
     tokenize_with_images,
 )
-from ..vision.projectors import ProjectorConfig
+from ..vision.projectors import COLOUR_CHANNELS, COLOUR_GAIN, ProjectorConfig
 from .datasets import VQAExample, load_dataset, scenes_to_examples
 from .evaluate import SHORT_ANSWER
 from .scenes import make_split
@@ -196,7 +195,8 @@ def _features_key(vlm: ComposedVLM, image_examples: list[VQAExample], config: Tr
         images = [(str(e.image), Path(e.image).stat().st_mtime_ns) for e in image_examples]
     else:
         images = ["scenes", "train", config.scenes, config.seed, len(image_examples)]
-    key = json.dumps([vlm.spec.encoder, vlm.spec.colour_features, images], default=str)
+    colour = vlm.spec.colour_features and (COLOUR_CHANNELS, COLOUR_GAIN)  # a new colour layout: new features
+    key = json.dumps([vlm.spec.encoder, colour, images], default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
