@@ -9,8 +9,10 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import MediaError
 
 MiB = 1024 * 1024
+T = TypeVar("T")
 IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF")  # what browsers and phones send
 WHITE = (255, 255, 255)  # transparent areas are shown on white, as in a browser
 
@@ -34,16 +37,22 @@ class ImageLimits:
 
 def read_image_file(path: str | os.PathLike, limits: ImageLimits = ImageLimits()) -> Image.Image:
     """Open an image file from disk (see `decode_image`); the file name prefixes every error."""
+    return read_untrusted_file(path, limits.max_bytes, lambda data: decode_image(data, limits))
+
+
+def read_untrusted_file(path: str | os.PathLike, max_bytes: int, decode: Callable[[bytes], T]) -> T:
+    """Read a user's file, refusing it before reading when it is over `max_bytes`, and decode it;
+    every error is one line that starts with the file's name."""
     path = Path(path)
     try:
         size = path.stat().st_size
-        if size > limits.max_bytes:
-            raise MediaError(f"{path.name}: {_too_big(size, limits.max_bytes)}")
+        if size > max_bytes:
+            raise MediaError(f"{path.name}: {_too_big(size, max_bytes)}")
         data = path.read_bytes()
     except OSError as error:
         raise MediaError(f"{path.name}: cannot read the file ({error.strerror or error})") from None
     try:
-        return decode_image(data, limits)
+        return decode(data)
     except MediaError as error:
         raise MediaError(f"{path.name}: {error}") from None
 

@@ -13,13 +13,12 @@ import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import av
 import numpy as np
 
 from ..errors import MediaError
-from ..media import MiB
+from ..media import MiB, read_untrusted_file
 
 SAMPLE_RATE = 16_000  # Hz, what Whisper expects
 SUPPORTED = "wav, flac, mp3, ogg/opus, webm, m4a"  # for the user: what they can send
@@ -61,18 +60,7 @@ class AudioLimits:
 
 def read_audio_file(path: str | os.PathLike, limits: AudioLimits = AudioLimits()) -> np.ndarray:
     """Decode an audio file from disk (see `decode_audio`); the file name prefixes every error."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > limits.max_bytes:
-            raise MediaError(f"{path.name}: {_too_big(size, limits.max_bytes)}")
-        data = path.read_bytes()
-    except OSError as error:
-        raise MediaError(f"{path.name}: cannot read the file ({error.strerror or error})") from None
-    try:
-        return decode_audio(data, limits)
-    except MediaError as error:
-        raise MediaError(f"{path.name}: {error}") from None
+    return read_untrusted_file(path, limits.max_bytes, lambda data: decode_audio(data, limits))
 
 
 def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> np.ndarray:
