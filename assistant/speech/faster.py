@@ -53,11 +53,11 @@ from .transcriber import (
     Transcript,
     is_silent,
     mono_samples,
+    silent_transcript,
 )
 
 log = logging.getLogger(__name__)
 
-SILENT_LANGUAGE = "en"  # reported for silent input when no language was forced (as speech.hf)
 CPU_COMPUTE_TYPE = "int8"  # 1.3-2x faster than float32 here (2 cores), same words on a 30-s clip
 CUDA_COMPUTE_TYPE = "float16"
 # CTranslate2's wheels (4.8) are built against CUDA 12 and open its cuBLAS at run time.
@@ -252,4 +252,4 @@ def _segment(piece, duration: float) -> Segment:
 
 def _silent(options: TranscribeOptions, duration: float) -> Transcript:
     forced = options.language
-    return Transcript("", forced or SILENT_LANGUAGE, duration, (), None if forced else 0.0)
+    return silent_transcript(duration, forced)

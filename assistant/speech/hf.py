@@ -44,6 +44,7 @@ from .transcriber import (
     Transcript,
     is_silent,
     mono_samples,
+    silent_transcript,
 )
 
 WINDOW_S = 30  # Whisper's encoder sees exactly 30 s
@@ -58,7 +59,6 @@ LOGPROB_THRESHOLD = -1.0  # mean log-probability per token below which a window 
 NO_SPEECH_THRESHOLD = 0.6  # P(no speech) above which a low-probability window is skipped as silence
 COMPRESSION_RATIO_THRESHOLD = 1.35
 DEFAULT_GPU_BATCH = 8
-SILENT_LANGUAGE = "en"  # reported for silent input when no language was forced: nothing to detect it from
 SIZE_NAMES = (
     "tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",
     "large", "large-v1", "large-v2", "large-v3", "large-v3-turbo",
@@ -101,7 +101,7 @@ class TransformersTranscriber:
         duration = len(audio) / SAMPLE_RATE_HZ
         forced = self._forced_language(options.language)
         if is_silent(audio):
-            return Transcript("", forced or SILENT_LANGUAGE, duration, (), None if forced else 0.0)
+            return silent_transcript(duration, forced)
         language, probability = (forced, None) if forced else self._detect_language(audio)
         spans = self._spans(audio)
         pairs = []

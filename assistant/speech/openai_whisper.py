@@ -38,9 +38,9 @@ from .transcriber import (
     Transcript,
     is_silent,
     mono_samples,
+    silent_transcript,
 )
 
-SILENT_LANGUAGE = "en"  # reported for silent input when no language was forced: nothing to detect it from
 # OpenAI's transcribe() defaults, spelled out so that both torch backends visibly decode alike.
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 2.4  # gzip ratio of the text above which a window is decoded again, hotter
@@ -75,7 +75,7 @@ class OpenAIWhisperTranscriber:
         duration = len(audio) / SAMPLE_RATE_HZ
         forced = self._forced_language(options.language)
         if is_silent(audio):
-            return Transcript("", forced or SILENT_LANGUAGE, duration, (), None if forced else 0.0)
+            return silent_transcript(duration, forced)
         language, probability = (forced, None) if forced else self._detect_language(audio)
         result = whisper.transcribe(
             self.model,

@@ -67,6 +67,14 @@ class Transcript:
         return bool(self.text)
 
 
+SILENT_LANGUAGE = "en"  # reported for silent input when no language was forced: nothing to detect it from
+
+
+def silent_transcript(duration: float, forced_language: str | None) -> Transcript:
+    """What every backend answers for input with no speech: no words, and no model run."""
+    return Transcript("", forced_language or SILENT_LANGUAGE, duration, (), None if forced_language else 0.0)
+
+
 @dataclass(frozen=True)
 class TranscribeOptions:
     language: str | None = None  # ISO 639-1 code to force, e.g. "en"; None detects it

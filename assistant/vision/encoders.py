@@ -340,6 +340,6 @@ def _unavailable_message(source: str, error: OSError) -> str:
 
 def _unsupported_message(source: str, error: ValueError) -> str:
     if "trust_remote_code" in str(error):
-        return f"{source} runs code of its own to load; it is not run unless you trust it (trust_remote_code=True)"
+        return f"{source} runs code of its own to load; it is not run unless you trust it (--trust-remote-code)"
     first_line = str(error).splitlines()[0]
     return f"{source} is not a vision model that transformers can load here ({first_line})"
