@@ -4,6 +4,7 @@ a temporary cache and loaded through the project's real loading code."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from PIL import Image as PILImage
@@ -57,3 +58,20 @@ def photo_files(tmp_path):
         PILImage.new("RGB", size, colour).save(path)
         paths.append(path)
     return paths
+
+
+# The real photos scikit-image and matplotlib ship (no download).
+@pytest.fixture(scope="session")
+def photos() -> dict[str, PILImage.Image]:
+    import matplotlib
+    from skimage import data
+
+    hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    return {
+        "chelsea": PILImage.fromarray(data.chelsea()),
+        "coffee": PILImage.fromarray(data.coffee()),
+        "astronaut": PILImage.fromarray(data.astronaut()),
+        "rocket": PILImage.fromarray(data.rocket()),
+        "motorcycle_left": PILImage.fromarray(data.stereo_motorcycle()[0]),
+        "grace_hopper": PILImage.open(hopper),
+    }

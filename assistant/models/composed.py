@@ -30,6 +30,9 @@ from .base import Encoded, LoadedModel, eos_token_ids
 SPEC_FILE = "composed.json"
 PROJECTOR_FILE = "projector.safetensors"
 IMAGE_MARKER = "\ue000"  # a private-use character: where an image goes in the rendered prompt
+HINT_LABELS = 3  # at most this many ImageNet labels per image ...
+HINT_MIN_PROBABILITY = 0.25  # ... each at least this probable (1 in 6 synthetic scenes still gets a wrong one)
+HINT_CACHE = 64  # images whose hint is remembered (a prompt is encoded several times to fit)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class ComposedSpec:
     language_model: str  # a packaged LM name (smollm2-135m), a .gguf file, a hub id or a local dir
     projector: ProjectorConfig
     colour_features: bool = True  # append each patch's mean colour to its features
+    # Say in the prompt what the encoder's ImageNet head sees in each image (its confident labels):
+    # the projector was trained on synthetic shapes only, so this is how real objects get named.
+    object_hints: bool = False
     provenance: dict = field(default_factory=dict)  # how it was trained: command, seed, data, results
 
     def save(self, directory: Path) -> None:
@@ -64,6 +70,7 @@ class ComposedVLM(nn.Module):
         self.language_model = language_model.requires_grad_(False)
         self.tokenizer = tokenizer
         self.projector = build_projector(spec.projector)
+        self._hints: dict[int, tuple[object, str]] = {}  # id(image) -> (image, hint); holds the image so its id stays its own
         _check_parts_agree(spec, encoder, language_model)
 
     @property
@@ -83,6 +90,29 @@ class ComposedVLM(nn.Module):
             grid = int(self.encoder.num_patches**0.5)
             features = torch.cat([features, colour_features(pixel_values.float(), grid)], dim=-1)
         return features
+
+    def object_hint(self, image) -> str:
+        """What the encoder's ImageNet head is fairly sure the image shows, as a sentence for the
+        prompt; "" when hints are off, the encoder has no classifier, or no label is probable enough."""
+        if not self.spec.object_hints or not hasattr(self.encoder, "classify"):
+            return ""
+        if id(image) not in self._hints:
+            if len(self._hints) >= HINT_CACHE:
+                self._hints.pop(next(iter(self._hints)))
+            self._hints[id(image)] = (image, self._classify(image))
+        return self._hints[id(image)][1]
+
+    def _classify(self, image) -> str:
+        from ..vision.encoders import IMAGENET_CLASSES
+
+        probabilities = self.encoder.classify(self.encoder.preprocess([image])).float().softmax(-1)[0]
+        top = probabilities.topk(HINT_LABELS)
+        labels = [
+            IMAGENET_CLASSES[index]
+            for probability, index in zip(top.values.tolist(), top.indices.tolist())
+            if probability >= HINT_MIN_PROBABILITY
+        ]
+        return f"(This picture shows: {' or '.join(labels)}.)" if labels else ""
 
     def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with the projected image tokens at the image positions.
@@ -125,6 +155,22 @@ def render_prompt(tokenizer, chat: list[dict]) -> str:
     return tokenizer.apply_chat_template(flatten_chat(chat), add_generation_prompt=True, tokenize=False)
 
 
+def with_object_hints(chat: list[dict], hints: list[str]) -> list[dict]:
+    """The chat with each image's hint (in image order) as a text part right after the image."""
+    if not any(hints):
+        return chat
+    remaining = iter(hints)
+    hinted = []
+    for message in chat:
+        content = []
+        for part in message["content"]:
+            content.append(part)
+            if part["type"] == "image" and (hint := next(remaining)):
+                content.append({"type": "text", "text": hint})
+        hinted.append({**message, "content": content})
+    return hinted
+
+
 def flatten_chat(chat: list[dict]) -> list[dict]:
     """Chat messages with lists of parts -> plain-string content (what text-only LM templates take),
     images as IMAGE_MARKER lines. A marker typed by the user is removed so it can't fake an image."""
@@ -147,7 +193,8 @@ class ComposedModel(LoadedModel):
         return self.model.tokenizer
 
     def encode(self, conversation: Conversation) -> Encoded:
-        chat, _ = to_chat_messages(conversation)
+        chat, images = to_chat_messages(conversation)
+        chat = with_object_hints(chat, [self.model.object_hint(image) for image in images])
         ids, mask = tokenize_with_images(self.tokenizer, render_prompt(self.tokenizer, chat), self.model.tokens_per_image)
         inputs = {
             "input_ids": torch.tensor([ids]),

@@ -53,22 +53,6 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def photos() -> dict[str, Image.Image]:
-    import matplotlib
-    from skimage import data
-
-    hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    return {
-        "chelsea": Image.fromarray(data.chelsea()),
-        "coffee": Image.fromarray(data.coffee()),
-        "astronaut": Image.fromarray(data.astronaut()),
-        "rocket": Image.fromarray(data.rocket()),
-        "motorcycle_left": Image.fromarray(data.stereo_motorcycle()[0]),
-        "grace_hopper": Image.open(hopper),
-    }
-
-
-@pytest.fixture(scope="module")
 def lite0():
     from assistant.vision import load_vision_encoder
 

@@ -114,3 +114,17 @@ def test_a_saved_projector_reloads_to_identical_logits_and_answers(config):
         engine.close()
     assert reply.usage.image_tokens == 4 and reply.usage.completion_tokens > 0
     assert loaded.model.spec.provenance["config"]["seed"] == 0
+
+
+def test_object_hints_follow_their_images_in_order_and_empty_ones_are_left_out():
+    from assistant.models.composed import IMAGE_MARKER, flatten_chat, with_object_hints
+
+    chat = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "And this?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},
+        {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Which?"}]},
+    ]
+    hinted = with_object_hints(chat, ["(This picture shows: tabby.)", "", "(This picture shows: espresso.)"])
+    assert [part.get("text") for part in hinted[2]["content"]] == [None, None, "(This picture shows: espresso.)", "Which?"]
+    assert flatten_chat(hinted)[0]["content"] == f"{IMAGE_MARKER}\n(This picture shows: tabby.)\nAnd this?"
+    assert with_object_hints(chat, ["", "", ""]) == chat, "no hints: the prompt is unchanged"
