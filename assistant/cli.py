@@ -88,6 +88,9 @@ def _train_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument("--encoder", default=defaults.encoder, help="vision encoder: efficientnet-lite0 or a Hugging Face vision model")
     train.add_argument("--language-model", default=defaults.language_model, help="smollm2-135m, a .gguf file, a hub id or a local dir")
     train.add_argument("--no-colour-features", action="store_true", help="do not append each patch's mean colour")
+    train.add_argument(
+        "--no-object-hints", action="store_true", help="do not name the encoder's ImageNet labels in prompts (see README)"
+    )
     train.add_argument("--data", default=None, metavar="PATH", help="a dataset folder, .jsonl or LLaVA .json (default: synthetic scenes)")
     train.add_argument("--scenes", type=int, default=defaults.scenes, help=f"synthetic training scenes (default {defaults.scenes})")
     train.add_argument("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default {defaults.steps})")
@@ -208,6 +211,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         encoder=args.encoder,
         language_model=args.language_model,
         colour_features=not args.no_colour_features,
+        object_hints=not args.no_object_hints,
         data=args.data,
         scenes=args.scenes,
         steps=args.steps,

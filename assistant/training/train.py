@@ -49,6 +49,9 @@ class TrainConfig:
     encoder: str = "efficientnet-lite0"
     language_model: str = "smollm2-135m"
     colour_features: bool = True  # append each patch's mean colour to its features
+    # The saved model names what the encoder's ImageNet head sees in each photo in its prompts (real
+    # objects the synthetic scenes never show); inference only, so training is the same either way.
+    object_hints: bool = True
     data: str | None = None  # a dataset folder/.jsonl/.json; None: the built-in synthetic scenes
     scenes: int = 2000  # synthetic training scenes (each gives several questions)
     steps: int = 600
@@ -121,6 +124,7 @@ def build_for_training(config: TrainConfig) -> ComposedVLM:
             num_tokens=config.image_tokens,
         ),
         colour_features=config.colour_features,
+        object_hints=config.object_hints,
     )
     torch.manual_seed(config.seed)
     return ComposedVLM(spec, encoder, language_model.eval(), tokenizer)
@@ -239,7 +243,7 @@ def _save_checkpoint(vlm: ComposedVLM, optimizer, scheduler, step: int, generato
 
 
 def _config_fingerprint(config: TrainConfig) -> str:
-    how_run = ("output", "cache_dir", "checkpoint_every", "stop_after")  # do not change what is trained
+    how_run = ("output", "cache_dir", "checkpoint_every", "stop_after", "object_hints")  # do not change what is trained
     relevant = {k: str(v) for k, v in asdict(config).items() if k not in how_run}
     return json.dumps(relevant, sort_keys=True)
 

@@ -114,6 +114,8 @@ def test_a_saved_projector_reloads_to_identical_logits_and_answers(config):
         engine.close()
     assert reply.usage.image_tokens == 4 and reply.usage.completion_tokens > 0
     assert loaded.model.spec.provenance["config"]["seed"] == 0
+    # Hints are on in what training writes; this tiny encoder has no ImageNet head, so none is given.
+    assert loaded.model.spec.object_hints and loaded.model.object_hint(photos(1)[0]) == ""
 
 
 def test_object_hints_follow_their_images_in_order_and_empty_ones_are_left_out():
