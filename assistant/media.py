@@ -47,7 +47,7 @@ def read_untrusted_file(path: str | os.PathLike, max_bytes: int, decode: Callabl
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise MediaError(f"{path.name}: {_too_big(size, max_bytes)}")
+            raise MediaError(f"{path.name}: {too_big_message(size, max_bytes)}")
         data = path.read_bytes()
     except OSError as error:
         raise MediaError(f"{path.name}: cannot read the file ({error.strerror or error})") from None
@@ -62,7 +62,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     if not data:
         raise MediaError("the image file is empty")
     if len(data) > limits.max_bytes:
-        raise MediaError(_too_big(len(data), limits.max_bytes))
+        raise MediaError(too_big_message(len(data), limits.max_bytes))
     image = _open_checked(data, limits)
     try:
         image.load()
@@ -124,5 +124,6 @@ def _megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:.1f} megapixels"
 
 
-def _too_big(size: int, limit: int) -> str:
+def too_big_message(size: int, limit: int) -> str:
+    """The one-line reason a file over a byte limit is refused (images and audio alike)."""
     return f"the file is {size / MiB:.1f} MiB, over the limit of {limit / MiB:.1f} MiB"

@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from ..errors import MediaError
-from ..media import MiB, read_untrusted_file
+from ..media import MiB, read_untrusted_file, too_big_message
 
 SAMPLE_RATE = 16_000  # Hz, what Whisper expects
 SUPPORTED = "wav, flac, mp3, ogg/opus, webm, m4a"  # for the user: what they can send
@@ -69,7 +69,7 @@ def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> np.ndarray
     if not data:
         raise MediaError("the audio file is empty")
     if len(data) > limits.max_bytes:
-        raise MediaError(_too_big(len(data), limits.max_bytes))
+        raise MediaError(too_big_message(len(data), limits.max_bytes))
     with _open(data) as container:
         stream = _audio_stream(container)
         declared = _declared_seconds(container, stream)
@@ -206,7 +206,3 @@ def _too_long(limit: float, seconds: float | None = None) -> str:
 
 def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} minutes" if seconds >= 60 else f"{seconds:.1f} seconds"
-
-
-def _too_big(size: int, limit: int) -> str:
-    return f"the file is {size / MiB:.1f} MiB, over the limit of {limit / MiB:.1f} MiB"

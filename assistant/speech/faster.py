@@ -118,11 +118,11 @@ class FasterWhisperTranscriber:
         audio = mono_samples(samples)
         duration = audio.shape[0] / SAMPLE_RATE_HZ  # seconds
         if not _may_hold_speech(audio, options.vad):
-            return _silent(options, duration)
+            return silent_transcript(duration, options.language)
         pieces, info = self.model.transcribe(audio, **_decode_arguments(options))
         kept = [piece for piece in pieces if not is_hallucination(piece)]
         if not kept:
-            return _silent(options, duration)
+            return silent_transcript(duration, options.language)
         segments = tuple(_segment(piece, duration) for piece in kept)
         probability = None if options.language else float(info.language_probability)
         return Transcript(" ".join(s.text for s in segments), info.language, duration, segments, probability)
@@ -248,8 +248,3 @@ def _segment(piece, duration: float) -> Segment:
     timestamps come from a 30-s window and can overshoot the end of the audio slightly)."""
     start = min(max(float(piece.start), 0.0), duration)
     return Segment(start, min(max(float(piece.end), start), duration), piece.text.strip())
-
-
-def _silent(options: TranscribeOptions, duration: float) -> Transcript:
-    forced = options.language
-    return silent_transcript(duration, forced)
