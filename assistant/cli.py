@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=argparse.SUPPRESS, help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", default=argparse.SUPPRESS, help="port to listen on (default 7860)")
     serve.add_argument("--queue-size", default=argparse.SUPPRESS, help="requests that may wait for the model")
+    flag = _setting_adder(serve)
+    flag("--auth", help="USER:PASSWORD asked by the page (or ASSISTANT_AUTH); needed beyond 127.0.0.1")
+    flag("--share", action="store_const", const=True, help="also serve on a public gradio.live link (needs --auth)")
+    flag("--insecure", action="store_const", const=True, help="allow another --host or --share without --auth")
     serve.set_defaults(run=_serve)
 
     ask = commands.add_parser("ask", parents=[_model_flags(), _generation_flags(), _speech_flags()], help="ask one question")
@@ -92,6 +96,10 @@ def _train_flags(train: argparse.ArgumentParser) -> None:
         "--no-object-hints", action="store_true", help="do not name the encoder's ImageNet labels in prompts (see README)"
     )
     train.add_argument("--data", default=None, metavar="PATH", help="a dataset folder, .jsonl or LLaVA .json (default: synthetic scenes)")
+    train.add_argument(
+        "--questions-per-sample", type=int, default=defaults.questions_per_sample,
+        help=f"questions about one image in one multi-turn sample (default {defaults.questions_per_sample}; 1: one each)",
+    )
     train.add_argument("--scenes", type=int, default=defaults.scenes, help=f"synthetic training scenes (default {defaults.scenes})")
     train.add_argument("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default {defaults.steps})")
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -167,8 +175,9 @@ def _quiet_libraries() -> None:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from .ui import launch
+    from .ui import check_exposure, launch
 
+    check_exposure(settings)  # before a long model load
     assistant = _load(settings)
     try:
         launch(assistant)
@@ -211,6 +220,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         encoder=args.encoder,
         language_model=args.language_model,
         colour_features=not args.no_colour_features,
+        questions_per_sample=args.questions_per_sample,
         object_hints=not args.no_object_hints,
         data=args.data,
         scenes=args.scenes,

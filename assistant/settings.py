@@ -9,6 +9,7 @@ came from and what is allowed, e.g.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,6 +67,10 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"  # loopback only unless the user opens it
     port: int = Field(7860, ge=1, le=65535)
     queue_size: int = Field(16, ge=1, le=1024)  # requests waiting for the model before "busy"
+    # USER:PASS for the browser chat; required to listen beyond this machine (or to --share)
+    auth: str | None = Field(None, repr=False)
+    share: bool = False  # a public gradio.live link (needs auth)
+    insecure: bool = False  # allow listening beyond this machine without auth (not recommended)
 
     # --- speech (Whisper)
     speech_backend: Literal["faster-whisper", "transformers", "openai-whisper"] = "faster-whisper"
@@ -93,6 +98,16 @@ class Settings(BaseModel):
         return name
 
 
+    @field_validator("auth")
+    @classmethod
+    def _user_and_password(cls, value: str | None) -> str | None:
+        if value is not None and not _AUTH.fullmatch(value):
+            raise ValueError("expected USER:PASSWORD, both non-empty")
+        return value
+
+
+_AUTH = re.compile(r"[^:]+:.+")
+SECRET_SETTINGS = frozenset({"auth"})  # never echoed in error messages
 SETTING_NAMES = tuple(Settings.model_fields)
 
 
@@ -169,5 +184,6 @@ def _explain(error: ValidationError, sources: Mapping[str, str]) -> str:
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = f"unknown setting; the settings are: {', '.join(SETTING_NAMES)}"
-        lines.append(f"setting '{name}' from {where}: {message} (got {problem.get('input')!r})")
+        shown = "a hidden value" if name in SECRET_SETTINGS else repr(problem.get("input"))
+        lines.append(f"setting '{name}' from {where}: {message} (got {shown})")
     return "\n".join(lines)

@@ -1,0 +1,197 @@
+"""What each control of the chat does, in the core's terms. Gradio calls these with plain values
+(the input box's {"text", "files"}, the side panel's numbers, the session's chat) and shows what
+they return; nothing here imports Gradio.
+
+Every streaming handler yields `Update`s. An error never escapes as a traceback: it becomes an
+error bubble in the chat, and whatever the person typed goes back into the input box.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import history
+from ..core import Assistant
+from ..engine import TextDelta, TurnsDropped, Usage
+from ..errors import AssistantError
+from ..media import ImageLimits
+from . import chat as bubbles
+from .chat import Bubble
+
+EMPTY_INPUT = {"text": "", "files": []}
+KEPT_REPLY_STATS = 5  # replies listed in the side panel
+
+
+@dataclass(frozen=True)
+class Panel:
+    """The side panel's choices for the next reply."""
+
+    persona: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+    seed: int | None = None
+
+    @classmethod
+    def from_values(cls, persona, temperature, top_p, max_new_tokens, seed) -> Panel:
+        """Gradio gives numbers as floats and an empty seed box as None."""
+        whole = lambda value: None if value is None or value == "" else int(value)  # noqa: E731
+        return cls(persona or None, temperature, top_p, whole(max_new_tokens), whole(seed))
+
+    def generation_overrides(self) -> dict:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens, "seed": self.seed}
+
+
+@dataclass
+class Update:
+    chat: list[Bubble]
+    input: dict | None = None  # the input box's new value; None leaves it as it is
+    usage: Usage | None = None  # set once, when a reply has finished
+
+
+class ChatHandlers:
+    def __init__(self, assistant: Assistant, upload_folder: Path | None = None):
+        self.assistant = assistant
+        # Imported photos are written here, where the chat may show them from.
+        self.upload_folder = Path(upload_folder or tempfile.gettempdir()) / "assistant-imports"
+
+    # --- sending and answering
+
+    def send(self, message: dict | None, chat: list[Bubble], panel: Panel) -> Iterator[Update]:
+        """A new user message from the input box, then the streamed reply."""
+        message = message or EMPTY_INPUT
+        photos, recordings = bubbles.split_files(_paths(message.get("files") or []))
+        try:
+            sent = self.assistant.user_message(message.get("text") or "", photos, recordings)
+        except AssistantError as error:
+            yield Update([*chat, bubbles.error_bubble(str(error))], input=message)
+            return
+        asked = [*chat, *bubbles.user_bubbles(sent, photos, recordings)]
+        yield Update(asked, input=EMPTY_INPUT)
+        yield from self._answer(asked, panel, restore_on_error=message)
+
+    def retry(self, chat: list[Bubble], panel: Panel) -> Iterator[Update]:
+        """Answer the last user message again (whatever came after it is replaced)."""
+        start = bubbles.last_user_message(chat)
+        if start is None:
+            yield Update(chat)
+            return
+        asked = chat[: bubbles.end_of_message(chat, start)]
+        yield Update(asked)
+        yield from self._answer(asked, panel)
+
+    def edit(self, chat: list[Bubble], index: int, text: str, panel: Panel) -> Iterator[Update]:
+        """Replace the words of the user bubble at `index`, forget what came after it, answer again."""
+        if not 0 <= index < len(chat) or chat[index]["role"] != "user" or chat[index]["kind"] == "file":
+            yield Update([*chat, bubbles.error_bubble(f"message {index} is not one of your messages with words to edit")])
+            return
+        edited = [*chat[:index], {**chat[index], "kind": "text", "content": text}]
+        edited += [b for b in chat[index + 1 : bubbles.end_of_message(chat, index)] if b["kind"] == "file"]
+        yield Update(edited)
+        yield from self._answer(edited, panel)
+
+    def _answer(self, asked: list[Bubble], panel: Panel, restore_on_error: dict | None = None) -> Iterator[Update]:
+        shown = asked
+        try:
+            conversation = bubbles.to_conversation(asked, self.assistant, panel.persona)
+            reply = self.assistant.reply(conversation, **panel.generation_overrides())
+            for shown, usage in _streamed(asked, reply):
+                yield Update(shown, usage=usage)
+        except AssistantError as error:
+            if restore_on_error is not None and shown is asked:
+                # Nothing was answered: take the message back out and hand it back to be sent again.
+                start = bubbles.last_user_message(asked)
+                yield Update([*asked[:start], bubbles.error_bubble(str(error))], input=restore_on_error)
+            else:
+                yield Update([*shown, bubbles.error_bubble(str(error))])
+
+    # --- the rest of the controls
+
+    def undo(self, chat: list[Bubble]) -> Update:
+        """Take back the last user message and its reply; what was sent goes back into the input box."""
+        start = bubbles.last_user_message(chat)
+        if start is None:
+            return Update(chat)
+        return Update(chat[:start], input=bubbles.as_input(chat[start : bubbles.end_of_message(chat, start)]))
+
+    def export(self, chat: list[Bubble], panel: Panel, kind: str) -> Path:
+        """The chat as a file to download: "json" (photos inside; can be imported) or "markdown"."""
+        conversation = bubbles.to_conversation(chat, self.assistant, panel.persona)
+        text = history.to_json(conversation) if kind == "json" else history.to_markdown(conversation)
+        folder = Path(tempfile.mkdtemp(prefix="assistant-export-"))
+        path = folder / ("conversation.json" if kind == "json" else "conversation.md")
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def import_file(self, path: str, chat: list[Bubble]) -> list[Bubble]:
+        """A conversation exported as JSON replaces the chat; a bad file leaves it and says why."""
+        limits = ImageLimits.from_settings(self.assistant.settings)
+        try:
+            conversation = history.from_json(Path(path).read_bytes(), limits)
+        except (AssistantError, OSError) as error:
+            return [*chat, bubbles.error_bubble(f"could not import {Path(path).name}: {error}")]
+        self.upload_folder.mkdir(parents=True, exist_ok=True)
+        return bubbles.from_conversation(conversation, Path(tempfile.mkdtemp(dir=self.upload_folder)))
+
+    def restore(self, saved: list | None, allowed_folders: list[Path]) -> list[Bubble]:
+        """The chat this browser kept across a reload. It comes from the browser, so it is checked:
+        only well-formed bubbles, and files only from the folders uploads and imports live in
+        (a file the server no longer has is left out)."""
+        chat = []
+        for bubble in saved or []:
+            if not _well_formed(bubble):
+                continue
+            if bubble["kind"] == "file" and not _inside(bubble["content"].get("path"), allowed_folders):
+                continue
+            chat.append({key: bubble[key] for key in ("role", "kind", "content")})
+        return chat
+
+
+def reply_stats(usages: list[Usage]) -> str:
+    """The side panel's table of the latest replies: time to first token and decoding speed."""
+    if not usages:
+        return "_No replies yet._"
+    rows = ["| reply | first token | tokens/s | tokens | ended |", "|---:|---:|---:|---:|---|"]
+    first_number = len(usages) - min(len(usages), KEPT_REPLY_STATS) + 1
+    for number, usage in enumerate(usages[-KEPT_REPLY_STATS:], start=first_number):
+        first = "–" if usage.time_to_first_token_s is None else f"{usage.time_to_first_token_s:.2f} s"
+        rows.append(f"| {number} | {first} | {usage.tokens_per_s:.1f} | {usage.completion_tokens} | {usage.finish_reason} |")
+    return "\n".join(rows)
+
+
+def _streamed(asked: list[Bubble], reply) -> Iterator[tuple[list[Bubble], Usage | None]]:
+    """The chat with the reply growing at its end; the usage comes with the last one."""
+    notes, text, shown = "", "", asked
+    for event in reply:
+        if isinstance(event, Usage):
+            yield shown, event
+            return
+        if isinstance(event, TurnsDropped):
+            notes += f"_(Note: {event.message}.)_\n\n"
+        elif isinstance(event, TextDelta):
+            text += event.text
+        shown = [*asked, {"role": "assistant", "kind": "text", "content": notes + text}]
+        yield shown, None
+
+
+def _paths(files: list) -> list[str]:
+    """Gradio sends uploaded files as paths or as {"path": ...} dicts."""
+    return [f["path"] if isinstance(f, dict) else str(f) for f in files]
+
+
+def _well_formed(bubble) -> bool:
+    if not isinstance(bubble, dict) or bubble.get("role") not in ("user", "assistant"):
+        return False
+    if bubble.get("kind") == "file":
+        return isinstance(bubble.get("content"), dict) and isinstance(bubble["content"].get("path"), str)
+    return bubble.get("kind") in ("text", "spoken", "error") and isinstance(bubble.get("content"), str)
+
+
+def _inside(path: str | None, folders: list[Path]) -> bool:
+    if not path:
+        return False
+    resolved = Path(path).resolve()
+    return resolved.is_file() and any(resolved.is_relative_to(folder.resolve()) for folder in folders)

@@ -1,0 +1,189 @@
+"""The page: a chat with one input box, and a side panel. Here Gradio's components and events are
+wired to `ChatHandlers`; values are only translated (Gradio's event data, numbers as floats, the
+chat as Gradio shows it), never interpreted.
+
+Each browser session has its own chat (a `gr.State` on the server); the browser keeps a copy
+(`gr.BrowserState`) so that a reload brings the conversation back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from ..core import Assistant
+from . import chat as bubbles
+from .handlers import ChatHandlers, Panel, Update, reply_stats
+
+TITLE = "Multimodal assistant"
+DESCRIPTION = "Ask by typing or speaking, attach photos, and get a streamed answer from a model that sees them."
+EXAMPLES_FOLDER = Path(__file__).parent / "examples"
+BROWSER_KEY = "assistant-chat"  # the browser's storage key for this session's chat
+CSS = """
+.app-title { margin-bottom: 0; }
+.app-description { margin-top: 0; opacity: 0.8; }
+"""
+
+
+def build_app(assistant: Assistant) -> gr.Blocks:
+    handlers = ChatHandlers(assistant, upload_folder=Path(get_upload_folder()))
+    gr.set_static_paths([EXAMPLES_FOLDER])  # the example photo and recording, wherever the package lives
+    with gr.Blocks(title=TITLE, fill_height=True) as app:
+        chat_state = gr.State([])
+        usages = gr.State([])
+        saved = gr.BrowserState([], storage_key=BROWSER_KEY)
+        panel, stats, history_controls = _side_panel(assistant)
+        gr.Markdown(f"## {TITLE}", elem_classes="app-title")
+        gr.Markdown(DESCRIPTION, elem_classes="app-description")
+        chatbot = gr.Chatbot(
+            label="Chat", editable="user", scale=1, height="70vh", buttons=["copy", "copy_all"],
+            placeholder="**Ask a question**, attach photos, or record a voice question. Or try one of these:",
+            examples=_examples(),
+        )
+        textbox = gr.MultimodalTextbox(
+            sources=["upload", "microphone"], file_types=["image", "audio"], file_count="multiple",
+            placeholder="Ask something, or attach photos and recordings…", show_label=False, stop_btn=False, autofocus=True,
+        )
+        _wire_chat(handlers, chatbot, textbox, chat_state, usages, stats, panel)
+        _wire_history(handlers, app, chatbot, chat_state, saved, history_controls, persona=panel[0])
+    return app
+
+
+def _side_panel(assistant: Assistant):
+    personas = assistant.personas()
+    settings = assistant.settings
+    with gr.Sidebar(label="Settings", open=True):
+        model = assistant.model
+        gr.Markdown(f"**Model:** `{model.name}` (profile `{settings.profile}`)\n\n{model.details.get('reason', '')}")
+        persona = gr.Dropdown(
+            [(p.name, key) for key, p in personas.items()], value=settings.persona, label="Persona",
+            info=personas[settings.persona].description if settings.persona in personas else None,
+        )
+        with gr.Accordion("Generation", open=False):
+            temperature = gr.Slider(0.0, 2.0, value=settings.temperature, step=0.05, label="Temperature", info="0 always picks the likeliest word")
+            top_p = gr.Slider(0.05, 1.0, value=settings.top_p, step=0.05, label="Top-p")
+            max_new_tokens = gr.Slider(1, 4096, value=settings.max_new_tokens, step=1, label="Longest reply (tokens)")
+            seed = gr.Number(value=settings.seed, label="Seed", info="empty: a new one each reply", precision=0, minimum=0)
+        gr.Markdown("**Replies**")
+        stats = gr.Markdown(reply_stats([]))
+        with gr.Accordion("History", open=False):
+            with gr.Row():
+                export_json = gr.Button("Export JSON", size="sm")
+                export_markdown = gr.Button("Export Markdown", size="sm")
+            exported = gr.File(label="Download", visible=False, interactive=False)
+            import_button = gr.UploadButton("Import JSON", file_types=[".json"], size="sm")
+    return [persona, temperature, top_p, max_new_tokens, seed], stats, (export_json, export_markdown, exported, import_button)
+
+
+def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, stats, panel) -> None:
+    streamed = [chat_state, chatbot, textbox, usages, stats]
+
+    def send(message, chat, done, *panel_values):
+        for update in handlers.send(message, chat, Panel.from_values(*panel_values)):
+            yield _outputs(update, done)
+
+    def retry(chat, done, *panel_values):
+        for update in handlers.retry(chat, Panel.from_values(*panel_values)):
+            yield _outputs(update, done)
+
+    def edit(chat, done, index, text, *panel_values):
+        for update in handlers.edit(chat, int(index), text, Panel.from_values(*panel_values)):
+            yield _outputs(update, done)
+
+    def edit_from_chat(chat, done, *panel_values, data: gr.EditData):
+        index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+        yield from edit(chat, done, index, _edited_text(data.value), *panel_values)
+
+    def undo(chat):
+        update = handlers.undo(chat)
+        return update.chat, bubbles.for_display(update.chat), update.input if update.input is not None else gr.skip()
+
+    def clear():
+        return [], [], [], reply_stats([])
+
+    sending = textbox.submit(send, [textbox, chat_state, usages, *panel], streamed, api_name="send")
+    example_sending = chatbot.example_select(_example_input, None, [textbox], queue=False, api_visibility="undocumented").then(
+        send, [textbox, chat_state, usages, *panel], streamed, api_visibility="undocumented"
+    )
+    retrying = chatbot.retry(retry, [chat_state, usages, *panel], streamed, api_name="retry")
+    editing = chatbot.edit(edit_from_chat, [chat_state, usages, *panel], streamed, api_visibility="undocumented")
+    # The same edit for API clients, which have no chat to click in.
+    edit_index, edit_text = gr.Number(visible=False, precision=0), gr.Textbox(visible=False)
+    api_editing = gr.Button(visible=False).click(edit, [chat_state, usages, edit_index, edit_text, *panel], streamed, api_name="edit")
+    chatbot.undo(undo, [chat_state], [chat_state, chatbot, textbox], api_name="undo")
+    chatbot.clear(clear, None, [chat_state, chatbot, usages, stats], api_name="clear")
+    _stop_button(textbox, [textbox.submit, chatbot.example_select, chatbot.retry, chatbot.edit], [sending, example_sending, retrying, editing, api_editing])
+
+
+def _stop_button(textbox, triggers, generating) -> None:
+    """While a reply streams, the input box's send button becomes a stop button; Stop cancels this
+    session's reply only (Gradio cancels per session), and the reply ends at once."""
+    for trigger in triggers:
+        trigger(lambda: gr.MultimodalTextbox(submit_btn=False, stop_btn=True), None, textbox, queue=False, api_visibility="undocumented")
+    for event in generating:
+        event.then(lambda: gr.MultimodalTextbox(submit_btn=True, stop_btn=False), None, textbox, queue=False, api_visibility="undocumented")
+    textbox.stop(None, None, None, cancels=generating, api_visibility="undocumented")
+
+
+def _wire_history(handlers: ChatHandlers, app, chatbot, chat_state, saved, controls, persona) -> None:
+    export_json, export_markdown, exported, import_button = controls
+    allowed = [Path(get_upload_folder()), handlers.upload_folder, EXAMPLES_FOLDER]
+
+    def restore(kept):
+        chat = handlers.restore(kept, allowed)
+        return chat, bubbles.for_display(chat)
+
+    def export(kind):
+        return lambda chat, persona: gr.File(value=str(handlers.export(chat, Panel(persona=persona), kind)), visible=True)
+
+    def import_conversation(file, chat):
+        chat = handlers.import_file(file if isinstance(file, str) else file.name, chat)
+        return chat, bubbles.for_display(chat)
+
+    app.load(restore, [saved], [chat_state, chatbot], api_visibility="undocumented")
+    chat_state.change(lambda chat: chat, [chat_state], [saved], queue=False, api_visibility="undocumented")
+    export_json.click(export("json"), [chat_state, persona], [exported], api_name="export_json")
+    export_markdown.click(export("markdown"), [chat_state, persona], [exported], api_name="export_markdown")
+    import_button.upload(import_conversation, [import_button, chat_state], [chat_state, chatbot], api_name="import_json")
+
+
+def _outputs(update: Update, done: list):
+    """An `Update` as the streamed outputs: chat state, chatbot, input box, reply usages, stats."""
+    if update.usage is not None:
+        done = [*done, update.usage]
+    return (
+        update.chat,
+        bubbles.for_display(update.chat),
+        update.input if update.input is not None else gr.skip(),
+        done,
+        reply_stats(done) if update.usage is not None else gr.skip(),
+    )
+
+
+def _example_input(data: gr.SelectData) -> dict:
+    value = data.value or {}
+    return {"text": value.get("text") or "", "files": [_path(f) for f in value.get("files") or []]}
+
+
+def _path(file) -> str:
+    return file.get("path") if isinstance(file, dict) else str(file)
+
+
+def _edited_text(value) -> str:
+    """Gradio gives an edited message as a string or as a list of content blocks."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return value.get("text", "")
+    return "".join(_edited_text(item) for item in value or [])
+
+
+def _examples() -> list[dict]:
+    """What a new user can click: a photo question, a voice question and a text question."""
+    return [
+        {"text": "What animal is this?", "files": [str(EXAMPLES_FOLDER / "cat.jpg")], "display_text": "📷 What animal is this?"},
+        {"text": "", "files": [str(EXAMPLES_FOLDER / "question.wav")], "display_text": "🎤 A spoken question"},
+        {"text": "Write a haiku about the sea.", "display_text": "✍️ Write a haiku about the sea."},
+    ]

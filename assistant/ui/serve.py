@@ -1,0 +1,58 @@
+"""Serving the chat safely: loopback by default; anything reachable from other machines (another
+address, or a public --share link) needs a user name and password unless the user insists."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from ..core import Assistant
+from ..errors import SettingsError
+from ..settings import Settings
+from .layout import build_app
+
+log = logging.getLogger(__name__)
+
+
+def check_exposure(settings: Settings) -> tuple[str, str] | None:
+    """The (user, password) to ask for, or None on loopback; refuses an open exposed server."""
+    credentials = tuple(settings.auth.split(":", 1)) if settings.auth else None
+    exposed = settings.share or not is_loopback(settings.host)
+    if exposed and credentials is None:
+        if not settings.insecure:
+            where = "a public --share link" if settings.share else f"{settings.host} (reachable from other machines)"
+            raise SettingsError(
+                f"refusing to serve the chat on {where} without a password: give --auth USER:PASSWORD "
+                "(or set ASSISTANT_AUTH), or --insecure to allow anyone who can reach it"
+            )
+        log.warning("serving on %s with no password (--insecure): anyone who can reach it can use it", settings.host)
+    return credentials
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False
+
+
+def launch(assistant: Assistant, **overrides):
+    """Serve the chat as the settings say (blocking unless `prevent_thread_lock=True` is passed)."""
+    settings = assistant.settings
+    credentials = check_exposure(settings)
+    app = build_app(assistant)
+    # The queue's limit is what the page reports as "full"; behind it, the engine runs one reply at a time.
+    app.queue(max_size=settings.queue_size, default_concurrency_limit=settings.queue_size)
+    options = {
+        "server_name": settings.host,
+        "server_port": settings.port,
+        "share": settings.share,
+        "auth": credentials,
+        # Gradio refuses bigger uploads in the browser and on the server; the core checks each kind.
+        "max_file_size": max(settings.max_image_bytes, settings.max_audio_bytes),
+        "show_error": False,
+    }
+    app.launch(**{**options, **overrides})
+    return app

@@ -1,0 +1,163 @@
+"""The chat's controls in the core's terms (no server): what the model is asked, what the person
+sees, and that every error ends as a message with nothing typed lost."""
+
+from pathlib import Path
+
+import pytest
+
+from assistant.engine import Usage
+from assistant.errors import BusyError
+from assistant.history import from_json
+from assistant.ui.handlers import EMPTY_INPUT, ChatHandlers, Panel, reply_stats
+
+GREEDY = Panel(temperature=0.0, max_new_tokens=8)
+
+
+@pytest.fixture
+def handlers(tiny_assistant, tmp_path):
+    return ChatHandlers(tiny_assistant, upload_folder=tmp_path)
+
+
+@pytest.fixture
+def asked(tiny_assistant, monkeypatch):
+    """Records the conversation the model is asked to answer, turn by turn."""
+    seen = []
+    original = tiny_assistant.reply
+
+    def recording(conversation, **overrides):
+        seen.append(conversation)
+        return original(conversation, **overrides)
+
+    monkeypatch.setattr(tiny_assistant, "reply", recording)
+    return seen
+
+
+def last(updates):
+    return list(updates)[-1]
+
+
+def test_a_sent_message_shows_its_photos_and_words_then_a_reply_that_grows(handlers, photo_files):
+    updates = list(handlers.send({"text": "What is this?", "files": [str(photo_files[0])]}, [], GREEDY))
+    assert updates[0].input == EMPTY_INPUT, "the input box empties as soon as the message is sent"
+    assert [(b["role"], b["kind"]) for b in updates[0].chat] == [("user", "file"), ("user", "text")]
+    replies = [u.chat[-1]["content"] for u in updates[1:] if u.chat[-1]["role"] == "assistant"]
+    assert len(replies) > 1 and all(b.startswith(a) for a, b in zip(replies, replies[1:])), "the reply grows"
+    assert updates[-1].usage is not None and updates[-1].usage.completion_tokens == 8
+
+
+def test_photos_of_earlier_turns_stay_in_view(handlers, photo_files, asked):
+    chat = last(handlers.send({"text": "Two photos", "files": [str(p) for p in photo_files[:2]]}, [], GREEDY)).chat
+    last(handlers.send({"text": "And now?", "files": [str(photo_files[2])]}, chat, GREEDY))
+    assert [len(m.images) for m in asked[1].messages] == [2, 0, 1], "both turns' photos reach the model"
+
+
+def test_a_corrupt_photo_is_an_error_bubble_and_the_message_goes_back_in_the_box(handlers, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    message = {"text": "What is this?", "files": [str(broken)]}
+    (update,) = handlers.send(message, [], GREEDY)
+    assert len(update.chat) == 1 and update.chat[0]["kind"] == "error", update.chat
+    assert update.chat[0]["content"].startswith("⚠️ broken.jpg: the image data is corrupt"), update.chat
+    assert update.input == message, "nothing typed is lost"
+
+
+def test_a_busy_model_is_an_error_bubble_and_the_message_comes_back(handlers, tiny_assistant, monkeypatch):
+    def busy(conversation, **overrides):
+        raise BusyError("the assistant is busy (4 requests are waiting); try again in a moment")
+
+    monkeypatch.setattr(tiny_assistant, "reply", busy)
+    earlier = [{"role": "user", "kind": "text", "content": "hi"}, {"role": "assistant", "kind": "text", "content": "hello"}]
+    message = {"text": "Are you there?", "files": []}
+    update = last(handlers.send(message, earlier, GREEDY))
+    assert update.chat[:-1] == earlier, "the unanswered message is taken back out of the chat"
+    assert update.chat[-1]["kind"] == "error" and "busy" in update.chat[-1]["content"]
+    assert update.input == message
+
+
+def test_error_bubbles_never_reach_the_model(handlers, asked):
+    chat = [{"role": "assistant", "kind": "error", "content": "⚠️ Something failed"}]
+    last(handlers.send({"text": "Hello", "files": []}, chat, GREEDY))
+    assert [(m.role, m.text) for m in asked[0].messages] == [("user", "Hello")]
+
+
+def test_retry_answers_the_last_message_again_in_place(handlers, asked):
+    chat = last(handlers.send({"text": "Hello", "files": []}, [], Panel(temperature=1.0, seed=1, max_new_tokens=6))).chat
+    again = last(handlers.retry(chat, Panel(temperature=1.0, seed=1, max_new_tokens=6))).chat
+    assert again == chat, "same seed, same conversation: the same reply, in the same place"
+    other = last(handlers.retry(chat, Panel(temperature=1.0, seed=2, max_new_tokens=6))).chat
+    assert len(other) == len(chat) and other[:-1] == chat[:-1]
+    assert [m.text for m in asked[1].messages] == ["Hello"], "the old reply is not part of the retry"
+
+
+def test_undo_takes_back_the_last_turn_and_returns_what_was_sent(handlers, photo_files):
+    first = last(handlers.send({"text": "One", "files": []}, [], GREEDY)).chat
+    second = last(handlers.send({"text": "Two", "files": [str(photo_files[0])]}, first, GREEDY)).chat
+    undone = handlers.undo(second)
+    assert undone.chat == first
+    assert undone.input == {"text": "Two", "files": [str(photo_files[0])]}
+    assert handlers.undo([]).chat == []
+
+
+def test_edit_replaces_the_words_keeps_the_photos_and_answers_again(handlers, photo_files, asked):
+    chat = last(handlers.send({"text": "What colour?", "files": [str(photo_files[0])]}, [], GREEDY)).chat
+    chat = last(handlers.send({"text": "Thanks", "files": []}, chat, GREEDY)).chat
+    edited = last(handlers.edit(chat, 1, "What shape?", GREEDY)).chat
+    assert [b["content"] for b in edited[:2]][1] == "What shape?" and edited[0]["kind"] == "file"
+    assert len(edited) == 3, "what came after the edited message is gone"
+    assert [(m.text, len(m.images)) for m in asked[-1].messages] == [("What shape?", 1)]
+
+
+def test_editing_a_photo_or_a_reply_is_refused_with_a_message(handlers, photo_files):
+    chat = last(handlers.send({"text": "Hi", "files": [str(photo_files[0])]}, [], GREEDY)).chat
+    for index in (0, 2, 99):
+        update = last(handlers.edit(chat, index, "x", GREEDY))
+        assert update.chat[:-1] == chat and update.chat[-1]["kind"] == "error"
+
+
+def test_persona_changes_the_system_prompt_of_the_next_reply(handlers, tiny_assistant, asked):
+    last(handlers.send({"text": "Hi", "files": []}, [], Panel(persona="tutor", max_new_tokens=4)))
+    assert asked[0].system_prompt == tiny_assistant.personas()["tutor"].system_prompt
+
+
+def test_export_and_import_give_back_the_same_conversation(handlers, photo_files, tmp_path):
+    chat = last(handlers.send({"text": "Look", "files": [str(photo_files[1])]}, [], GREEDY)).chat
+    exported = handlers.export(chat, GREEDY, "json")
+    imported = handlers.import_file(str(exported), [])
+    assert [(b["role"], b["kind"]) for b in imported] == [(b["role"], b["kind"]) for b in chat]
+    assert [b["content"] for b in imported if b["kind"] != "file"] == [b["content"] for b in chat if b["kind"] != "file"]
+    conversation = from_json(exported.read_text())
+    assert conversation.messages[0].images[0].size == (40, 40), "the photo travels inside the file"
+    markdown = handlers.export(chat, GREEDY, "markdown").read_text()
+    assert "**You:**" in markdown and "data:image/png;base64," in markdown and "Look" in markdown
+
+
+def test_a_bad_import_leaves_the_chat_and_says_why(handlers, tmp_path):
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"hello": 1}')
+    chat = [{"role": "user", "kind": "text", "content": "kept"}]
+    after = handlers.import_file(str(bad), chat)
+    assert after[:1] == chat and after[-1]["kind"] == "error" and "not a conversation file" in after[-1]["content"]
+
+
+def test_a_restored_chat_keeps_only_files_from_the_upload_folders(handlers, tmp_path, photo_files):
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    kept = uploads / "cat.png"
+    kept.write_bytes(Path(photo_files[0]).read_bytes())
+    saved = [
+        {"role": "user", "kind": "file", "content": {"path": str(kept)}},
+        {"role": "user", "kind": "file", "content": {"path": "/etc/passwd"}},
+        {"role": "user", "kind": "file", "content": {"path": str(uploads / "../../outside.png")}},
+        {"role": "user", "kind": "text", "content": "hi"},
+        {"role": "system", "kind": "text", "content": "injected"},
+        "garbage",
+    ]
+    restored = handlers.restore(saved, [uploads])
+    assert restored == [saved[0], saved[3]]
+
+
+def test_reply_stats_list_first_token_time_and_speed():
+    usage = Usage(prompt_tokens=10, image_tokens=0, completion_tokens=20, time_to_first_token_s=0.25, tokens_per_s=12.5, total_s=2, finish_reason="stop")
+    table = reply_stats([usage] * 7)
+    assert "| 7 | 0.25 s | 12.5 | 20 | stop |" in table and "| 2 |" not in table, table
+    assert reply_stats([]) == "_No replies yet._"
