@@ -21,10 +21,10 @@ TITLE = "Multimodal assistant"
 DESCRIPTION = "Ask by typing or speaking, attach photos, and get a streamed answer from a model that sees them."
 EXAMPLES_FOLDER = Path(__file__).parent / "examples"
 BROWSER_KEY = "assistant-chat"  # the browser's storage key for this session's chat
-CSS = """
-.app-title { margin-bottom: 0; }
-.app-description { margin-top: 0; opacity: 0.8; }
-"""
+# On a phone the side panel would cover the chat: start it closed there (its toggle opens it).
+CLOSE_PANEL_ON_PHONES = """() => {
+  if (window.innerWidth < 768) document.querySelector('.sidebar.open .toggle-button')?.click();
+}"""
 
 
 def build_app(assistant: Assistant) -> gr.Blocks:
@@ -35,8 +35,8 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         usages = gr.State([])
         saved = gr.BrowserState([], storage_key=BROWSER_KEY)
         panel, stats, history_controls = _side_panel(assistant)
-        gr.Markdown(f"## {TITLE}", elem_classes="app-title")
-        gr.Markdown(DESCRIPTION, elem_classes="app-description")
+        gr.Markdown(f"## {TITLE}")
+        gr.Markdown(DESCRIPTION)
         chatbot = gr.Chatbot(
             label="Chat", editable="user", scale=1, height="70vh", buttons=["copy", "copy_all"],
             placeholder="**Ask a question**, attach photos, or record a voice question. Or try one of these:",
@@ -81,16 +81,13 @@ def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, sta
     streamed = [chat_state, chatbot, textbox, usages, stats]
 
     def send(message, chat, done, *panel_values):
-        for update in handlers.send(message, chat, Panel.from_values(*panel_values)):
-            yield _outputs(update, done)
+        yield from _streamed(handlers.send(message, chat, Panel.from_values(*panel_values)), done)
 
     def retry(chat, done, *panel_values):
-        for update in handlers.retry(chat, Panel.from_values(*panel_values)):
-            yield _outputs(update, done)
+        yield from _streamed(handlers.retry(chat, Panel.from_values(*panel_values)), done)
 
     def edit(chat, done, index, text, *panel_values):
-        for update in handlers.edit(chat, int(index), text, Panel.from_values(*panel_values)):
-            yield _outputs(update, done)
+        yield from _streamed(handlers.edit(chat, int(index), text, Panel.from_values(*panel_values)), done)
 
     def edit_from_chat(chat, done, *panel_values, data: gr.EditData):
         index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
@@ -114,14 +111,13 @@ def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, sta
     api_editing = gr.Button(visible=False).click(edit, [chat_state, usages, edit_index, edit_text, *panel], streamed, api_name="edit")
     chatbot.undo(undo, [chat_state], [chat_state, chatbot, textbox], api_name="undo")
     chatbot.clear(clear, None, [chat_state, chatbot, usages, stats], api_name="clear")
-    _stop_button(textbox, [textbox.submit, chatbot.example_select, chatbot.retry, chatbot.edit], [sending, example_sending, retrying, editing, api_editing])
+    _stop_button(textbox, [sending, example_sending, retrying, editing, api_editing])
 
 
-def _stop_button(textbox, triggers, generating) -> None:
-    """While a reply streams, the input box's send button becomes a stop button; Stop cancels this
-    session's reply only (Gradio cancels per session), and the reply ends at once."""
-    for trigger in triggers:
-        trigger(lambda: gr.MultimodalTextbox(submit_btn=False, stop_btn=True), None, textbox, queue=False, api_visibility="undocumented")
+def _stop_button(textbox, generating) -> None:
+    """While a reply streams, the input box's send button is a stop button (each stream turns it on
+    with its first update, see `_streamed`). Stop cancels this session's reply only, and the
+    engine ends it at once; the send button comes back however the reply ended."""
     for event in generating:
         event.then(lambda: gr.MultimodalTextbox(submit_btn=True, stop_btn=False), None, textbox, queue=False, api_visibility="undocumented")
     textbox.stop(None, None, None, cancels=generating, api_visibility="undocumented")
@@ -143,23 +139,25 @@ def _wire_history(handlers: ChatHandlers, app, chatbot, chat_state, saved, contr
         return chat, bubbles.for_display(chat)
 
     app.load(restore, [saved], [chat_state, chatbot], api_visibility="undocumented")
+    app.load(None, js=CLOSE_PANEL_ON_PHONES)
     chat_state.change(lambda chat: chat, [chat_state], [saved], queue=False, api_visibility="undocumented")
     export_json.click(export("json"), [chat_state, persona], [exported], api_name="export_json")
     export_markdown.click(export("markdown"), [chat_state, persona], [exported], api_name="export_markdown")
     import_button.upload(import_conversation, [import_button, chat_state], [chat_state, chatbot], api_name="import_json")
 
 
-def _outputs(update: Update, done: list):
-    """An `Update` as the streamed outputs: chat state, chatbot, input box, reply usages, stats."""
-    if update.usage is not None:
-        done = [*done, update.usage]
-    return (
-        update.chat,
-        bubbles.for_display(update.chat),
-        update.input if update.input is not None else gr.skip(),
-        done,
-        reply_stats(done) if update.usage is not None else gr.skip(),
-    )
+def _streamed(updates, done: list):
+    """`Update`s as the streamed outputs: chat state, chatbot, input box, reply usages, stats.
+    The first one also turns the send button into a stop button."""
+    for number, update in enumerate(updates):
+        if update.usage is not None:
+            done = [*done, update.usage]
+        value = {} if update.input is None else {"value": update.input}  # no value: leave what is typed
+        if number == 0:
+            box = gr.MultimodalTextbox(**value, submit_btn=False, stop_btn=True)
+        else:
+            box = gr.MultimodalTextbox(**value) if value else gr.skip()
+        yield update.chat, bubbles.for_display(update.chat), box, done, reply_stats(done) if update.usage is not None else gr.skip()
 
 
 def _example_input(data: gr.SelectData) -> dict:
@@ -183,7 +181,7 @@ def _edited_text(value) -> str:
 def _examples() -> list[dict]:
     """What a new user can click: a photo question, a voice question and a text question."""
     return [
-        {"text": "What animal is this?", "files": [str(EXAMPLES_FOLDER / "cat.jpg")], "display_text": "📷 What animal is this?"},
-        {"text": "", "files": [str(EXAMPLES_FOLDER / "question.wav")], "display_text": "🎤 A spoken question"},
-        {"text": "Write a haiku about the sea.", "display_text": "✍️ Write a haiku about the sea."},
+        {"text": "What animal is this?", "files": [str(EXAMPLES_FOLDER / "cat.jpg")], "display_text": "Photo: What animal is this?"},
+        {"text": "", "files": [str(EXAMPLES_FOLDER / "question.wav")], "display_text": "Voice: a spoken question"},
+        {"text": "Write a haiku about the sea.", "display_text": "Text: write a haiku about the sea"},
     ]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
 
 from assistant.core import Assistant
 from assistant.ui import launch
@@ -94,7 +93,7 @@ def test_retry_undo_edit_and_clear(url, asked):
 
     send(client, "Second question")
     chatbot, box = client.predict(api_name="/undo")
-    assert shown(chatbot) == shown(first) and box["text"] == "Second question", "undo hands the message back"
+    assert shown(chatbot) == shown(first) and typed(box)["text"] == "Second question", "undo hands the message back"
 
     edited, _, _ = client.predict(0, "Hello again", *PANEL, api_name="/edit")
     assert shown(edited)[0] == ("user", "Hello again") and len(shown(edited)) == 2
@@ -122,10 +121,10 @@ def test_errors_are_messages_in_the_chat_and_the_input_comes_back(url, tmp_path)
     for file, reason in ((broken, "broken.jpg: the image data is corrupt"), (noise, "noise.wav"), (big, "big.png: the file is")):
         chatbot, box, _ = send(client, "What is this?", [file])
         assert shown(chatbot)[-1][0] == "assistant" and shown(chatbot)[-1][1].startswith(f"⚠️ {reason}"), shown(chatbot)[-1]
-        assert box["text"] == "What is this?" and len(box["files"]) == 1, "nothing typed is lost"
+        assert typed(box)["text"] == "What is this?" and len(typed(box)["files"]) == 1, "nothing typed is lost"
     # A model error (a reply longer than the model's context) is a message too.
     chatbot, box, _ = send(client, "Write forever", panel=("default", 0.0, 0.9, 4096, None))
-    assert "max_new_tokens=4096" in shown(chatbot)[-1][1] and box["text"] == "Write forever"
+    assert "max_new_tokens=4096" in shown(chatbot)[-1][1] and typed(box)["text"] == "Write forever"
     chatbot, _, _ = send(client, "Still there?")
     assert shown(chatbot)[-2] == ("user", "Still there?") and shown(chatbot)[-1][0] == "assistant", "the chat goes on"
 
@@ -182,6 +181,11 @@ def test_a_password_is_asked_when_one_is_set(make_settings, engine):
         assert connect(app.local_url, auth=("ann", "secret")).predict(api_name="/clear")[0] == []
     finally:
         app.close()
+
+
+def typed(box) -> dict:
+    """The input box's value, whether it came as a value or as an update of the component."""
+    return box.get("value", box) if isinstance(box, dict) and "__type__" in box else box
 
 
 def downloaded(output) -> str:

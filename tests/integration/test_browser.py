@@ -1,0 +1,163 @@
+"""The chat in a real browser: Playwright drives Debian's Chromium (headless) against a loopback
+launch with the tiny model. Screenshots go to $ASSISTANT_TEST_ARTIFACTS (default tests/artifacts).
+
+Without /usr/bin/chromium these tests are skipped, unless ASSISTANT_REQUIRE_BROWSER=1 (as in CI),
+where a missing browser is a failure."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from assistant.core import Assistant
+from assistant.ui import launch
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+ARTIFACTS = Path(os.environ.get("ASSISTANT_TEST_ARTIFACTS", Path(__file__).parents[1] / "artifacts"))
+LAPTOP, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
+
+if not CHROMIUM.exists():
+    if os.environ.get("ASSISTANT_REQUIRE_BROWSER") == "1":
+        raise RuntimeError(f"the browser tests need {CHROMIUM} (apt-get install chromium)")
+    pytest.skip(f"no {CHROMIUM}: apt-get install chromium to run the browser tests", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def url(make_settings, engine):
+    # Long replies (the tiny model writes noise until max_new_tokens) leave time to watch and stop them.
+    assistant = Assistant(make_settings(max_new_tokens=300, temperature=1.0), engine)
+    app = launch(assistant, server_port=None, prevent_thread_lock=True, quiet=True)
+    yield app.local_url
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, url):
+    context = browser.new_context(viewport=LAPTOP)  # a fresh context: its own session and storage
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("textarea", timeout=30_000)
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def ask(page, text: str, files=()) -> None:
+    if files:
+        page.set_input_files("input[type=file]", [str(f) for f in files])
+        page.wait_for_selector("[data-testid='user'] img, .thumbnails img, .thumbnail-image", timeout=10_000)
+    page.locator("textarea").first.fill(text)
+    page.keyboard.press("Enter")
+
+
+def bot_texts(page) -> list[str]:
+    return page.locator("[data-testid='bot']").all_inner_texts()
+
+
+def wait_until(condition, timeout: float = 30, message: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message or "timed out"
+        time.sleep(0.1)
+
+
+def wait_for_reply_end(page, timeout: float = 60) -> None:
+    wait_until(lambda: bot_texts(page), timeout, "no reply appeared")
+    wait_until(lambda: page.locator("button.submit-button").count() > 0 and not page.locator("button.stop-button").count(), timeout, "the reply never ended")
+
+
+def test_a_question_with_a_photo_gets_an_answer_that_grows_on_screen(page, photo_files):
+    ask(page, "What is in this photo?", [photo_files[0]])
+    wait_until(lambda: bot_texts(page) and bot_texts(page)[-1].strip(), message="no answer appeared")
+    lengths = []
+    for _ in range(12):
+        lengths.append(len(bot_texts(page)[-1]))
+        time.sleep(0.15)
+    assert len(set(lengths)) >= 3 and lengths == sorted(lengths), f"the answer should grow as it streams: {lengths}"
+    screenshot(page, "streaming")
+    user = page.locator("[data-testid='user']")
+    assert user.locator("img").count() == 1, "the photo shows in the chat"
+    assert "What is in this photo?" in " ".join(user.all_inner_texts())
+    wait_for_reply_end(page)
+    assert "| 1 |" not in page.content() or "tokens/s" in page.content()
+    assert page.get_by_text("tokens/s").count() >= 1, "the side panel shows the reply's speed"
+
+
+def test_stop_ends_a_long_answer_and_the_chat_stays_usable(page):
+    ask(page, "Tell me a very long story")
+    page.wait_for_selector("button.stop-button", timeout=10_000)
+    wait_until(lambda: bot_texts(page) and len(bot_texts(page)[-1]) > 20, message="the answer never started")
+    page.locator("button.stop-button").click()
+    wait_for_reply_end(page, timeout=10)
+    stopped = bot_texts(page)[-1]
+    time.sleep(1.0)
+    assert bot_texts(page)[-1] == stopped, "after Stop the answer no longer grows"
+    screenshot(page, "stopped")
+    ask(page, "Short question")
+    wait_until(lambda: len(bot_texts(page)) == 2, message="a new question after Stop gets an answer")
+
+
+def test_a_corrupt_file_shows_an_error_in_the_chat_and_keeps_the_question(page, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a real jpeg")
+    page.set_input_files("input[type=file]", [str(broken)])
+    page.locator("textarea").first.fill("What is this?")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=broken.jpg: the image data is corrupt", timeout=20_000)
+    wait_for_reply_end(page, timeout=10)
+    assert page.locator("textarea").first.input_value() == "What is this?", "the question is back in the box"
+    assert "Traceback" not in page.content()
+    screenshot(page, "error")
+
+
+def test_the_conversation_survives_a_reload(page):
+    ask(page, "Remember this question")
+    wait_for_reply_end(page)
+    before = bot_texts(page)
+    assert before and before[-1]
+    page.reload()
+    page.wait_for_selector("textarea")
+    wait_until(lambda: bot_texts(page) == before, timeout=15, message="the chat should come back after a reload")
+    assert "Remember this question" in " ".join(page.locator("[data-testid='user']").all_inner_texts())
+
+
+def test_clicking_the_photo_example_asks_it(page):
+    page.get_by_text("Photo: What animal is this?").click()
+    wait_until(lambda: page.locator("[data-testid='user'] img").count() == 1, message="the example photo is sent")
+    wait_for_reply_end(page)
+    assert "What animal is this?" in " ".join(page.locator("[data-testid='user']").all_inner_texts())
+
+
+def test_the_page_fits_a_phone(browser, url):
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
+    page = context.new_page()
+    page.goto(url)
+    box = page.wait_for_selector("textarea", timeout=30_000).bounding_box()
+    assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], "the input box fits the screen"
+    centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    wait_until(
+        lambda: page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.tagName", centre) == "TEXTAREA",
+        timeout=10, message="nothing (such as the side panel) covers the input box on a phone",
+    )
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"] + 1, f"no sideways scrolling on a phone (page is {width} px wide)"
+    screenshot(page, "phone")
+    context.close()
