@@ -73,3 +73,18 @@ def test_app_py_takes_the_serve_flags():
     assert result.returncode == 0
     for flag in ("--host", "--port", "--profile", "--persona", "--max-new-tokens"):
         assert flag in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, env, expected",
+    [
+        (["--host", "0.0.0.0"], {}, "refusing to serve the chat on 0.0.0.0 (reachable from other machines) without a password"),
+        (["--share"], {}, "refusing to serve the chat on a public --share link without a password"),
+        (["--host", "0.0.0.0", "--auth", "nocolon"], {}, "setting 'auth' from --auth: expected USER:PASSWORD"),
+        (["--host", "0.0.0.0"], {"ASSISTANT_AUTH": "ann"}, "from environment ASSISTANT_AUTH: expected USER:PASSWORD"),
+    ],
+)
+def test_serving_beyond_this_machine_needs_a_password(args, env, expected):
+    result = run(sys.executable, "app.py", "--profile", "tiny", *args, env_extra=env, timeout=60)
+    assert result.returncode == 1 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "nocolon" not in result.stderr, "a bad password is never echoed"
