@@ -38,3 +38,40 @@ class IncrementalDetokenizer:
 
     def _decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=self.skip_special_tokens)
+
+
+class StopStrings:
+    """Ends streamed text at the first stop string (OpenAI's `stop`). Text that could still be the
+    start of a stop string is held back until it is known not to be one, so no part of a stop
+    string is ever shown."""
+
+    def __init__(self, stops: tuple[str, ...] = ()):
+        self.stops = tuple(stop for stop in stops if stop)
+        self.pending = ""
+        self.stopped = False
+
+    def push(self, text: str) -> str:
+        """Add streamed text; return what is safe to show. After a stop string, nothing more."""
+        if self.stopped or not self.stops:
+            return "" if self.stopped else text
+        self.pending += text
+        found = [index for stop in self.stops if (index := self.pending.find(stop)) >= 0]
+        if found:
+            self.stopped = True
+            shown, self.pending = self.pending[: min(found)], ""
+            return shown
+        held = max((self._overlap(stop) for stop in self.stops), default=0)
+        shown, self.pending = self.pending[: len(self.pending) - held], self.pending[len(self.pending) - held :]
+        return shown
+
+    def flush(self) -> str:
+        """The held-back text at the end of the reply (it turned out not to be a stop string)."""
+        shown, self.pending = ("" if self.stopped else self.pending), ""
+        return shown
+
+    def _overlap(self, stop: str) -> int:
+        """Length of the longest end of the pending text that begins `stop`."""
+        for length in range(min(len(stop) - 1, len(self.pending)), 0, -1):
+            if stop.startswith(self.pending[-length:]):
+                return length
+        return 0

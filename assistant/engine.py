@@ -21,7 +21,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
 from .conversation import Conversation, fit_to_context
-from .detokenize import IncrementalDetokenizer
+from .detokenize import IncrementalDetokenizer, StopStrings
 from .errors import BusyError, ContextOverflowError
 from .models.base import LoadedModel
 from .sampling import GenerationOptions, SeededSampler
@@ -151,7 +151,7 @@ class Engine:
         if dropped:
             job.events.put(TurnsDropped(dropped, self.model.context_tokens))
         # 2. Generate, streaming each token's text as soon as it forms whole characters.
-        stream = _TokenStream(job, IncrementalDetokenizer(self.model.tokenizer), self.model.eos_token_ids)
+        stream = _TokenStream(job, IncrementalDetokenizer(self.model.tokenizer), self.model.eos_token_ids, StopStrings(job.options.stop))
         self.model.generate(
             encoded,
             max_new_tokens=job.options.max_new_tokens,
@@ -174,9 +174,10 @@ class _StopWhenAsked(StoppingCriteria):
 class _TokenStream(BaseStreamer):
     """Receives token ids from `generate` and turns them into TextDelta events with timings."""
 
-    def __init__(self, job: _Job, detokenizer: IncrementalDetokenizer, eos_token_ids: list[int]):
+    def __init__(self, job: _Job, detokenizer: IncrementalDetokenizer, eos_token_ids: list[int], stops: StopStrings):
         self.job = job
         self.detokenizer = detokenizer
+        self.stops = stops
         self.eos_token_ids = set(eos_token_ids)
         self.prompt_seen = False
         self.token_ids: list[int] = []
@@ -194,11 +195,20 @@ class _TokenStream(BaseStreamer):
         self.last_token_at = time.perf_counter()
         self.first_token_at = self.first_token_at or self.last_token_at
         self.token_ids.append(token_id)
-        if token_id not in self.eos_token_ids and (text := self.detokenizer.push(token_id)):
-            self.job.events.put(TextDelta(text))
+        if token_id not in self.eos_token_ids:
+            self._show(self.detokenizer.push(token_id))
+        if self.stops.stopped:  # a stop string: end generation after this token
+            self.job.stop_requested.set()
 
     def end(self) -> None:
-        if text := self.detokenizer.flush():
+        self._show(self.detokenizer.flush())
+        self._put(self.stops.flush())
+
+    def _show(self, text: str) -> None:
+        self._put(self.stops.push(text))
+
+    def _put(self, text: str) -> None:
+        if text:
             self.job.events.put(TextDelta(text))
 
     def usage(self, prompt_tokens: int, image_tokens: int) -> Usage:
@@ -216,6 +226,6 @@ class _TokenStream(BaseStreamer):
         )
 
     def _finish_reason(self) -> str:
-        if self.token_ids and self.token_ids[-1] in self.eos_token_ids:
+        if self.stops.stopped or (self.token_ids and self.token_ids[-1] in self.eos_token_ids):
             return "stop"
         return "cancelled" if self.job.stop_requested.is_set() else "length"

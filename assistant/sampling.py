@@ -13,6 +13,8 @@ from transformers import LogitsProcessor, RepetitionPenaltyLogitsProcessor
 
 from .errors import GenerationOptionsError
 
+MAX_STOP_STRINGS = 4  # as in OpenAI's API
+
 
 @dataclass(frozen=True)
 class GenerationOptions:
@@ -22,6 +24,7 @@ class GenerationOptions:
     top_k: int = 0  # sample from the k most likely tokens only; 0 = no limit
     repetition_penalty: float = 1.0  # > 1 discourages tokens already in the context (CTRL-style)
     seed: int | None = None  # makes sampling repeatable; None = fresh randomness per reply
+    stop: tuple[str, ...] = ()  # the reply ends before the first of these strings (at most 4)
 
     def __post_init__(self) -> None:
         checks = [
@@ -31,6 +34,7 @@ class GenerationOptions:
             (isinstance(self.top_k, int) and self.top_k >= 0, "top_k must be an integer >= 0 (0 turns it off)"),
             (0.0 < self.repetition_penalty <= 10.0, "repetition_penalty must be in (0, 10] (1 turns it off)"),
             (self.seed is None or (isinstance(self.seed, int) and self.seed >= 0), "seed must be an integer >= 0"),
+            (len(self.stop) <= MAX_STOP_STRINGS and all(isinstance(s, str) and s for s in self.stop), f"stop takes at most {MAX_STOP_STRINGS} non-empty strings"),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:
@@ -44,7 +48,7 @@ class GenerationOptions:
     @classmethod
     def from_settings(cls, settings, **overrides) -> GenerationOptions:
         """The settings' defaults, with per-request `overrides` (None means "use the default")."""
-        values = {f.name: getattr(settings, f.name) for f in fields(cls)}
+        values = {f.name: getattr(settings, f.name) for f in fields(cls) if f.name in type(settings).model_fields}
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values)
 

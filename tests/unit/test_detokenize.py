@@ -38,3 +38,18 @@ def test_an_incomplete_character_is_held_back_until_complete(tokenizer):
     held = [detokenizer.push(token_id) for token_id in emoji_bytes_as_tokens[:-1]]
     assert held == [""] * len(held)
     assert detokenizer.push(emoji_bytes_as_tokens[-1]) == "🙂"
+
+
+def test_stop_strings_end_the_text_and_never_show_any_part_of_them():
+    from assistant.detokenize import StopStrings
+
+    stops = StopStrings(("\nUser:", "###"))
+    pieces = ["Hello", " there\n", "Us", "er: ignored", " more"]
+    shown = [stops.push(piece) for piece in pieces]
+    assert shown == ["Hello", " there", "", "", ""], "text that may begin a stop string waits; the stop ends it"
+    assert stops.stopped and stops.flush() == ""
+    almost = StopStrings(("###",))
+    assert almost.push("a#") == "a" and almost.push("#b") == "##b" and almost.flush() == ""
+    held = StopStrings(("END",))
+    assert held.push("the EN") == "the " and held.flush() == "EN", "held text that never became a stop is shown at the end"
+    assert StopStrings().push("anything") == "anything"

@@ -48,6 +48,16 @@ def test_greedy_is_deterministic_and_a_seed_repeats_sampling(engine):
     assert other != first, "another seed should give another reply"
 
 
+def test_a_stop_string_ends_the_reply_before_it(engine):
+    conversation = ask("Tell me a story.")
+    full = engine.reply(conversation, GREEDY).text()
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    assert stop.strip(), f"the tiny model's reply should have text to stop at: {full!r}"
+    events, text, usage = collect(engine.reply(conversation, dataclasses.replace(GREEDY, stop=(stop, "never appears"))))
+    assert text == full[: full.index(stop)], "the reply is the text before the stop string, without any of it"
+    assert usage.finish_reason == "stop" and usage.completion_tokens < GREEDY.max_new_tokens
+
+
 def test_stop_ends_the_reply_at_once_and_the_engine_stays_usable(engine):
     long = GenerationOptions(temperature=0.0, max_new_tokens=1500)
     reply = engine.reply(ask("Talk for a long time."), long)
