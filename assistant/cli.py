@@ -96,10 +96,6 @@ def _train_flags(train: argparse.ArgumentParser) -> None:
         "--no-object-hints", action="store_true", help="do not name the encoder's ImageNet labels in prompts (see README)"
     )
     train.add_argument("--data", default=None, metavar="PATH", help="a dataset folder, .jsonl or LLaVA .json (default: synthetic scenes)")
-    train.add_argument(
-        "--questions-per-sample", type=int, default=defaults.questions_per_sample,
-        help=f"questions about one image in one multi-turn sample (default {defaults.questions_per_sample}; 1: one each)",
-    )
     train.add_argument("--scenes", type=int, default=defaults.scenes, help=f"synthetic training scenes (default {defaults.scenes})")
     train.add_argument("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default {defaults.steps})")
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -220,7 +216,6 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         encoder=args.encoder,
         language_model=args.language_model,
         colour_features=not args.no_colour_features,
-        questions_per_sample=args.questions_per_sample,
         object_hints=not args.no_object_hints,
         data=args.data,
         scenes=args.scenes,

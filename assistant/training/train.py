@@ -4,10 +4,7 @@ frozen; only the projector learns, to turn patch features into tokens the LM und
     1. examples (synthetic scenes or the user's data) -> unique images
     2. encoder features of every image, computed once and cached on disk (the encoder is frozen)
     3. prompts tokenized with the LM's chat template, the answer as the only supervised tokens
-    4. AdamW, linear warm-up then cosine decay, gradient clipping; checkpoints to resume from.
-       All questions about one image form one multi-turn sample (as in LLaVA's data), and each
-       answer counts once in the loss whatever its length, so one-word answers (colours) weigh as
-       much as captions.
+    4. AdamW, linear warm-up then cosine decay, gradient clipping; checkpoints to resume from
     5. the composed model directory: composed.json + projector.safetensors
 """
 
@@ -15,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -53,7 +49,6 @@ class TrainConfig:
     encoder: str = "efficientnet-lite0"
     language_model: str = "smollm2-135m"
     colour_features: bool = True  # append each patch's mean colour to its features
-    questions_per_sample: int = 8  # questions about one image asked in one multi-turn sample (1: one each)
     # The saved model names what the encoder's ImageNet head sees in each photo in its prompts (real
     # objects the synthetic scenes never show); inference only, so training is the same either way.
     object_hints: bool = True
@@ -74,22 +69,16 @@ class TrainConfig:
     lm_dtype: Literal["float32", "bfloat16"] = "bfloat16"
 
 
-    def __post_init__(self) -> None:
-        if self.questions_per_sample < 1:
-            raise ValueError(f"questions_per_sample must be at least 1, got {self.questions_per_sample}")
-
-
 @dataclass
 class TrainingExamples:
-    """Tokenized samples (one image and its questions each) with the index of their image's cached
-    features; `answer_weights` gives each supervised token 1 / the length of its answer."""
+    """Tokenized examples with the index of their image's cached features."""
 
     input_ids: list[list[int]]
     labels: list[list[int]]
     image_masks: list[list[bool]]
     image_index: list[int]
     features: torch.Tensor  # [images, P, D]
-    answer_weights: list[list[float]] = field(default_factory=list)
+    question_types: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -148,66 +137,29 @@ def _training_examples(config: TrainConfig) -> list[VQAExample]:
 
 
 def prepare_examples(vlm: ComposedVLM, examples: list[VQAExample], config: TrainConfig) -> TrainingExamples:
-    """Tokenize the questions, grouped by image into multi-turn samples, and attach each image's
-    (cached) encoder features."""
+    """Tokenize every example and attach its image's (cached) encoder features."""
     images, image_index = _unique_images(examples)
     features = cached_features(vlm, images, config)
-    samples = [
-        (image, tokenize_conversation(vlm, group))
-        for image, group in _samples(examples, image_index, config.questions_per_sample, config.seed)
-    ]
+    tokenized = [tokenize_example(vlm, example) for example in examples]
     return TrainingExamples(
-        input_ids=[ids for _, (ids, _, _, _) in samples],
-        labels=[labels for _, (_, labels, _, _) in samples],
-        image_masks=[mask for _, (_, _, mask, _) in samples],
-        image_index=[image for image, _ in samples],
+        input_ids=[ids for ids, _, _ in tokenized],
+        labels=[labels for _, labels, _ in tokenized],
+        image_masks=[mask for _, _, mask in tokenized],
+        image_index=image_index,
         features=features,
-        answer_weights=[weights for _, (_, _, _, weights) in samples],
+        question_types=[example.question_type for example in examples],
     )
 
 
-def _samples(examples: list[VQAExample], image_index: list[int], per_sample: int, seed: int) -> list[tuple[int, list[VQAExample]]]:
-    """Questions grouped by image, at most `per_sample` to a group, shuffled (by `seed`) so that
-    every kind of question is sometimes the first one, as at inference."""
-    by_image: dict[int, list[VQAExample]] = {}
-    for example, image in zip(examples, image_index):
-        by_image.setdefault(image, []).append(example)
-    shuffler = random.Random(seed)
-    for group in by_image.values():
-        shuffler.shuffle(group)
-    return [
-        (image, group[start : start + per_sample])
-        for image, group in by_image.items()
-        for start in range(0, len(group), per_sample)
-    ]
-
-
-def tokenize_conversation(vlm: ComposedVLM, examples: list[VQAExample]) -> tuple[list[int], list[int], list[bool], list[float]]:
-    """Questions about one image as one conversation, rendered exactly as inference renders it (the
-    image in the first turn); only the answers and their end-of-turn tokens are supervised.
-    Returns ids, labels, image mask and per-token answer weights."""
-    tokenizer = vlm.tokenizer
-    chat: list[dict] = []
-    ids: list[int] = []
-    labels: list[int] = []
-    mask: list[bool] = []
-    weights: list[float] = []
-    rendered = ""
-    for turn, example in enumerate(examples):
-        content = [{"type": "image"}] if turn == 0 else []
-        chat.append({"role": "user", "content": [*content, {"type": "text", "text": f"{example.question}\n{SHORT_ANSWER}"}]})
-        prompt = render_prompt(tokenizer, chat)
-        if not prompt.startswith(rendered):
-            raise ValueError("this chat template renders earlier turns differently later on; train with --questions-per-sample 1")
-        prompt_ids, prompt_mask = tokenize_with_images(tokenizer, prompt[len(rendered) :], vlm.tokens_per_image)
-        answer_ids = tokenizer.encode(example.answer, add_special_tokens=False) + [tokenizer.eos_token_id]
-        ids += prompt_ids + answer_ids
-        labels += [IGNORE_INDEX] * len(prompt_ids) + answer_ids
-        mask += prompt_mask + [False] * len(answer_ids)
-        weights += [0.0] * len(prompt_ids) + [1.0 / len(answer_ids)] * len(answer_ids)
-        chat.append({"role": "assistant", "content": [{"type": "text", "text": example.answer}]})
-        rendered = prompt + example.answer + tokenizer.eos_token
-    return ids, labels, mask, weights
+def tokenize_example(vlm: ComposedVLM, example: VQAExample) -> tuple[list[int], list[int], list[bool]]:
+    """The prompt exactly as inference renders it, then the answer and the end-of-turn token; only
+    the answer (and the end of turn) are supervised."""
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{example.question}\n{SHORT_ANSWER}"}]}]
+    prompt_ids, mask = tokenize_with_images(vlm.tokenizer, render_prompt(vlm.tokenizer, chat), vlm.tokens_per_image)
+    answer_ids = vlm.tokenizer.encode(example.answer, add_special_tokens=False) + [vlm.tokenizer.eos_token_id]
+    ids = prompt_ids + answer_ids
+    labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+    return ids, labels, mask + [False] * len(answer_ids)
 
 
 def _unique_images(examples: list[VQAExample]) -> tuple[list, list[int]]:
@@ -321,8 +273,7 @@ def _loop(vlm, examples: TrainingExamples, optimizer, scheduler, step: int, gene
 
 
 def training_loss(vlm: ComposedVLM, examples: TrainingExamples, batch: list[int]) -> torch.Tensor:
-    """Cross-entropy of the answers of the samples in `batch` (right-padded): the mean over answers
-    of each answer's mean over its tokens.
+    """Mean cross-entropy of the answer tokens of the examples in `batch` (right-padded).
 
     Only the supervised positions go through the LM head: a 49k-word vocabulary projection at
     every position would cost a fifth of the step for logits nobody reads."""
@@ -333,7 +284,6 @@ def training_loss(vlm: ComposedVLM, examples: TrainingExamples, batch: list[int]
 
     input_ids = padded([examples.input_ids[i] for i in batch], vlm.tokenizer.pad_token_id or 0)
     labels = padded([examples.labels[i] for i in batch], IGNORE_INDEX)
-    weights = padded([examples.answer_weights[i] for i in batch], 0.0)
     image_mask = padded([examples.image_masks[i] for i in batch], False)
     attention = padded([[1] * len(examples.input_ids[i]) for i in batch], 0)
     features = examples.features[[examples.image_index[i] for i in batch]]
@@ -342,9 +292,7 @@ def training_loss(vlm: ComposedVLM, examples: TrainingExamples, batch: list[int]
     targets = labels[:, 1:]  # position t predicts token t + 1
     supervised = targets != IGNORE_INDEX
     logits = vlm.language_model.lm_head(hidden[:, :-1][supervised]).float()
-    losses = torch.nn.functional.cross_entropy(logits, targets[supervised], reduction="none")
-    token_weights = weights[:, 1:][supervised]
-    return (losses * token_weights).sum() / token_weights.sum()
+    return torch.nn.functional.cross_entropy(logits, targets[supervised])
 
 
 def _smoothed(losses: list[float], window: int = 20) -> float:

@@ -13,7 +13,7 @@ from assistant.engine import Engine
 from assistant.models.composed import PROJECTOR_FILE, load_composed
 from assistant.models.tiny import build_tiny_parts
 from assistant.sampling import GenerationOptions
-from assistant.training.train import IGNORE_INDEX, TrainConfig, build_for_training, prepare_examples, tokenize_conversation, train, training_loss
+from assistant.training.train import TrainConfig, build_for_training, prepare_examples, train, training_loss
 from assistant.training import make_split, scenes_to_examples
 from assistant.vision.projectors import ProjectorConfig, build_projector
 
@@ -62,27 +62,12 @@ def test_unknown_projector_type_is_named():
         ProjectorConfig("mlp", 8, 8, 16, 5)
 
 
-def test_questions_about_one_image_are_one_conversation_with_every_answer_supervised(config):
-    vlm = build_for_training(config)
-    scene_questions = scenes_to_examples(make_split("train", 1, seed=0))
-    ids, labels, mask, weights = tokenize_conversation(vlm, scene_questions)
-    eos = vlm.tokenizer.eos_token_id
-    answers = [vlm.tokenizer.encode(q.answer, add_special_tokens=False) + [eos] for q in scene_questions]
-    supervised = [label for label in labels if label != IGNORE_INDEX]
-    assert supervised == [token for answer in answers for token in answer], "exactly the answers and their ends are learned"
-    assert sum(mask) == vlm.tokens_per_image, "the image is shown once, in the first turn"
-    assert sum(weights) == pytest.approx(len(scene_questions)), "each answer weighs 1 in the loss, whatever its length"
-    first_turn, _, _, _ = tokenize_conversation(vlm, scene_questions[:1])
-    assert ids[: len(first_turn)] == first_turn, "the first turn is the single-question sample"
-    assert len(scene_questions) > 1
-
-
 @pytest.mark.parametrize("fusion, tokens", [("mlp", 4), ("resampler", 2)])
 def test_training_lowers_the_loss(config, fusion, tokens):
     config = dataclasses.replace(config, fusion=fusion, image_tokens=tokens)
     vlm = build_for_training(config)
     examples = prepare_examples(vlm, scenes_to_examples(make_split("train", 4, seed=0)), config)
-    batch = list(range(len(examples)))
+    batch = list(range(8))
     optimizer = torch.optim.AdamW(vlm.projector.parameters(), lr=3e-2)
     before = training_loss(vlm, examples, batch).item()
     for _ in range(40):
