@@ -13,13 +13,13 @@ import numpy as np
 from .conversation import Conversation, Image, Message
 from .engine import Engine, Reply
 from .errors import AssistantError, MediaError
-from .media import ImageLimits, read_image_file
+from .media import ImageLimits, decode_image, read_image_file
 from .models import LoadedModel, load_model
 from .personas import Persona, available_personas, load_persona
 from .sampling import GenerationOptions
 from .settings import Settings
 from .speech import SpeechError, Transcriber, Transcript, load_speech, transcribe_options
-from .speech.audio import AudioLimits, read_audio_file
+from .speech.audio import AudioLimits, decode_audio, read_audio_file
 
 
 @dataclass
@@ -65,9 +65,28 @@ class Assistant:
     ) -> Message:
         """A user message from typed text, image files and voice recordings. Each file is validated
         against the limits; each recording is transcribed and becomes the user's words."""
-        images = self._read_images(list(image_paths))
-        recordings = list(audio_paths)
-        spoken = [words for words in map(self._hear, recordings) if words]
+        image_paths = list(image_paths)
+        self._check_image_count(len(image_paths))
+        limits = ImageLimits.from_settings(self.settings)
+        images = [Image(read_image_file(path, limits), name=os.path.basename(path)) for path in image_paths]
+        audio_limits = AudioLimits.from_settings(self.settings)
+        recordings = [read_audio_file(path, audio_limits) for path in audio_paths]
+        return self._compose(text, images, recordings)
+
+    def user_message_from_bytes(self, text: str, images: Iterable[bytes] = (), recordings: Iterable[bytes] = ()) -> Message:
+        """The same from media received as bytes (the HTTP API): validated, decoded, transcribed."""
+        images = list(images)
+        self._check_image_count(len(images))
+        limits = ImageLimits.from_settings(self.settings)
+        audio_limits = AudioLimits.from_settings(self.settings)
+        return self._compose(text, [Image(decode_image(data, limits)) for data in images], [decode_audio(data, audio_limits) for data in recordings])
+
+    def transcribe_bytes(self, data: bytes, **overrides) -> Transcript:
+        """Transcribe an uploaded recording (any common format); `overrides` as for `transcribe`."""
+        return self.transcribe(decode_audio(data, AudioLimits.from_settings(self.settings)), **overrides)
+
+    def _compose(self, text: str, images: list[Image], recordings: list[np.ndarray]) -> Message:
+        spoken = [words for words in (self.transcribe(samples).text for samples in recordings) if words]
         if not text.strip() and not images and not spoken:
             if recordings:
                 raise SpeechError("no speech detected in the recording; try again, closer to the microphone")
@@ -82,12 +101,6 @@ class Assistant:
     def close(self) -> None:
         self.engine.close()
 
-    def _read_images(self, paths: list) -> list[Image]:
-        if len(paths) > self.settings.max_images_per_message:
-            raise MediaError(f"{len(paths)} images in one message; the limit is {self.settings.max_images_per_message}")
-        limits = ImageLimits.from_settings(self.settings)
-        return [Image(read_image_file(path, limits), name=os.path.basename(path)) for path in paths]
-
-    def _hear(self, path: str | os.PathLike) -> str:
-        samples = read_audio_file(path, AudioLimits.from_settings(self.settings))
-        return self.transcribe(samples).text
+    def _check_image_count(self, count: int) -> None:
+        if count > self.settings.max_images_per_message:
+            raise MediaError(f"{count} images in one message; the limit is {self.settings.max_images_per_message}")

@@ -14,6 +14,10 @@ class MediaError(AssistantError):
     """An uploaded image or audio file was refused (corrupt, unsupported, over a limit)."""
 
 
+class MediaTooLargeError(MediaError):
+    """A file over a size or length limit (HTTP 413 in the API)."""
+
+
 class ModelUnavailableError(AssistantError):
     """A model is neither in the local cache nor downloadable, or a local path is not a model."""
 
@@ -32,3 +36,7 @@ class ContextOverflowError(AssistantError):
 
 class BusyError(AssistantError):
     """The request queue is full; try again shortly."""
+
+
+class RemoteModelError(AssistantError):
+    """The remote model server could not be reached or answered with an error."""

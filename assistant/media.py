@@ -17,7 +17,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import MediaError
+from .errors import MediaError, MediaTooLargeError
 
 MiB = 1024 * 1024
 T = TypeVar("T")
@@ -47,14 +47,14 @@ def read_untrusted_file(path: str | os.PathLike, max_bytes: int, decode: Callabl
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise MediaError(f"{path.name}: {too_big_message(size, max_bytes)}")
+            raise MediaTooLargeError(f"{path.name}: {too_big_message(size, max_bytes)}")
         data = path.read_bytes()
     except OSError as error:
         raise MediaError(f"{path.name}: cannot read the file ({error.strerror or error})") from None
     try:
         return decode(data)
     except MediaError as error:
-        raise MediaError(f"{path.name}: {error}") from None
+        raise type(error)(f"{path.name}: {error}") from None
 
 
 def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
@@ -62,7 +62,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     if not data:
         raise MediaError("the image file is empty")
     if len(data) > limits.max_bytes:
-        raise MediaError(too_big_message(len(data), limits.max_bytes))
+        raise MediaTooLargeError(too_big_message(len(data), limits.max_bytes))
     image = _open_checked(data, limits)
     try:
         image.load()

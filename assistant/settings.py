@@ -72,6 +72,13 @@ class Settings(BaseModel):
     share: bool = False  # a public gradio.live link (needs auth)
     insecure: bool = False  # allow listening beyond this machine without auth (not recommended)
 
+    # --- the OpenAI-compatible HTTP API (same port as the chat)
+    api_key: str | None = Field(None, repr=False)  # when set, API calls need "Authorization: Bearer <key>"
+    max_request_bytes: int = Field(64 * MiB, ge=1024)  # a bigger request body is refused (413)
+    image_urls: bool = False  # fetch http(s) image URLs given by clients (data URLs always work)
+    image_url_hosts: str | None = None  # comma-separated host names allowed to be fetched; None: any public host
+    image_url_timeout_s: float = Field(10.0, gt=0.0, le=120.0)  # per fetch
+
     # --- speech (Whisper)
     speech_backend: Literal["faster-whisper", "transformers", "openai-whisper"] = "faster-whisper"
     speech_model: str | None = None  # base / tiny.en (shipped on PyPI), a hub id, a local dir; None: the profile's
@@ -107,7 +114,7 @@ class Settings(BaseModel):
 
 
 _AUTH = re.compile(r"[^:]+:.+")
-SECRET_SETTINGS = frozenset({"auth"})  # never echoed in error messages
+SECRET_SETTINGS = frozenset({"auth", "api_key"})  # never echoed in error messages
 SETTING_NAMES = tuple(Settings.model_fields)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from ..errors import MediaError
+from ..errors import MediaError, MediaTooLargeError
 from ..media import MiB, read_untrusted_file, too_big_message
 
 SAMPLE_RATE = 16_000  # Hz, what Whisper expects
@@ -69,12 +69,12 @@ def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> np.ndarray
     if not data:
         raise MediaError("the audio file is empty")
     if len(data) > limits.max_bytes:
-        raise MediaError(too_big_message(len(data), limits.max_bytes))
+        raise MediaTooLargeError(too_big_message(len(data), limits.max_bytes))
     with _open(data) as container:
         stream = _audio_stream(container)
         declared = _declared_seconds(container, stream)
         if declared is not None and declared > limits.max_seconds:
-            raise MediaError(_too_long(limits.max_seconds, declared))
+            raise MediaTooLargeError(_too_long(limits.max_seconds, declared))
         samples = _decode(container, stream, limits)
     if not samples.size:
         raise MediaError("the audio data is corrupt or truncated (no audio could be decoded)")
@@ -138,7 +138,7 @@ def _limited(frames: Iterator[av.AudioFrame], max_seconds: float) -> Iterator[av
             continue
         seconds += frame.samples / frame.sample_rate
         if seconds > max_seconds:
-            raise MediaError(_too_long(max_seconds))
+            raise MediaTooLargeError(_too_long(max_seconds))
         yield frame
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 
+from ..api import build_api
 from ..core import Assistant
 from ..errors import SettingsError
 from ..settings import Settings
@@ -39,7 +40,8 @@ def is_loopback(host: str) -> bool:
 
 
 def launch(assistant: Assistant, **overrides):
-    """Serve the chat as the settings say (blocking unless `prevent_thread_lock=True` is passed)."""
+    """Serve the chat and the OpenAI-compatible API on one port, as the settings say (blocking
+    unless `prevent_thread_lock=True` is passed)."""
     settings = assistant.settings
     credentials = check_exposure(settings)
     app = build_app(assistant)
@@ -54,5 +56,18 @@ def launch(assistant: Assistant, **overrides):
         "max_file_size": max(settings.max_image_bytes, settings.max_audio_bytes),
         "show_error": False,
     }
-    app.launch(**{**options, **overrides})
+    blocking = not overrides.pop("prevent_thread_lock", False)
+    app.launch(**{**options, **overrides}, prevent_thread_lock=True)
+    if api_allowed(settings):
+        app.server_app.include_router(build_api(assistant))
+    else:
+        log.warning("the HTTP API is off: it is reachable from other machines, so set ASSISTANT_API_KEY to turn it on")
+    if blocking:
+        app.block_thread()
     return app
+
+
+def api_allowed(settings: Settings) -> bool:
+    """The API has its own key; beyond loopback it needs one (or --insecure)."""
+    exposed = settings.share or not is_loopback(settings.host)
+    return not exposed or settings.api_key is not None or settings.insecure
