@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from .conversation import Message
 from .core import Assistant
 from .engine import Reply, TextDelta, TurnsDropped, Usage
-from .errors import AssistantError, BusyError, MediaTooLargeError
+from .errors import AssistantError, BusyError, MediaTooLargeError, RemoteModelError
 from .fetch import fetch_image_url, parse_hosts
 from .speech.transcriber import Transcript
 
@@ -128,6 +128,8 @@ async def _answering(request: Request, assistant: Assistant, answer) -> Response
         return ApiError(503, str(error), code="server_busy", kind="server_error").response()
     except MediaTooLargeError as error:
         return ApiError(413, str(error), code="too_large").response()
+    except RemoteModelError as error:
+        return ApiError(502, str(error), code="upstream_error", kind="server_error").response()
     except AssistantError as error:
         return ApiError(400, str(error)).response()
 

@@ -15,6 +15,7 @@ from .engine import Engine, Reply
 from .errors import AssistantError, MediaError
 from .media import ImageLimits, decode_image, read_image_file
 from .models import LoadedModel, load_model
+from .remote import load_remote
 from .personas import Persona, available_personas, load_persona
 from .sampling import GenerationOptions
 from .settings import Settings
@@ -32,7 +33,11 @@ class Assistant:
     @classmethod
     def from_settings(cls, settings: Settings) -> Assistant:
         load_persona(settings.persona, settings.prompts_dir)  # a wrong persona fails before a long load
-        return cls(settings, Engine(load_model(settings), queue_size=settings.queue_size))
+        if settings.backend == "openai":
+            model, workers = load_remote(settings), settings.remote_concurrency
+        else:
+            model, workers = load_model(settings), 1
+        return cls(settings, Engine(model, queue_size=settings.queue_size, workers=workers))
 
     @property
     def model(self) -> LoadedModel:

@@ -97,12 +97,19 @@ class Reply:
 
 
 class Engine:
-    def __init__(self, model: LoadedModel, queue_size: int = 16):
+    """`workers` replies run at once: 1 for a local model (one owner of the weights and the KV
+    cache); more for a remote model, whose server batches concurrent requests itself."""
+
+    def __init__(self, model: LoadedModel, queue_size: int = 16, workers: int = 1):
         self.model = model
+        # A remote model streams a reply itself; a local one is driven by `_generate_locally`.
+        self._run_job = getattr(model, "run_job", self._generate_locally)
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
-        self._busy = threading.Event()
-        self._worker = threading.Thread(target=self._serve, name="assistant-engine", daemon=True)
-        self._worker.start()
+        self._running = 0
+        self._lock = threading.Lock()
+        self._workers = [threading.Thread(target=self._serve, name=f"assistant-engine-{i}", daemon=True) for i in range(workers)]
+        for worker in self._workers:
+            worker.start()
 
     def reply(self, conversation: Conversation, options: GenerationOptions | None = None) -> Reply:
         """Queue a reply to the conversation's last message; the events stream as it is generated."""
@@ -124,27 +131,31 @@ class Engine:
     @property
     def idle(self) -> bool:
         """No generation running and none waiting."""
-        return not self._busy.is_set() and self._jobs.empty()
+        return self._running == 0 and self._jobs.empty()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish the queued work and end the worker thread."""
-        self._jobs.put(None)
-        self._worker.join(timeout)
+        """Finish the queued work and end the worker threads."""
+        for _ in self._workers:
+            self._jobs.put(None)
+        for worker in self._workers:
+            worker.join(timeout)
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
-            self._busy.set()
+            with self._lock:
+                self._running += 1
             try:
-                self._run(job)
+                if job.stop_requested.is_set():  # stopped while waiting in the queue
+                    job.events.put(Usage(0, 0, 0, None, 0.0, 0.0, "cancelled"))
+                else:
+                    self._run_job(job)
             except BaseException as error:  # handed to the caller, who raises it
                 job.events.put(error)
             finally:
-                self._busy.clear()
+                with self._lock:
+                    self._running -= 1
 
-    def _run(self, job: _Job) -> None:
-        if job.stop_requested.is_set():  # stopped while waiting in the queue
-            job.events.put(Usage(0, 0, 0, None, 0.0, 0.0, "cancelled"))
-            return
+    def _generate_locally(self, job: _Job) -> None:
         # 1. Fit the conversation into the context, leaving room for the reply.
         limit = self.model.context_tokens - job.options.max_new_tokens
         encoded, dropped = fit_to_context(job.conversation, self.model.encode, limit)

@@ -51,6 +51,15 @@ class Settings(BaseModel):
     context_tokens: int | None = Field(None, ge=64)  # cap on the context; default: the model's own
     cache_dir: Path = Field(default_factory=_default_cache_dir)  # built tiny models and other caches
 
+    # --- where generation runs: here, or on an OpenAI-compatible server (vLLM, another instance)
+    backend: Literal["local", "openai"] = "local"
+    base_url: str | None = None  # the remote server's API root, e.g. http://gpu-box:8000/v1
+    remote_model: str | None = None  # the model to ask for there; None: the first one it lists
+    remote_api_key: str | None = Field(None, repr=False)  # the remote server's key, if it wants one
+    remote_timeout_s: float = Field(60.0, gt=0.0, le=3600.0)  # connect and between streamed tokens
+    remote_retries: int = Field(2, ge=0, le=10)  # for connection errors and 5xx, before the reply starts
+    remote_concurrency: int = Field(8, ge=1, le=256)  # replies in flight at once (the server batches them)
+
     # --- default generation options (each request may override them)
     max_new_tokens: int = Field(512, ge=1, le=32768)
     temperature: float = Field(0.7, ge=0.0, le=5.0)  # 0 means greedy
@@ -114,7 +123,7 @@ class Settings(BaseModel):
 
 
 _AUTH = re.compile(r"[^:]+:.+")
-SECRET_SETTINGS = frozenset({"auth", "api_key"})  # never echoed in error messages
+SECRET_SETTINGS = frozenset({"auth", "api_key", "remote_api_key"})  # never echoed in error messages
 SETTING_NAMES = tuple(Settings.model_fields)
 
 
