@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--auth", help="USER:PASSWORD asked by the page (or ASSISTANT_AUTH); needed beyond 127.0.0.1")
     flag("--share", action="store_const", const=True, help="also serve on a public gradio.live link (needs --auth)")
     flag("--insecure", action="store_const", const=True, help="allow another --host or --share without --auth")
+    flag("--image-urls", action="store_const", const=True, help="let API clients send http(s) image URLs (public hosts only)")
+    flag("--image-url-hosts", help="with --image-urls: the only hosts to fetch from, comma-separated")
     serve.set_defaults(run=_serve)
 
     ask = commands.add_parser("ask", parents=[_model_flags(), _generation_flags(), _speech_flags()], help="ask one question")
