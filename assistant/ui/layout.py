@@ -15,7 +15,7 @@ from gradio.utils import get_upload_folder
 
 from ..core import Assistant
 from . import chat as bubbles
-from .handlers import ChatHandlers, Panel, Update, reply_stats
+from .handlers import ChatHandlers, Panel, reply_stats
 
 TITLE = "Multimodal assistant"
 DESCRIPTION = "Ask by typing or speaking, attach photos, and get a streamed answer from a model that sees them."
