@@ -75,3 +75,31 @@ def photos() -> dict[str, PILImage.Image]:
         "motorcycle_left": PILImage.fromarray(data.stereo_motorcycle()[0]),
         "grace_hopper": PILImage.open(hopper),
     }
+
+
+class RecordedReplies(list):
+    """The conversations an assistant was asked to answer, in order; `options` holds each one's
+    generation overrides."""
+
+    def __init__(self):
+        super().__init__()
+        self.options: list[dict] = []
+
+
+@pytest.fixture
+def record_replies(monkeypatch):
+    """record_replies(assistant) -> RecordedReplies, filled as the assistant is asked to reply."""
+
+    def start(assistant) -> RecordedReplies:
+        recorded = RecordedReplies()
+        original = assistant.reply
+
+        def recording(conversation, **overrides):
+            recorded.append(conversation)
+            recorded.options.append(overrides)
+            return original(conversation, **overrides)
+
+        monkeypatch.setattr(assistant, "reply", recording)
+        return recorded
+
+    return start

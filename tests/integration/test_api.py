@@ -41,16 +41,9 @@ def client(base_url):
 
 
 @pytest.fixture
-def asked(api_assistant, monkeypatch):
-    seen = []
-    original = api_assistant.reply
-
-    def recording(conversation, **overrides):
-        seen.append((conversation, overrides))
-        return original(conversation, **overrides)
-
-    monkeypatch.setattr(api_assistant, "reply", recording)
-    return seen
+def asked(api_assistant, record_replies):
+    """The conversations the model was asked to answer, in order."""
+    return record_replies(api_assistant)
 
 
 def data_url(path: Path, media_type: str) -> str:
@@ -76,7 +69,7 @@ def test_system_messages_options_and_stop_reach_the_core(client, asked):
         model="any", max_completion_tokens=9, temperature=0.5, top_p=0.8, seed=4, stop=["\n\n", "###"],
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": [{"type": "text", "text": "How are you?"}]}],
     )
-    conversation, options = asked[0]
+    conversation, options = asked[0], asked.options[0]
     assert conversation.system_prompt == "Be brief."
     assert [(m.role, m.text) for m in conversation.messages] == [("user", "Hi"), ("assistant", "Hello!"), ("user", "How are you?")]
     assert options == {"max_new_tokens": 9, "temperature": 0.5, "top_p": 0.8, "seed": 4, "stop": ("\n\n", "###")}
@@ -90,7 +83,7 @@ def test_an_image_part_and_an_audio_part_reach_the_model(client, asked, photo_fi
             {"type": "input_audio", "input_audio": {"data": base64.b64encode(QUESTION_WAV.read_bytes()).decode(), "format": "wav"}},
         ]}],
     )
-    message = asked[0][0].messages[0]
+    message = asked[0].messages[0]
     assert len(message.images) == 1 and message.images[0].size == (64, 48)
     assert "tallest mountain" in message.spoken_text.lower(), message.spoken_text
     assert reply.usage.prompt_tokens > 20 and reply.choices[0].message.content is not None

@@ -30,17 +30,9 @@ def url(ui_assistant):
 
 
 @pytest.fixture
-def asked(ui_assistant, monkeypatch):
+def asked(ui_assistant, record_replies):
     """The conversations the model was asked to answer, in order."""
-    seen = []
-    original = ui_assistant.reply
-
-    def recording(conversation, **overrides):
-        seen.append(conversation)
-        return original(conversation, **overrides)
-
-    monkeypatch.setattr(ui_assistant, "reply", recording)
-    return seen
+    return record_replies(ui_assistant)
 
 
 def connect(url, **kwargs):

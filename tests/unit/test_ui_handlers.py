@@ -19,17 +19,9 @@ def handlers(tiny_assistant, tmp_path):
 
 
 @pytest.fixture
-def asked(tiny_assistant, monkeypatch):
-    """Records the conversation the model is asked to answer, turn by turn."""
-    seen = []
-    original = tiny_assistant.reply
-
-    def recording(conversation, **overrides):
-        seen.append(conversation)
-        return original(conversation, **overrides)
-
-    monkeypatch.setattr(tiny_assistant, "reply", recording)
-    return seen
+def asked(tiny_assistant, record_replies):
+    """The conversations the model was asked to answer, in order."""
+    return record_replies(tiny_assistant)
 
 
 def last(updates):
