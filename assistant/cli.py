@@ -99,6 +99,7 @@ def _train_flags(train: argparse.ArgumentParser) -> None:
         "--no-object-hints", action="store_true", help="do not name the encoder's ImageNet labels in prompts (see README)"
     )
     train.add_argument("--data", default=None, metavar="PATH", help="a dataset folder, .jsonl or LLaVA .json (default: synthetic scenes)")
+    train.add_argument("--types", default=None, help="train only on these question types, comma-separated (e.g. colour,shape)")
     train.add_argument("--scenes", type=int, default=defaults.scenes, help=f"synthetic training scenes (default {defaults.scenes})")
     train.add_argument("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default {defaults.steps})")
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -224,6 +225,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         language_model=args.language_model,
         colour_features=not args.no_colour_features,
         object_hints=not args.no_object_hints,
+        question_types=tuple(args.types.split(",")) if args.types else None,
         data=args.data,
         scenes=args.scenes,
         steps=args.steps,
