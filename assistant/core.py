@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +20,9 @@ from .personas import Persona, available_personas, load_persona
 from .sampling import GenerationOptions
 from .settings import Settings
 from .speech import SpeechError, Transcriber, Transcript, load_speech, transcribe_options
+from .speech.speakable import speakable
+from .speech.spoken_reply import spoken
+from .speech.synthesizer import Speech, SynthesisError, Synthesizer, load_synthesizer
 from .speech.audio import AudioLimits, decode_audio, read_audio_file
 
 
@@ -28,6 +31,7 @@ class Assistant:
     settings: Settings
     engine: Engine
     _transcriber: Transcriber | None = None
+    _synthesizer: Synthesizer | None = None
     _speech_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -50,6 +54,25 @@ class Assistant:
             if self._transcriber is None:
                 self._transcriber = load_speech(self.settings)
             return self._transcriber
+
+    @property
+    def synthesizer(self) -> Synthesizer:
+        """The voice, loaded on first use."""
+        with self._speech_lock:
+            if self._synthesizer is None:
+                self._synthesizer = load_synthesizer(self.settings.voice, self.settings.sentence_silence_s)
+            return self._synthesizer
+
+    def speak(self, text: str, speed: float | None = None) -> Speech:
+        """Text (Markdown allowed) as speech; code, links and emoji are not read out."""
+        spoken_text = speakable(text)
+        if not spoken_text:
+            raise SynthesisError("there is nothing to say: the text is empty once symbols and code are left out")
+        return self.synthesizer.synthesize(spoken_text, speed or self.settings.speech_speed)
+
+    def spoken(self, reply: Iterable, speed: float | None = None) -> Iterator:
+        """The reply's events with a SpeechChunk for each sentence as soon as it is spoken."""
+        return spoken(reply, self.synthesizer, speed or self.settings.speech_speed)
 
     def personas(self) -> dict[str, Persona]:
         return available_personas(self.settings.prompts_dir)

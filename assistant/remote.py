@@ -33,6 +33,8 @@ class RemoteModel:
     client: openai.OpenAI
     context_tokens: int = UNBOUNDED_CONTEXT
     load_seconds: float = 0.0
+    device: str = "the remote server"  # for messages: where the model runs
+    dtype: str = "as it serves it"
     details: dict[str, str] = field(default_factory=dict)
 
     def run_job(self, job) -> None:

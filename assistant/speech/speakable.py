@@ -70,11 +70,13 @@ class SentenceStream:
         self.pending = ""
 
     def push(self, text: str) -> list[str]:
-        """Add a piece of the reply; return the sentences it completed."""
+        """Add a piece of the reply; return the sentences it completed. Inside an unclosed code
+        block nothing is cut: the block is spoken (as a mention of code) once it is closed."""
         self.pending += text
         sentences = []
         start = 0
-        for match in SENTENCE_END.finditer(self.pending):
+        open_fence = self.pending.rfind("```") if self.pending.count("```") % 2 else len(self.pending)
+        for match in SENTENCE_END.finditer(self.pending, 0, open_fence):
             piece = self.pending[start : match.start()].strip()
             if len(piece) >= MIN_SENTENCE_CHARS or "\n\n" in match.group(0):
                 sentences.append(piece)

