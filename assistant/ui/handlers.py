@@ -9,15 +9,20 @@ error bubble in the chat, and whatever the person typed goes back into the input
 from __future__ import annotations
 
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from .. import history
 from ..core import Assistant
 from ..engine import TextDelta, TurnsDropped, Usage
 from ..errors import AssistantError
 from ..media import ImageLimits
+from ..speech.spoken_reply import SpeechChunk
+from ..speech.synthesizer import Speech, encode_speech
 from . import chat as bubbles
 from .chat import Bubble
 
@@ -34,12 +39,19 @@ class Panel:
     top_p: float | None = None
     max_new_tokens: int | None = None
     seed: int | None = None
+    speak: bool | None = None  # "Speak answers" as the person set it; None: speak after a voice question
 
     @classmethod
-    def from_values(cls, persona, temperature, top_p, max_new_tokens, seed) -> Panel:
+    def from_values(cls, speak, persona, temperature, top_p, max_new_tokens, seed) -> Panel:
         """Gradio gives numbers as floats and an empty seed box as None."""
         whole = lambda value: None if value is None or value == "" else int(value)  # noqa: E731
-        return cls(persona or None, temperature, top_p, whole(max_new_tokens), whole(seed))
+        return cls(persona or None, temperature, top_p, whole(max_new_tokens), whole(seed), speak)
+
+    def speaks_after(self, asked: list[Bubble]) -> bool:
+        """The person's choice wins; otherwise answers are spoken after a voice question."""
+        start = bubbles.last_user_message(asked)
+        voiced = start is not None and any(b["kind"] == "spoken" for b in asked[start:])
+        return voiced if self.speak is None else self.speak
 
     def generation_overrides(self) -> dict:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens, "seed": self.seed}
@@ -50,6 +62,8 @@ class Update:
     chat: list[Bubble]
     input: dict | None = None  # the input box's new value; None leaves it as it is
     usage: Usage | None = None  # set once, when a reply has finished
+    speech: Speech | None = None  # the next spoken sentence, to play now
+    speaking: bool | None = None  # whether this reply is spoken (set on the first update)
 
 
 class ChatHandlers:
@@ -95,11 +109,25 @@ class ChatHandlers:
 
     def _answer(self, asked: list[Bubble], panel: Panel, restore_on_error: dict | None = None) -> Iterator[Update]:
         shown = asked
+        speaking = panel.speaks_after(asked)
+        yield Update(asked, speaking=speaking)
         try:
             conversation = bubbles.to_conversation(asked, self.assistant, panel.persona)
             reply = self.assistant.reply(conversation, **panel.generation_overrides())
-            for shown, usage in _streamed(asked, reply):
-                yield Update(shown, usage=usage)
+            events = self.assistant.spoken(reply) if speaking else reply
+            said: list[Speech] = []
+            usage = None
+            for shown, event in _streamed(asked, events):
+                if isinstance(event, SpeechChunk):
+                    said.append(event.speech)
+                    yield Update(shown, speech=event.speech)
+                elif isinstance(event, Usage):
+                    usage = event
+                else:
+                    yield Update(shown)
+            if said:
+                shown = [*shown, bubbles.file_bubble("assistant", str(self._keep_speech(said)))]  # to replay
+            yield Update(shown, usage=usage)
         except AssistantError as error:
             if restore_on_error is not None and shown is asked:
                 # Nothing was answered: take the message back out and hand it back to be sent again.
@@ -107,6 +135,15 @@ class ChatHandlers:
                 yield Update([*asked[:start], bubbles.error_bubble(str(error))], input=restore_on_error)
             else:
                 yield Update([*shown, bubbles.error_bubble(str(error))])
+
+    def _keep_speech(self, said: list[Speech]) -> Path:
+        speech = Speech(np.concatenate([piece.samples for piece in said]), said[0].sample_rate)
+        data, _ = encode_speech(speech, "wav")
+        folder = self.upload_folder.parent / "assistant-speech"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"answer-{uuid.uuid4().hex[:12]}.wav"
+        path.write_bytes(data)
+        return path
 
     # --- the rest of the controls
 
@@ -162,19 +199,17 @@ def reply_stats(usages: list[Usage]) -> str:
     return "\n".join(rows)
 
 
-def _streamed(asked: list[Bubble], reply) -> Iterator[tuple[list[Bubble], Usage | None]]:
-    """The chat with the reply growing at its end; the usage comes with the last one."""
+def _streamed(asked: list[Bubble], events) -> Iterator[tuple[list[Bubble], object]]:
+    """(the chat with the reply growing at its end, the event) for each event of the reply."""
     notes, text, shown = "", "", asked
-    for event in reply:
-        if isinstance(event, Usage):
-            yield shown, event
-            return
+    for event in events:
         if isinstance(event, TurnsDropped):
             notes += f"_(Note: {event.message}.)_\n\n"
         elif isinstance(event, TextDelta):
             text += event.text
-        shown = [*asked, {"role": "assistant", "kind": "text", "content": notes + text}]
-        yield shown, None
+        if isinstance(event, (TurnsDropped, TextDelta)):
+            shown = [*asked, {"role": "assistant", "kind": "text", "content": notes + text}]
+        yield shown, event
 
 
 def _paths(files: list) -> list[str]:

@@ -15,6 +15,7 @@ from gradio.utils import get_upload_folder
 
 from ..core import Assistant
 from . import chat as bubbles
+from ..speech.synthesizer import encode_speech
 from .handlers import ChatHandlers, Panel, reply_stats
 
 TITLE = "Multimodal assistant"
@@ -33,8 +34,9 @@ def build_app(assistant: Assistant) -> gr.Blocks:
     with gr.Blocks(title=TITLE, fill_height=True) as app:
         chat_state = gr.State([])
         usages = gr.State([])
+        speak_choice = gr.State(None)  # the person's own setting of "Speak answers", once they touch it
         saved = gr.BrowserState([], storage_key=BROWSER_KEY)
-        panel, stats, history_controls = _side_panel(assistant)
+        panel, stats, history_controls, speak_box = _side_panel(assistant)
         gr.Markdown(f"## {TITLE}")
         gr.Markdown(DESCRIPTION)
         chatbot = gr.Chatbot(
@@ -46,7 +48,9 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             sources=["upload", "microphone"], file_types=["image", "audio"], file_count="multiple",
             placeholder="Ask something, or attach photos and recordings…", show_label=False, stop_btn=False, autofocus=True,
         )
-        _wire_chat(handlers, chatbot, textbox, chat_state, usages, stats, panel)
+        speaker = gr.Audio(label="Spoken answer", streaming=True, autoplay=True, interactive=False, visible=True, show_label=False, elem_id="speaker")
+        speak_box.input(lambda choice: choice, [speak_box], [speak_choice], queue=False, api_visibility="undocumented")
+        _wire_chat(handlers, chatbot, textbox, chat_state, usages, stats, [speak_choice, *panel], (speaker, speak_box))
         _wire_history(handlers, app, chatbot, chat_state, saved, history_controls, persona=panel[0])
     return app
 
@@ -57,6 +61,7 @@ def _side_panel(assistant: Assistant):
     with gr.Sidebar(label="Settings", open=True):
         model = assistant.model
         gr.Markdown(f"**Model:** `{model.name}` (profile `{settings.profile}`)\n\n{model.details.get('reason', '')}")
+        speak_box = gr.Checkbox(False, label="Speak answers", info="on after a voice question, off after a typed one, until you choose")
         persona = gr.Dropdown(
             [(p.name, key) for key, p in personas.items()], value=settings.persona, label="Persona",
             info=personas[settings.persona].description if settings.persona in personas else None,
@@ -74,11 +79,12 @@ def _side_panel(assistant: Assistant):
                 export_markdown = gr.Button("Export Markdown", size="sm")
             exported = gr.File(label="Download", visible=False, interactive=False)
             import_button = gr.UploadButton("Import JSON", file_types=[".json"], size="sm")
-    return [persona, temperature, top_p, max_new_tokens, seed], stats, (export_json, export_markdown, exported, import_button)
+    return [persona, temperature, top_p, max_new_tokens, seed], stats, (export_json, export_markdown, exported, import_button), speak_box
 
 
-def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, stats, panel) -> None:
-    streamed = [chat_state, chatbot, textbox, usages, stats]
+def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, stats, panel, voice) -> None:
+    speaker, speak_box = voice
+    streamed = [chat_state, chatbot, textbox, usages, stats, speaker, speak_box]
 
     def send(message, chat, done, *panel_values):
         yield from _streamed(handlers.send(message, chat, Panel.from_values(*panel_values)), done)
@@ -111,16 +117,17 @@ def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, sta
     api_editing = gr.Button(visible=False).click(edit, [chat_state, usages, edit_index, edit_text, *panel], streamed, api_name="edit")
     chatbot.undo(undo, [chat_state], [chat_state, chatbot, textbox], api_name="undo")
     chatbot.clear(clear, None, [chat_state, chatbot, usages, stats], api_name="clear")
-    _stop_button(textbox, [sending, example_sending, retrying, editing, api_editing])
+    _stop_button(textbox, speaker, [sending, example_sending, retrying, editing, api_editing])
 
 
-def _stop_button(textbox, generating) -> None:
+def _stop_button(textbox, speaker, generating) -> None:
     """While a reply streams, the input box's send button is a stop button (each stream turns it on
     with its first update, see `_streamed`). Stop cancels this session's reply only, and the
-    engine ends it at once; the send button comes back however the reply ended."""
+    engine ends it at once; the send button comes back however the reply ended. Stop also
+    silences the spoken answer."""
     for event in generating:
         event.then(lambda: gr.MultimodalTextbox(submit_btn=True, stop_btn=False), None, textbox, queue=False, api_visibility="undocumented")
-    textbox.stop(None, None, None, cancels=generating, api_visibility="undocumented")
+    textbox.stop(lambda: None, None, speaker, cancels=generating, queue=False, api_visibility="undocumented")
 
 
 def _wire_history(handlers: ChatHandlers, app, chatbot, chat_state, saved, controls, persona) -> None:
@@ -157,7 +164,10 @@ def _streamed(updates, done: list):
             box = gr.MultimodalTextbox(**value, submit_btn=False, stop_btn=True)
         else:
             box = gr.MultimodalTextbox(**value) if value else gr.skip()
-        yield update.chat, bubbles.for_display(update.chat), box, done, reply_stats(done) if update.usage is not None else gr.skip()
+        speech = encode_speech(update.speech, "wav")[0] if update.speech is not None else None
+        speaking = gr.Checkbox(value=update.speaking) if update.speaking is not None else gr.skip()
+        stats = reply_stats(done) if update.usage is not None else gr.skip()
+        yield update.chat, bubbles.for_display(update.chat), box, done, stats, speech, speaking
 
 
 def _example_input(data: gr.SelectData) -> dict:

@@ -49,13 +49,14 @@ def shown(chatbot) -> list[tuple[str, str]]:
 
 
 def send(client, text, files=(), panel=PANEL):
-    return client.predict({"text": text, "files": [handle_file(str(f)) for f in files]}, *panel, api_name="/send")
+    """(chatbot, input box, stats) after the reply (the spoken-answer outputs are left out)."""
+    return client.predict({"text": text, "files": [handle_file(str(f)) for f in files]}, *panel, api_name="/send")[:3]
 
 
 def test_the_answer_streams_and_photos_of_earlier_turns_stay(url, photo_files, asked):
     client = connect(url)
     job = client.submit({"text": "What is in these photos?", "files": [handle_file(str(p)) for p in photo_files[:2]]}, *PANEL, api_name="/send")
-    updates = [shown(chatbot) for chatbot, _, _ in job]
+    updates = [shown(chatbot) for chatbot, *_ in job]
     replies = [bubbles[-1][1] for bubbles in updates if bubbles and bubbles[-1][0] == "assistant"]
     assert len(replies) > 2 and all(b.startswith(a) for a, b in zip(replies, replies[1:])), "the reply grows as it streams"
     assert updates[-1][:3] == [("user", "file"), ("user", "file"), ("user", "What is in these photos?")]
@@ -79,7 +80,7 @@ def test_retry_undo_edit_and_clear(url, asked):
     client = connect(url)
     seeded = ("default", 1.0, 0.9, 8, 7)
     first, _, _ = send(client, "Hello", panel=seeded)
-    retried, _, _ = client.predict(*seeded, api_name="/retry")
+    retried, *_ = client.predict(*seeded, api_name="/retry")
     assert shown(retried) == shown(first), "same seed: the retried reply is the same, in the same place"
     assert [m.text for m in asked[1].messages] == ["Hello"], "the old reply is not part of the retry"
 
@@ -87,7 +88,7 @@ def test_retry_undo_edit_and_clear(url, asked):
     chatbot, box = client.predict(api_name="/undo")
     assert shown(chatbot) == shown(first) and typed(box)["text"] == "Second question", "undo hands the message back"
 
-    edited, _, _ = client.predict(0, "Hello again", *PANEL, api_name="/edit")
+    edited, *_ = client.predict(0, "Hello again", *PANEL, api_name="/edit")
     assert shown(edited)[0] == ("user", "Hello again") and len(shown(edited)) == 2
     assert [m.text for m in asked[-1].messages] == ["Hello again"]
 
@@ -135,7 +136,7 @@ def test_stop_ends_one_reply_at_once_and_leaves_the_other_persons_reply(url, ui_
     _wait_for_updates(stopped, 3)
     kept = other.submit({"text": "Talk a bit", "files": []}, "default", 1.0, 0.9, 40, 3, api_name="/send")
     stopped.cancel()
-    chatbot, _, stats = kept.result(timeout=120)
+    chatbot, _, stats, *_ = kept.result(timeout=120)
     assert "| 1 |" in stats and "length" in stats, "the other person's reply ran to its end"
     deadline = time.monotonic() + 20
     while not ui_assistant.engine.idle and time.monotonic() < deadline:

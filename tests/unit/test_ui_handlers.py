@@ -153,3 +153,22 @@ def test_reply_stats_list_first_token_time_and_speed():
     table = reply_stats([usage] * 7)
     assert "| 7 | 0.25 s | 12.5 | 20 | stop |" in table and "| 2 |" not in table, table
     assert reply_stats([]) == "_No replies yet._"
+
+
+def test_spoken_answers_follow_the_question_unless_the_person_chose(handlers):
+    from assistant.ui.layout import EXAMPLES_FOLDER
+
+    voice = {"text": "", "files": [str(EXAMPLES_FOLDER / "question.wav")]}
+    typed = {"text": "Hello", "files": []}
+    cases = [(voice, None, True), (typed, None, False), (voice, False, False), (typed, True, True)]
+    for message, choice, expected in cases:
+        updates = list(handlers.send(message, [], Panel(temperature=0.0, max_new_tokens=24, speak=choice)))
+        speaking = [u.speaking for u in updates if u.speaking is not None]
+        assert speaking == [expected], f"{message['text'] or 'voice'} with choice {choice}: {speaking}"
+        spoken = [u.speech for u in updates if u.speech is not None]
+        replay = [b for b in updates[-1].chat if b["role"] == "assistant" and b["kind"] == "file"]
+        if expected:
+            assert spoken and all(s.seconds > 0 for s in spoken), "the answer is heard sentence by sentence"
+            assert len(replay) == 1 and Path(replay[0]["content"]["path"]).stat().st_size > 1000, "a replay control follows the answer"
+        else:
+            assert not spoken and not replay
