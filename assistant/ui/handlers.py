@@ -191,11 +191,12 @@ def reply_stats(usages: list[Usage]) -> str:
     """The side panel's table of the latest replies: time to first token and decoding speed."""
     if not usages:
         return "_No replies yet._"
-    rows = ["| reply | first token | tokens/s | tokens | ended |", "|---:|---:|---:|---:|---|"]
+    rows = ["| # | 1st token | tok/s | tokens |", "|---:|---:|---:|---:|"]
     first_number = len(usages) - min(len(usages), KEPT_REPLY_STATS) + 1
     for number, usage in enumerate(usages[-KEPT_REPLY_STATS:], start=first_number):
         first = "–" if usage.time_to_first_token_s is None else f"{usage.time_to_first_token_s:.2f} s"
-        rows.append(f"| {number} | {first} | {usage.tokens_per_s:.1f} | {usage.completion_tokens} | {usage.finish_reason} |")
+        ended = "" if usage.finish_reason == "stop" else f" ({usage.finish_reason})"
+        rows.append(f"| {number} | {first} | {usage.tokens_per_s:.1f} | {usage.completion_tokens}{ended} |")
     return "\n".join(rows)
 
 

@@ -97,8 +97,7 @@ def test_a_question_with_a_photo_gets_an_answer_that_grows_on_screen(page, photo
     assert user.locator("img").count() == 1, "the photo shows in the chat"
     assert "What is in this photo?" in " ".join(user.all_inner_texts())
     wait_for_reply_end(page)
-    assert "| 1 |" not in page.content() or "tokens/s" in page.content()
-    assert page.get_by_text("tokens/s").count() >= 1, "the side panel shows the reply's speed"
+    assert page.get_by_text("tok/s").count() >= 1, "the side panel shows the reply's speed"
 
 
 def test_stop_ends_a_long_answer_and_the_chat_stays_usable(page):

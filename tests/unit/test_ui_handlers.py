@@ -151,7 +151,9 @@ def test_a_restored_chat_keeps_only_files_from_the_upload_folders(handlers, tmp_
 def test_reply_stats_list_first_token_time_and_speed():
     usage = Usage(prompt_tokens=10, image_tokens=0, completion_tokens=20, time_to_first_token_s=0.25, tokens_per_s=12.5, total_s=2, finish_reason="stop")
     table = reply_stats([usage] * 7)
-    assert "| 7 | 0.25 s | 12.5 | 20 | stop |" in table and "| 2 |" not in table, table
+    assert "| 7 | 0.25 s | 12.5 | 20 |" in table and "| 2 |" not in table, table
+    stopped = reply_stats([Usage(10, 0, 3, 0.5, 9.0, 1, "cancelled")])
+    assert "| 1 | 0.50 s | 9.0 | 3 (cancelled) |" in stopped, stopped
     assert reply_stats([]) == "_No replies yet._"
 
 
