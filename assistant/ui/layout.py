@@ -60,7 +60,8 @@ def _side_panel(assistant: Assistant):
     settings = assistant.settings
     with gr.Sidebar(label="Settings", open=True):
         model = assistant.model
-        gr.Markdown(f"**Model:** `{model.name}` (profile `{settings.profile}`)\n\n{model.details.get('reason', '')}")
+        profile = model.details.get("profile", settings.profile)
+        gr.Markdown(f"**Model:** `{model.name}` (profile `{profile}`)\n\n{model.details.get('reason', '')}")
         speak_box = gr.Checkbox(False, label="Speak answers", info="on after a voice question, off after a typed one, until you choose")
         persona = gr.Dropdown(
             [(p.name, key) for key, p in personas.items()], value=settings.persona, label="Persona",
