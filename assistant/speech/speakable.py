@@ -33,7 +33,7 @@ def speakable(text: str) -> str:
     text = INLINE_CODE.sub(r"\1", text)
     text = IMAGE.sub(r"\1", text)
     text = LINK.sub(r"\1", text)
-    text = URL.sub(lambda m: f"a link on {m.group(1).removeprefix('www.')}", text)
+    text = URL.sub(_link, text)
     text = TABLE_RULE.sub("", RULE.sub("", text))
     text = HEADING.sub(lambda m: _as_sentence(m.group(1)), QUOTE.sub("", text))
     text = LIST_ITEM.sub(lambda m: _as_sentence(m.group(1)), text)
@@ -43,6 +43,12 @@ def speakable(text: str) -> str:
     text = "".join(_spoken_character(c) for c in text)
     text = re.sub(r"[ \t]+", " ", re.sub(r"\s*\n\s*", "\n", text))
     return re.sub(r" ([,.;:!?])", r"\1", text).strip()
+
+
+def _link(match: re.Match) -> str:
+    """A URL is said as the site it is on; punctuation after it still ends the sentence."""
+    trailing = match.group(0)[len(match.group(0).rstrip(".,;:!?")) :]
+    return f"a link on {match.group(1).removeprefix('www.').rstrip('.,;:!?')}{trailing}"
 
 
 def _as_sentence(item: str) -> str:
@@ -70,13 +76,15 @@ class SentenceStream:
         self.pending = ""
 
     def push(self, text: str) -> list[str]:
-        """Add a piece of the reply; return the sentences it completed. Inside an unclosed code
-        block nothing is cut: the block is spoken (as a mention of code) once it is closed."""
+        """Add a piece of the reply; return the sentences it completed. Nothing is cut inside a code
+        block (an unclosed one runs to the end): the block is mentioned once, when it is closed."""
         self.pending += text
         sentences = []
         start = 0
-        open_fence = self.pending.rfind("```") if self.pending.count("```") % 2 else len(self.pending)
-        for match in SENTENCE_END.finditer(self.pending, 0, open_fence):
+        code = [match.span() for match in CODE_BLOCK.finditer(self.pending)]  # an open block runs to the end
+        for match in SENTENCE_END.finditer(self.pending):
+            if any(begin <= match.start() < end for begin, end in code):
+                continue
             piece = self.pending[start : match.start()].strip()
             if len(piece) >= MIN_SENTENCE_CHARS or "\n\n" in match.group(0):
                 sentences.append(piece)
