@@ -66,3 +66,22 @@ def test_the_starter_names_the_main_object_of_at_least_4_of_the_6_bundled_photos
     named = [name for name, answer in answers.items() if MAIN_OBJECT_WORDS[name] & set(re.findall(r"[a-z]+", answer.lower()))]
     print("\n".join(f"{name}: {answer!r}" for name, answer in answers.items()))
     assert len(named) >= 4, answers
+
+
+def test_asked_the_colour_of_a_red_circle_the_starter_says_red(tmp_path):
+    """A held-out synthetic scene (test split, seed 0, scene 130: one red circle), through
+    `assistant ask` with the evaluation's short-answer prompt."""
+    from assistant.training.evaluate import SHORT_ANSWER
+    from assistant.training.scenes import make_split
+
+    scene = make_split("test", 131, seed=0)[130]
+    assert any(qa.question_type == "colour" and qa.answer == "red" for qa in scene.qas), "scene 130 is a red circle"
+    photo = tmp_path / "red-circle.png"
+    scene.image.save(photo)
+    result = subprocess.run(
+        [ASSISTANT, "ask", "--profile", "starter", "--image", str(photo), "--temperature", "0", "--max-new-tokens", "8",
+         f"What colour is the circle?\n{SHORT_ANSWER}"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().lower().rstrip(".") == "red", f"answer: {result.stdout!r}"
