@@ -1,6 +1,7 @@
 """Spoken answers with the real piper voice, checked by ear: the packaged Whisper base transcribes
 what the voice says."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -143,3 +144,20 @@ def test_say_writes_an_audio_file(tmp_path, tiny_assistant):
     assert "good morning" in tiny_assistant.transcribe_bytes(out.read_bytes(), language="en").text.lower()
     wrong = subprocess.run([ASSISTANT, "say", "Hi", "-o", str(tmp_path / "hello.txt")], capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 1 and "must end in .wav, .mp3, .flac or .opus" in wrong.stderr
+
+
+def test_ask_speak_writes_the_answer_as_speech(built_tiny, tmp_path):
+    out = tmp_path / "answer.wav"
+    result = subprocess.run(
+        [ASSISTANT, "ask", "--profile", "tiny", "--seed", "3", "--max-new-tokens", "30", "--speak", str(out), "Tell me a story."],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip(), "the answer is printed as well"
+    assert "s of speech to" in result.stderr and out.stat().st_size > 10_000, result.stderr
+
+
+@pytest.fixture(scope="module")
+def built_tiny(cache_dir, tiny_model):
+    """The tiny model is built once by the session fixtures; the subprocess reuses the cache."""
+    return cache_dir
