@@ -99,7 +99,9 @@ def load_remote(settings: Settings) -> RemoteModel:
     name = settings.remote_model or _first_model(client, settings.base_url)
     reason = f"generation on {settings.base_url} (--backend openai)"
     details = {"profile": "remote", "reason": reason, "backend": "openai", "base_url": settings.base_url}
-    return RemoteModel(name, client, settings.context_tokens or UNBOUNDED_CONTEXT, time.perf_counter() - started, details)
+    return RemoteModel(
+        name, client, context_tokens=settings.context_tokens or UNBOUNDED_CONTEXT, load_seconds=time.perf_counter() - started, details=details
+    )
 
 
 def to_openai_messages(conversation: Conversation) -> list[dict]:
