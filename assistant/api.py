@@ -103,14 +103,17 @@ def build_api(assistant: Assistant) -> APIRouter:
 
     @router.get("/models")
     async def models(request: Request) -> Response:
-        return await _answering(request, assistant, lambda: _models(assistant))
+        async def answer() -> Response:
+            return _models(assistant)
+
+        return await _answering(request, assistant, answer)
 
     @router.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:
         async def answer() -> Response:
             chat = _parse_chat(await limits.read_body(request))
             conversation, options = await run_in_threadpool(_conversation_and_options, assistant, chat)
-            reply = await run_in_threadpool(_start_reply, assistant, conversation, options)
+            reply = await run_in_threadpool(lambda: assistant.reply(conversation, **options))
             if chat.stream:
                 # The first event is awaited before answering, so that a request the model refuses
                 # (too long for the context, say) still gets an error status, not a broken stream.
@@ -144,8 +147,7 @@ async def _answering(request: Request, assistant: Assistant, answer) -> Response
     """Check the key, run `answer`, and turn every failure into OpenAI's error body."""
     try:
         _check_key(request, assistant.settings.api_key)
-        result = answer()
-        return await result if hasattr(result, "__await__") else result
+        return await answer()
     except ApiError as error:
         return error.response()
     except BusyError as error:
@@ -340,15 +342,8 @@ def _base64(payload: str, param: str) -> bytes:
         raise ApiError(400, "the data is not valid base64", param=param) from None
 
 
-def _start_reply(assistant: Assistant, conversation, options: dict) -> Reply:
-    return assistant.reply(conversation, **options)
-
-
 def _whole(reply: Reply, model: str) -> JSONResponse:
-    text = ""
-    for event in reply:
-        if isinstance(event, TextDelta):
-            text += event.text
+    text = reply.text()
     usage = reply.usage
     body = _completion_base("chat.completion", model) | {
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": _finish(usage)}],

@@ -337,14 +337,12 @@ def _speech_file(name: str) -> Path:
 
 
 def _write_speech(path: Path, pieces: list) -> None:
-    import numpy as np
-
     from .speech.synthesizer import Speech, encode_speech
 
     if not pieces:
         print("note: the answer had nothing to say aloud; no audio written", file=sys.stderr)
         return
-    speech = Speech(np.concatenate([piece.samples for piece in pieces]), pieces[0].sample_rate)
+    speech = Speech.join(pieces)
     data, _ = encode_speech(speech, path.suffix.lstrip(".").lower())
     path.write_bytes(data)
     print(f"wrote {speech.seconds:.1f} s of speech to {path}", file=sys.stderr)

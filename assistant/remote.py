@@ -18,6 +18,7 @@ import httpx
 import openai
 
 from .conversation import Conversation, Image, Text
+from .engine import TextDelta, Usage
 from .errors import ModelUnavailableError, RemoteModelError
 from .settings import Settings
 
@@ -39,8 +40,6 @@ class RemoteModel:
 
     def run_job(self, job) -> None:
         """Stream one reply into `job.events` (TextDelta*, then Usage); stop when `job.stop_requested`."""
-        from .engine import TextDelta, Usage  # the engine imports this module's users, not this module
-
         first_at = last_at = None
         usage, finish, pieces = None, None, 0
         try:
@@ -68,7 +67,7 @@ class RemoteModel:
             raise RemoteModelError(f"the model server reported an error: {error.message}") from None
         if finish is None:
             raise RemoteModelError(f"the model server at {self.client.base_url} ended the reply before finishing it")
-        job.events.put(_usage(Usage, job, usage, finish, first_at, last_at, pieces))
+        job.events.put(_usage(job, usage, finish, first_at, last_at, pieces))
 
     def _stream(self, job):
         options = job.options
@@ -141,11 +140,11 @@ def _data_url(image: Image) -> str:
     return f"data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
-def _usage(usage_type, job, usage, finish: str, first_at, last_at, pieces: int):
+def _usage(job, usage, finish: str, first_at, last_at, pieces: int) -> Usage:
     completion = usage.completion_tokens if usage else pieces
     decode_s = (last_at - first_at) if first_at and last_at else 0.0
     now = time.perf_counter()
-    return usage_type(
+    return Usage(
         prompt_tokens=usage.prompt_tokens if usage else 0,
         image_tokens=0,  # the server does not say
         completion_tokens=completion,

@@ -38,6 +38,11 @@ class Speech:
     def seconds(self) -> float:
         return len(self.samples) / self.sample_rate
 
+    @classmethod
+    def join(cls, pieces: list[Speech]) -> Speech:
+        """Sentences spoken one by one, as one recording (same voice, same sample rate)."""
+        return cls(np.concatenate([piece.samples for piece in pieces]), pieces[0].sample_rate)
+
 
 class Synthesizer(Protocol):
     name: str

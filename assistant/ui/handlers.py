@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .. import history
 from ..core import Assistant
 from ..engine import TextDelta, TurnsDropped, Usage
@@ -93,9 +91,7 @@ class ChatHandlers:
         if start is None:
             yield Update(chat)
             return
-        asked = chat[: bubbles.end_of_message(chat, start)]
-        yield Update(asked)
-        yield from self._answer(asked, panel)
+        yield from self._answer(chat[: bubbles.end_of_message(chat, start)], panel)
 
     def edit(self, chat: list[Bubble], index: int, text: str, panel: Panel) -> Iterator[Update]:
         """Replace the words of the user bubble at `index`, forget what came after it, answer again."""
@@ -104,7 +100,6 @@ class ChatHandlers:
             return
         edited = [*chat[:index], {**chat[index], "kind": "text", "content": text}]
         edited += [b for b in chat[index + 1 : bubbles.end_of_message(chat, index)] if b["kind"] == "file"]
-        yield Update(edited)
         yield from self._answer(edited, panel)
 
     def _answer(self, asked: list[Bubble], panel: Panel, restore_on_error: dict | None = None) -> Iterator[Update]:
@@ -137,8 +132,7 @@ class ChatHandlers:
                 yield Update([*shown, bubbles.error_bubble(str(error))])
 
     def _keep_speech(self, said: list[Speech]) -> Path:
-        speech = Speech(np.concatenate([piece.samples for piece in said]), said[0].sample_rate)
-        data, _ = encode_speech(speech, "wav")
+        data, _ = encode_speech(Speech.join(said), "wav")
         folder = self.upload_folder.parent / "assistant-speech"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"answer-{uuid.uuid4().hex[:12]}.wav"
