@@ -164,6 +164,7 @@ def _speech_flags() -> argparse.ArgumentParser:
     flag("--language", "--speech-language", dest="speech_language", help="force the spoken language (ISO 639-1, e.g. en)")
     flag("--translate", "--speech-translate", dest="speech_translate", action="store_const", const=True, help="write English whatever is spoken")
     flag("--beam-size", "--speech-beam-size", dest="speech_beam_size", help="Whisper beam size (1 is greedy)")
+    flag("--full-window", dest="speech_short_window", action="store_const", const=False, help="always run Whisper's encoder on 30 s, even for short clips")
     return flags
 
 

@@ -24,6 +24,7 @@ ROLES = ("system", "user", "assistant")
 class Text:
     text: str
     spoken: bool = False  # transcribed from the user's voice (shown to them as their words)
+    language: str | None = None  # what it was spoken in (ISO 639-1), for spoken text
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,13 +62,15 @@ class Message:
         images: Iterable[Image | PIL.Image.Image] = (),
         audio: Audio | None = None,
         spoken: Iterable[str] = (),
+        spoken_language: str | None = None,
     ) -> Message:
         """A user message; images come first, as LLaVA-style models were trained to see them, then
-        what was said (untranscribed `audio`, or `spoken` transcripts), then what was typed."""
+        what was said (untranscribed `audio`, or `spoken` transcripts in `spoken_language`), then
+        what was typed."""
         parts: list[Part] = [image if isinstance(image, Image) else Image(image) for image in images]
         if audio is not None:
             parts.append(audio)
-        parts.extend(Text(transcript, spoken=True) for transcript in spoken)
+        parts.extend(Text(transcript, spoken=True, language=spoken_language) for transcript in spoken)
         if text:
             parts.append(Text(text))
         return cls("user", tuple(parts))

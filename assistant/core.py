@@ -3,6 +3,7 @@ engine, speech, personas and media limits. Front ends only translate their types
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -19,11 +20,14 @@ from .remote import load_remote
 from .personas import Persona, available_personas, load_persona
 from .sampling import GenerationOptions
 from .settings import Settings
-from .speech import SpeechError, Transcriber, Transcript, load_speech, transcribe_options
+from .speech import SpeechError, TranscribeOptions, Transcriber, Transcript, load_speech, transcribe_options
 from .speech.speakable import speakable
 from .speech.spoken_reply import spoken
 from .speech.synthesizer import Speech, SynthesisError, Synthesizer, load_synthesizer
-from .speech.audio import AudioLimits, decode_audio, read_audio_file
+from .speech.audio import SAMPLE_RATE, AudioLimits, decode_audio, read_audio_file
+from .speech.live import Heard, LiveTranscription
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,6 +59,22 @@ class Assistant:
                 self._transcriber = load_speech(self.settings)
             return self._transcriber
 
+    def warm_speech(self) -> threading.Thread:
+        """Load the speech model and run it once, in the background: the app calls this as it starts,
+        so the first voice question costs only its own transcription (not a load of several seconds
+        and the backend's first-call set-up). A failure is logged; the first question reports it."""
+        thread = threading.Thread(target=self._warm_speech, name="speech-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def _warm_speech(self) -> None:
+        noise = np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE).astype(np.float32)  # one second
+        try:
+            self.transcriber.transcribe(noise, TranscribeOptions(language="en"))  # voice activity detection
+            self.transcriber.transcribe(noise, TranscribeOptions(language="en", vad=False))  # encoder and decoder
+        except AssistantError as error:
+            log.warning("the speech model could not be loaded at start: %s", error)
+
     @property
     def synthesizer(self) -> Synthesizer:
         """The voice, loaded on first use."""
@@ -85,21 +105,29 @@ class Assistant:
         """Transcribe 16 kHz mono samples; `overrides`: language, translate, timestamps."""
         return self.transcriber.transcribe(samples, transcribe_options(self.settings, **overrides))
 
+    def live_transcription(self, language_hint: str | None = None) -> LiveTranscription:
+        """A recording to transcribe while it is being made (the browser's streamed microphone)."""
+        return LiveTranscription(lambda samples, hint: self.transcribe(samples, language_hint=hint), language_hint)
+
     def user_message(
         self,
         text: str,
         image_paths: Iterable[str | os.PathLike] = (),
         audio_paths: Iterable[str | os.PathLike] = (),
+        language_hint: str | None = None,
+        heard: Heard | None = None,
     ) -> Message:
         """A user message from typed text, image files and voice recordings. Each file is validated
-        against the limits; each recording is transcribed and becomes the user's words."""
+        against the limits; each recording is transcribed and becomes the user's words.
+        `language_hint`: the language the person last spoke in this conversation. `heard`: a
+        recording already transcribed live, whose words come first."""
         image_paths = list(image_paths)
         self._check_image_count(len(image_paths))
         limits = ImageLimits.from_settings(self.settings)
         images = [Image(read_image_file(path, limits), name=os.path.basename(path)) for path in image_paths]
         audio_limits = AudioLimits.from_settings(self.settings)
         recordings = [read_audio_file(path, audio_limits) for path in audio_paths]
-        return self._compose(text, images, recordings)
+        return self._compose(text, images, recordings, language_hint, heard)
 
     def user_message_from_bytes(self, text: str, images: Iterable[bytes] = (), recordings: Iterable[bytes] = ()) -> Message:
         """The same from media received as bytes (the HTTP API): validated, decoded, transcribed."""
@@ -113,13 +141,23 @@ class Assistant:
         """Transcribe an uploaded recording (any common format); `overrides` as for `transcribe`."""
         return self.transcribe(decode_audio(data, AudioLimits.from_settings(self.settings)), **overrides)
 
-    def _compose(self, text: str, images: list[Image], recordings: list[np.ndarray]) -> Message:
-        spoken = [words for words in (self.transcribe(samples).text for samples in recordings) if words]
+    def _compose(
+        self, text: str, images: list[Image], recordings: list[np.ndarray], language_hint: str | None = None, heard: Heard | None = None
+    ) -> Message:
+        spoken, language = [], language_hint
+        if heard is not None and heard.text:
+            spoken.append(heard.text)
+            language = heard.language
+        for samples in recordings:
+            transcript = self.transcribe(samples, language_hint=language)
+            if transcript.has_speech:
+                spoken.append(transcript.text)
+                language = transcript.language  # the next recording is likely in the same language
         if not text.strip() and not images and not spoken:
-            if recordings:
+            if recordings or heard is not None:
                 raise SpeechError("no speech detected in the recording; try again, closer to the microphone")
             raise AssistantError("the message is empty: type a question or attach a photo")
-        return Message.user(text.strip(), images, spoken=spoken)
+        return Message.user(text.strip(), images, spoken=spoken, spoken_language=language if spoken else None)
 
     def reply(self, conversation: Conversation, **overrides) -> Reply:
         """Start the reply to the conversation's last user message; `overrides` are GenerationOptions

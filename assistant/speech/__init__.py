@@ -62,7 +62,13 @@ def _may_fall_back(settings, spec: SpeechModelSpec) -> bool:
     return settings.profile == "auto" and settings.speech_model is None and spec.model != OFFLINE_SPEECH_MODEL
 
 
-def transcribe_options(settings, language: str | None = None, translate: bool | None = None, timestamps: bool = False) -> TranscribeOptions:
+def transcribe_options(
+    settings,
+    language: str | None = None,
+    translate: bool | None = None,
+    timestamps: bool = False,
+    language_hint: str | None = None,
+) -> TranscribeOptions:
     """Per-request options: the arguments given win over the settings' defaults."""
     translate = settings.speech_translate if translate is None else translate
     return TranscribeOptions(
@@ -71,4 +77,6 @@ def transcribe_options(settings, language: str | None = None, translate: bool | 
         timestamps=timestamps,
         beam_size=settings.speech_beam_size,
         vad=settings.speech_vad,
+        language_hint=language_hint,
+        short_window=settings.speech_short_window,
     )

@@ -206,3 +206,36 @@ def _too_long(limit: float, seconds: float | None = None) -> str:
 
 def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} minutes" if seconds >= 60 else f"{seconds:.1f} seconds"
+
+
+class StreamResampler:
+    """A live recording's chunks (as a browser's microphone sends them: int16 or float, mono or
+    [n, channels], at its own rate) -> float32 mono at SAMPLE_RATE. One resampler for the whole
+    recording, so that no chunk boundary clicks."""
+
+    def __init__(self, sample_rate: int):
+        if not 8000 <= sample_rate <= 384_000:
+            raise MediaError(f"the microphone's sample rate {sample_rate} Hz is not a rate audio is recorded at")
+        self.sample_rate = sample_rate
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE, options=DOWNMIX_OPTIONS)
+        self._pts = 0
+
+    def resample(self, samples: np.ndarray) -> np.ndarray:
+        channels = samples.reshape(samples.shape[0], -1) if samples.ndim > 1 else samples[:, None]
+        if channels.dtype == np.int16:
+            channels = channels.astype(np.float32) / 32768.0
+        packed = np.ascontiguousarray(channels.astype(np.float32).reshape(1, -1))  # interleaved
+        layout = "mono" if channels.shape[1] == 1 else "stereo"
+        frame = av.AudioFrame.from_ndarray(packed, format="flt", layout=layout)
+        frame.sample_rate, frame.pts = self.sample_rate, self._pts
+        self._pts += channels.shape[0]
+        return self._joined(self._resampler.resample(frame))
+
+    def flush(self) -> np.ndarray:
+        """The samples the resampler holds back for filtering, at the end of the recording."""
+        return self._joined(self._resampler.resample(None))
+
+    @staticmethod
+    def _joined(frames: list[av.AudioFrame]) -> np.ndarray:
+        arrays = list(_arrays(frames))
+        return np.concatenate(arrays) if arrays else np.zeros(0, np.float32)

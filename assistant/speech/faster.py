@@ -7,7 +7,9 @@
     spec.extra["cache_dir"]: where the packaged base is joined (default ~/.cache/assistant)
 
 Audio of any length is transcribed whole: faster-whisper decodes 30-s windows one after another,
-each starting where the last complete segment of the previous one ended.
+each starting where the last complete segment of the previous one ended. A clip whose speech is
+shorter runs the encoder on a window fitted to it instead (speech.window): a 3-s question then costs
+a fraction of a 30-s one.
 
 No invented words. Whisper, given silence or noise, writes the phrases its subtitled training data
 put there ("Thank you.", "you", "Thanks for watching!", "..."). Three layers keep them out:
@@ -45,6 +47,7 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from .packaged import PACKAGED, is_packaged, packaged_model_dir
 from .audio import SAMPLE_RATE as SAMPLE_RATE_HZ
+from .window import FRAMES_PER_SECOND, ShortWindow, is_narrowband, speech_only, transcribe_window
 from .transcriber import (
     Segment,
     SpeechError,
@@ -83,12 +86,21 @@ class FasterWhisperTranscriber:
 
     backend = "faster-whisper"
 
-    def __init__(self, model: WhisperModel, model_name: str, device: str, compute_type: str, load_seconds: float):
+    def __init__(
+        self,
+        model: WhisperModel,
+        model_name: str,
+        device: str,
+        compute_type: str,
+        load_seconds: float,
+        short_window: ShortWindow = ShortWindow(),
+    ):
         self.model = model
         self.model_name = model_name
         self.device = device
         self.compute_type = compute_type
         self.load_seconds = load_seconds  # seconds, for benchmarks
+        self.short_window = short_window  # how the encoder window follows a short clip
 
     @classmethod
     def load(cls, spec: SpeechModelSpec) -> FasterWhisperTranscriber:
@@ -117,15 +129,28 @@ class FasterWhisperTranscriber:
         """Transcribe float32 mono 16 kHz samples of any length; "" when nobody speaks."""
         audio = mono_samples(samples)
         duration = audio.shape[0] / SAMPLE_RATE_HZ  # seconds
-        if not _may_hold_speech(audio, options.vad):
+        speech_chunks = _speech_chunks(audio, options.vad)
+        if speech_chunks == []:
             return silent_transcript(duration, options.language)
-        pieces, info = self.model.transcribe(audio, **_decode_arguments(options))
+        pieces, language, probability = self._decode(audio, speech_chunks, options)
         kept = [piece for piece in pieces if not is_hallucination(piece)]
         if not kept:
             return silent_transcript(duration, options.language)
         segments = tuple(_segment(piece, duration) for piece in kept)
-        probability = None if options.language else float(info.language_probability)
-        return Transcript(" ".join(s.text for s in segments), info.language, duration, segments, probability)
+        return Transcript(" ".join(s.text for s in segments), language, duration, segments, probability)
+
+    def _decode(self, audio: np.ndarray, speech_chunks: list[dict] | None, options: TranscribeOptions) -> tuple[list, str, float | None]:
+        """(segments, language, its probability) from the short window when the speech fits one,
+        else from faster-whisper's 30-s windows."""
+        speech = speech_only(audio, speech_chunks) if speech_chunks else audio
+        window = None
+        if options.short_window and not is_narrowband(speech):
+            window = self.short_window.frames_for(len(speech) * FRAMES_PER_SECOND // SAMPLE_RATE_HZ)
+        if window is not None:
+            fitted = transcribe_window(self.model, speech, window, _decode_arguments(options), options.language_hint, speech_chunks)
+            return fitted.segments, fitted.language, fitted.language_probability
+        pieces, info = self.model.transcribe(audio, **_decode_arguments(options))
+        return list(pieces), info.language, None if options.language else float(info.language_probability)
 
 
 def is_hallucination(piece) -> bool:
@@ -215,18 +240,18 @@ def _pick_compute_type(compute_type: str, device: str) -> str:
     return CUDA_COMPUTE_TYPE if device == "cuda" else CPU_COMPUTE_TYPE
 
 
-
-
-def _may_hold_speech(audio: np.ndarray, vad: bool) -> bool:
-    """False for input that is certainly silent: layers 1 and 2 of the module docstring. Running
-    VAD here as well as inside faster-whisper costs ~0.01 s per 5 s and saves, on silence, the
-    ~0.5 s of language detection faster-whisper would run on an empty input."""
+def _speech_chunks(audio: np.ndarray, vad: bool) -> list[dict] | None:
+    """Where VAD hears speech ([] for certainly silent input: layers 1 and 2 of the module
+    docstring); None when VAD is off and the input is not silent. Running VAD here rather than in
+    faster-whisper lets a short clip be cut to its speech, and saves, on silence, the ~0.5 s of
+    language detection faster-whisper would run on an empty input."""
     if is_silent(audio):
-        return False
-    return not vad or bool(get_speech_timestamps(audio, VAD_OPTIONS))
+        return []
+    return get_speech_timestamps(audio, VAD_OPTIONS) if vad else None
 
 
 def _decode_arguments(options: TranscribeOptions) -> dict:
+    """WhisperModel.transcribe's keyword arguments for `options` (the short window decodes with the same)."""
     return {
         "language": options.language,
         "task": options.task,

@@ -82,12 +82,17 @@ class TranscribeOptions:
     timestamps: bool = False  # keep segment times (they are always in .segments; this asks for accuracy)
     beam_size: int = 5  # 1 is greedy: faster, slightly less accurate
     vad: bool = True  # skip non-speech with voice activity detection (prevents hallucinations in silence)
+    # The language last heard in this conversation: kept when detection on a short clip is unsure of
+    # another (faster-whisper's short window; other backends detect as usual).
+    language_hint: str | None = None
+    short_window: bool = True  # faster-whisper: fit the encoder window to a short clip (False: always 30 s)
 
     def __post_init__(self) -> None:
         if self.task not in ("transcribe", "translate"):
             raise SpeechError(f"unknown speech task {self.task!r}; use 'transcribe' or 'translate'")
-        if self.language is not None and not (2 <= len(self.language) <= 3 and self.language.isalpha()):
-            raise SpeechError(f"language must be an ISO 639-1 code such as 'en' or 'fr', got {self.language!r}")
+        for language in (self.language, self.language_hint):
+            if language is not None and not (2 <= len(language) <= 3 and language.isalpha()):
+                raise SpeechError(f"language must be an ISO 639-1 code such as 'en' or 'fr', got {language!r}")
         if not 1 <= self.beam_size <= 16:
             raise SpeechError(f"beam_size must be between 1 and 16, got {self.beam_size}")
 

@@ -4,7 +4,7 @@ A session's chat is a list of bubbles, JSON all the way down so that the browser
 a reload:
 
     {"role": "user", "kind": "file", "content": {"path": ".../cat.jpg"}}     a photo or a recording
-    {"role": "user", "kind": "spoken", "content": "what is this?"}           the transcript of a recording
+    {"role": "user", "kind": "spoken", "content": "what is this?", "language": "en"}  a recording's transcript
     {"role": "user", "kind": "text", "content": "and the colour?"}           what was typed
     {"role": "assistant", "kind": "text", "content": "A cat."}
     {"role": "assistant", "kind": "error", "content": "⚠️ ..."}             shown, never sent to the model
@@ -40,9 +40,17 @@ def user_bubbles(message: Message, photos: list[str], recordings: list[str]) -> 
     """What the user sees of a message they sent: the files, then their words (typed or spoken)."""
     bubbles = [file_bubble("user", path) for path in [*photos, *recordings]]
     for part in message.parts:
-        if isinstance(part, Text):
-            bubbles.append({"role": "user", "kind": "spoken" if part.spoken else "text", "content": part.text})
+        if isinstance(part, Text) and part.spoken:
+            bubbles.append({"role": "user", "kind": "spoken", "content": part.text, "language": part.language})
+        elif isinstance(part, Text):
+            bubbles.append({"role": "user", "kind": "text", "content": part.text})
     return bubbles
+
+
+def last_spoken_language(chat: list[Bubble]) -> str | None:
+    """The language the person last spoke in this chat: Whisper's hint for their next recording."""
+    spoken = [bubble.get("language") for bubble in chat if bubble["kind"] == "spoken"]
+    return spoken[-1] if spoken else None
 
 
 def file_bubble(role: str, path: str) -> Bubble:

@@ -14,11 +14,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .. import history
 from ..core import Assistant
 from ..engine import TextDelta, TurnsDropped, Usage
 from ..errors import AssistantError
 from ..media import ImageLimits
+from ..speech.audio import SAMPLE_RATE
+from ..speech.live import Heard, LiveTranscription
 from ..speech.spoken_reply import SpeechChunk
 from ..speech.synthesizer import Speech, encode_speech
 from . import chat as bubbles
@@ -26,6 +30,7 @@ from .chat import Bubble
 
 EMPTY_INPUT = {"text": "", "files": []}
 KEPT_REPLY_STATS = 5  # replies listed in the side panel
+KEPT_TRANSCRIPTS = 256  # live recordings' transcripts waiting to be sent (a few words each)
 
 
 @dataclass(frozen=True)
@@ -69,21 +74,59 @@ class ChatHandlers:
         self.assistant = assistant
         # Imported photos are written here, where the chat may show them from.
         self.upload_folder = Path(upload_folder or tempfile.gettempdir()) / "assistant-imports"
+        self._heard: dict[str, Heard] = {}  # recordings transcribed live, by file, until they are sent
 
     # --- sending and answering
 
     def send(self, message: dict | None, chat: list[Bubble], panel: Panel) -> Iterator[Update]:
-        """A new user message from the input box, then the streamed reply."""
+        """A new user message from the input box, then the streamed reply. A recording that was
+        transcribed while it was made (see stop_listening) is not transcribed again."""
         message = message or EMPTY_INPUT
         photos, recordings = bubbles.split_files(_paths(message.get("files") or []))
+        live = [path for path in recordings if path in self._heard]
+        heard = self._heard.get(live[0]) if live else None
         try:
-            sent = self.assistant.user_message(message.get("text") or "", photos, recordings)
+            hint = bubbles.last_spoken_language(chat)
+            to_transcribe = [path for path in recordings if path not in live[:1]]
+            sent = self.assistant.user_message(message.get("text") or "", photos, to_transcribe, language_hint=hint, heard=heard)
         except AssistantError as error:
             yield Update([*chat, bubbles.error_bubble(str(error))], input=message)
             return
+        if live:
+            self._heard.pop(live[0])
         asked = [*chat, *bubbles.user_bubbles(sent, photos, recordings)]
         yield Update(asked, input=EMPTY_INPUT)
         yield from self._answer(asked, panel, restore_on_error=message)
+
+    # --- the microphone, transcribed while the person speaks
+
+    def start_listening(self, chat: list[Bubble]) -> LiveTranscription:
+        """A new recording, heard in the language the person last spoke in this chat."""
+        return self.assistant.live_transcription(bubbles.last_spoken_language(chat))
+
+    def listen(self, live: LiveTranscription, samples: np.ndarray, sample_rate: int) -> str:
+        """The next chunk of the recording -> what has been heard so far."""
+        try:
+            return live.add(samples, sample_rate)
+        except AssistantError as error:
+            return f"⚠️ {error}"
+
+    def stop_listening(self, live: LiveTranscription, message: dict | None) -> Update:
+        """The person stopped recording: the rest is transcribed, and the recording is attached to
+        the input box (`Update.input`) with its transcript remembered, for `send`. Nothing heard is
+        an error bubble (`Update.chat`) and the box stays as it was."""
+        try:
+            heard = live.finish()
+        except AssistantError as error:
+            return Update([bubbles.error_bubble(str(error))])
+        if not heard.text:
+            return Update([bubbles.error_bubble("no speech detected in the recording; try again, closer to the microphone")])
+        path = str(self._keep_audio(Speech(heard.audio, SAMPLE_RATE), "question"))
+        self._heard[path] = Heard(heard.text, heard.language, np.zeros(0, np.float32))  # the words, not the audio
+        while len(self._heard) > KEPT_TRANSCRIPTS:
+            self._heard.pop(next(iter(self._heard)))  # the oldest: a recording never sent
+        message = message or EMPTY_INPUT
+        return Update([], input={"text": message.get("text") or "", "files": [*_paths(message.get("files") or []), path]})
 
     def retry(self, chat: list[Bubble], panel: Panel) -> Iterator[Update]:
         """Answer the last user message again (whatever came after it is replaced)."""
@@ -121,7 +164,7 @@ class ChatHandlers:
                 else:
                     yield Update(shown)
             if said:
-                shown = [*shown, bubbles.file_bubble("assistant", str(self._keep_speech(said)))]  # to replay
+                shown = [*shown, bubbles.file_bubble("assistant", str(self._keep_audio(Speech.join(said), "answer")))]  # to replay
             yield Update(shown, usage=usage)
         except AssistantError as error:
             if restore_on_error is not None and shown is asked:
@@ -131,11 +174,12 @@ class ChatHandlers:
             else:
                 yield Update([*shown, bubbles.error_bubble(str(error))])
 
-    def _keep_speech(self, said: list[Speech]) -> Path:
-        data, _ = encode_speech(Speech.join(said), "wav")
+    def _keep_audio(self, speech: Speech, kind: str) -> Path:
+        """A WAV file the chat can play back (a spoken answer, or a question recorded live)."""
+        data, _ = encode_speech(speech, "wav")
         folder = self.upload_folder.parent / "assistant-speech"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"answer-{uuid.uuid4().hex[:12]}.wav"
+        path = folder / f"{kind}-{uuid.uuid4().hex[:12]}.wav"
         path.write_bytes(data)
         return path
 
@@ -177,7 +221,10 @@ class ChatHandlers:
                 continue
             if bubble["kind"] == "file" and not _inside(bubble["content"].get("path"), allowed_folders):
                 continue
-            chat.append({key: bubble[key] for key in ("role", "kind", "content")})
+            kept = {key: bubble[key] for key in ("role", "kind", "content")}
+            if bubble["kind"] == "spoken" and _is_language_code(bubble.get("language")):
+                kept["language"] = bubble["language"]
+            chat.append(kept)
         return chat
 
 
@@ -218,6 +265,10 @@ def _well_formed(bubble) -> bool:
     if bubble.get("kind") == "file":
         return isinstance(bubble.get("content"), dict) and isinstance(bubble["content"].get("path"), str)
     return bubble.get("kind") in ("text", "spoken", "error") and isinstance(bubble.get("content"), str)
+
+
+def _is_language_code(value) -> bool:
+    return isinstance(value, str) and 2 <= len(value) <= 3 and value.isalpha()
 
 
 def _inside(path: str | None, folders: list[Path]) -> bool:

@@ -45,12 +45,13 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             examples=_examples(),
         )
         textbox = gr.MultimodalTextbox(
-            sources=["upload", "microphone"], file_types=["image", "audio"], file_count="multiple",
+            sources=["upload"], file_types=["image", "audio"], file_count="multiple", elem_id="input",
             placeholder="Ask something, or attach photos and recordings…", show_label=False, stop_btn=False, autofocus=True,
         )
+        microphone, heard = _microphone()
         speaker = gr.Audio(label="Spoken answer", streaming=True, autoplay=True, interactive=False, visible=True, show_label=False, elem_id="speaker")
         speak_box.input(lambda choice: choice, [speak_box], [speak_choice], queue=False, api_visibility="undocumented")
-        _wire_chat(handlers, chatbot, textbox, chat_state, usages, stats, [speak_choice, *panel], (speaker, speak_box))
+        _wire_chat(handlers, chatbot, textbox, chat_state, usages, stats, [speak_choice, *panel], (speaker, speak_box), (microphone, heard))
         _wire_history(handlers, app, chatbot, chat_state, saved, history_controls, persona=panel[0])
     return app
 
@@ -83,8 +84,21 @@ def _side_panel(assistant: Assistant):
     return [persona, temperature, top_p, max_new_tokens, seed], stats, (export_json, export_markdown, exported, import_button), speak_box
 
 
-def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, stats, panel, voice) -> None:
+def _microphone():
+    """The microphone, streamed: what the person says is transcribed while they speak, shown
+    below it, and sent (with whatever is in the input box) when they stop."""
+    with gr.Row(equal_height=True):
+        microphone = gr.Audio(
+            sources=["microphone"], type="numpy", streaming=True, show_label=False, label="Speak", scale=1,
+            elem_id="microphone", waveform_options=gr.WaveformOptions(show_recording_waveform=False),
+        )
+        heard = gr.Markdown("", elem_id="heard", min_height=0)
+    return microphone, heard
+
+
+def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, stats, panel, voice, listening) -> None:
     speaker, speak_box = voice
+    microphone, heard = listening
     streamed = [chat_state, chatbot, textbox, usages, stats, speaker, speak_box]
 
     def send(message, chat, done, *panel_values):
@@ -118,7 +132,48 @@ def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, sta
     api_editing = gr.Button(visible=False).click(edit, [chat_state, usages, edit_index, edit_text, *panel], streamed, api_name="edit")
     chatbot.undo(undo, [chat_state], [chat_state, chatbot, textbox], api_name="undo")
     chatbot.clear(clear, None, [chat_state, chatbot, usages, stats], api_name="clear")
+    _wire_microphone(handlers, microphone, heard, textbox, chat_state)
     _stop_button(textbox, speaker, [sending, example_sending, retrying, editing, api_editing])
+
+
+# Sends the input box as Enter would, once a recording transcribed live is attached to it (not after
+# an error, which the "heard" line shows): it goes through the same send and stop button as the rest.
+SUBMIT_HEARD = "(heard) => { if (!heard.startsWith('⚠️')) document.querySelector('#input .submit-button')?.click(); }"
+
+
+def _wire_microphone(handlers: ChatHandlers, microphone, heard, textbox, chat_state) -> None:
+    """Recording starts a live transcription (in the language last spoken in this chat); each
+    chunk adds to it and shows what has been heard. Stopping finishes it, attaches the recording
+    to the input box (its transcript is kept, not made again) and sends the box.
+
+    Sending through the input box keeps one way of sending, stopping and retrying a message. (A
+    press on Record in the page's first second, while its load events run, can get no stream at
+    all from Gradio 6.31: the recording is then "no speech detected".)"""
+    live = gr.State(None)
+
+    def listen(audio, transcription):
+        if audio is None or transcription is None:
+            return transcription, gr.skip()
+        sample_rate, samples = audio
+        text = handlers.listen(transcription, samples, sample_rate)
+        return transcription, f"🎙️ {text}" if text else "🎙️ …"
+
+    def finish(transcription, message):
+        if transcription is None:
+            return gr.skip(), None, ""
+        update = handlers.stop_listening(transcription, message)
+        shown = update.chat[-1]["content"] if update.chat else ""  # an error, shown where the words were
+        return (gr.MultimodalTextbox(value=update.input) if update.input else gr.skip()), None, shown
+
+    microphone.start_recording(handlers.start_listening, [chat_state], [live], api_visibility="undocumented")
+    microphone.stream(
+        listen, [microphone, live], [live, heard], stream_every=0.5, time_limit=300, concurrency_limit=None,
+        show_progress="hidden", api_visibility="undocumented",
+    )
+    handed_over = microphone.stop_recording(finish, [live, textbox], [textbox, live, heard], api_visibility="undocumented")
+    handed_over.then(lambda: None, None, microphone, queue=False, api_visibility="undocumented").then(
+        None, [heard], None, js=SUBMIT_HEARD, queue=False, api_visibility="undocumented"
+    )
 
 
 def _stop_button(textbox, speaker, generating) -> None:

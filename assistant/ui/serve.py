@@ -44,6 +44,8 @@ def launch(assistant: Assistant, **overrides):
     unless `prevent_thread_lock=True` is passed)."""
     settings = assistant.settings
     credentials = check_exposure(settings)
+    if settings.speech_warm_start:
+        assistant.warm_speech()
     app = build_app(assistant)
     # The queue's limit is what the page reports as "full"; behind it, the engine runs one reply at a time.
     app.queue(max_size=settings.queue_size, default_concurrency_limit=settings.queue_size)

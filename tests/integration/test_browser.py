@@ -7,10 +7,12 @@ where a missing browser is a failure."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
 import pytest
+from speech_samples import needs_espeak, speak
 
 from assistant.core import Assistant
 from assistant.ui import launch
@@ -38,11 +40,16 @@ def url(make_settings, engine):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
@@ -160,3 +167,29 @@ def test_the_page_fits_a_phone(browser, url):
     assert width <= PHONE["width"] + 1, f"no sideways scrolling on a phone (page is {width} px wide)"
     screenshot(page, "phone")
     context.close()
+
+
+@needs_espeak
+def test_speaking_into_the_microphone_shows_the_words_as_they_come_and_sends_them(playwright, url, tmp_path):
+    """Chromium's fake microphone plays an espeak-ng question (over and over): the words show under
+    the microphone while recording, and Stop sends the recording with its transcript."""
+    question = speak("How many people are standing on the beach?", tmp_path / "question.wav")
+    microphone_flags = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={question}"]
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_FLAGS, *microphone_flags])
+    try:
+        page = browser.new_context(viewport=LAPTOP, permissions=["microphone"]).new_page()
+        page.goto(url)
+        page.wait_for_selector("#microphone button.record-button", timeout=30_000)
+        time.sleep(3)  # the page's load events first (see layout._wire_microphone)
+        page.locator("#microphone button.record-button").click()
+        heard = page.locator("#heard")
+        wait_until(lambda: "beach" in heard.inner_text().lower(), timeout=20, message="the words should show while the person speaks")
+        screenshot(page, "listening")
+        page.locator("#microphone button.stop-button").click()
+        wait_until(lambda: bot_texts(page), timeout=30, message="the voice message gets an answer")
+        user = " ".join(page.locator("[data-testid='user']").all_inner_texts()).lower()
+        assert "how many people are standing on the beach" in user, user
+        assert re.search(r"\b0:0\d\b", user), f"the recording (its length) shows in the chat: {user}"
+        wait_until(lambda: heard.inner_text().strip() == "", timeout=10, message="the live transcript is cleared once sent")
+    finally:
+        browser.close()

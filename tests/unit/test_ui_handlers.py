@@ -174,3 +174,16 @@ def test_spoken_answers_follow_the_question_unless_the_person_chose(handlers):
             assert len(replay) == 1 and Path(replay[0]["content"]["path"]).stat().st_size > 1000, "a replay control follows the answer"
         else:
             assert not spoken and not replay
+
+
+def test_a_restored_chat_keeps_the_language_of_what_was_said_for_the_next_recording(handlers):
+    from assistant.ui.chat import last_spoken_language
+
+    saved = [
+        {"role": "user", "kind": "spoken", "content": "bonjour", "language": "fr"},
+        {"role": "assistant", "kind": "text", "content": "Bonjour !"},
+        {"role": "user", "kind": "spoken", "content": "hallo", "language": "<script>"},
+    ]
+    restored = handlers.restore(saved, [])
+    assert restored[0]["language"] == "fr" and "language" not in restored[2], "only a language code is kept"
+    assert last_spoken_language(restored[:2]) == "fr" and last_spoken_language([]) is None

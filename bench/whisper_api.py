@@ -1,0 +1,133 @@
+"""From the end of a spoken question to its transcript, through a running server's
+POST /v1/audio/transcriptions: the short encoder window against the full 30-s one, same run.
+
+    python bench/whisper_api.py [--profile starter] [--out FILE]
+
+Two servers are started one after the other (`assistant serve --profile starter`, then the same
+with `--full-window`), each on loopback. Every spoken question of bench/whisper_window.py whose
+speech lasts 2-4 s (espeak-ng and the piper voice at several speeds) is sent as a WAV file, as a
+client would upload a recording the moment the person stops talking; the time is from sending the
+request to having the transcript. One warm-up request first (the server warms Whisper as it starts;
+the warm-up covers the HTTP path). WER pools all questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import requests
+
+import speech as speech_bench
+import whisper_window
+
+ASSISTANT = str(Path(sys.executable).parent / "assistant")
+SPEECH_S = (2.0, 4.0)  # the questions measured: this much speech, plus the microphone's silence
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as file:
+        file.setnchannels(1), file.setsampwidth(2), file.setframerate(16_000)
+        file.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
+    return out.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve(profile: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [ASSISTANT, "serve", "--profile", profile, "--port", str(port), *extra]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/models", timeout=2).ok:
+                return server, url
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError(f"the server did not start: {shlex.join(command)}")
+
+
+def transcribe(url: str, data: bytes) -> tuple[float, str]:
+    started = time.perf_counter()
+    response = requests.post(f"{url}/audio/transcriptions", files={"file": ("question.wav", data, "audio/wav")}, data={"model": "whisper-1"}, timeout=120)
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    return elapsed, response.json()["text"]
+
+
+def measure(profile: str, extra: list[str], questions: list) -> tuple[list[float], list[str]]:
+    server, url = serve(profile, extra)
+    try:
+        time.sleep(5)  # let the warm start finish: we measure answers, not the start
+        transcribe(url, wav_bytes(questions[0].samples))
+        results = [transcribe(url, wav_bytes(clip.samples)) for clip in questions]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return [seconds for seconds, _ in results], [text for _, text in results]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="starter")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    load_before = speech_bench.load_average()
+    silence_s = whisper_window.LEAD_S + whisper_window.TAIL_S
+    questions = [clip for clip in whisper_window.clips() if SPEECH_S[0] <= clip.seconds - silence_s <= SPEECH_S[1]]
+    normalize, normalizer_name = speech_bench.normalizer()
+    references = [normalize(clip.text) for clip in questions]
+    rows = []
+    for name, extra in (("30 s (full window)", ["--full-window"]), ("short window (default)", [])):
+        times, texts = measure(args.profile, extra, questions)
+        rate = jiwer.wer(references, [normalize(text) or "-" for text in texts])
+        rows.append((name, times, rate))
+        print(f"{name}: median {statistics.median(times):.3f} s, WER {rate:.3f}", file=sys.stderr)
+    full = statistics.median(rows[0][1])
+    table = ["| encoder window | median s | p95 s | vs full (median) | WER |", "|---|---:|---:|---:|---:|"]
+    for name, times, rate in rows:
+        median = statistics.median(times)
+        table.append(f"| {name} | {median:.3f} | {np.percentile(times, 95):.3f} | {full / median:.1f}x | {rate:.3f} |")
+    report = [
+        "# A spoken question's transcript through POST /v1/audio/transcriptions",
+        "",
+        f"Command: `python bench/whisper_api.py {shlex.join(argv if argv is not None else sys.argv[1:])}`",
+        "",
+        f"{len(questions)} questions with {SPEECH_S[0]:g}-{SPEECH_S[1]:g} s of speech (plus {silence_s:g} s of silence), "
+        f"sent as 16 kHz WAV to `assistant serve --profile {args.profile}` on loopback; seconds from sending the "
+        f"request to the transcript. Whisper base, int8, beam 5, VAD on, language detected. WER: {normalizer_name}.",
+        "",
+        *table,
+        "",
+        "Machine:",
+        "",
+        *[line if not line.startswith("- Threads") else "- Threads: the server's defaults" for line in speech_bench.machine_details(0, load_before)],
+        "",
+    ]
+    text = "\n".join(report)
+    print(text)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""How short can Whisper's encoder window be for a voice question? Latency and word error rate of the
+default speech backend (faster-whisper, Whisper base, int8, beam 5) for spoken questions of 1-5 s,
+with the encoder on the full 30-s window and on shorter windows fitted to each clip.
+
+    python bench/whisper_window.py [--threads 2] [--floors 2000,1500,1200,1000,800,600] [--out FILE]
+
+The questions are spoken by two voices at several speeds: espeak-ng (en-us at 130 and 175 words a
+minute, en-gb at 155) and the piper voice the app speaks with (speed 0.9, 1.0, 1.25), each clip with
+0.3 s of silence before and 0.6 s after, as a microphone records it. Each window setting transcribes
+every clip through the project's transcriber (`FasterWhisperTranscriber.transcribe`, VAD on, the
+app's default); one warm-up run first. Rows: the full 30-s path (the baseline, same run) and each
+floor (window = max(floor, speech + margin)). WER pools all clips (Whisper's English normaliser).
+With `--detect`, the language is detected on the window instead of given, and the table also
+counts clips whose language was detected wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jiwer
+import numpy as np
+
+import speech as speech_bench
+import tts
+from assistant.speech.audio import decode_audio
+from assistant.speech.faster import FasterWhisperTranscriber
+from assistant.speech.synthesizer import encode_speech, load_synthesizer
+from assistant.speech.transcriber import SpeechModelSpec, TranscribeOptions
+from assistant.speech.window import ShortWindow
+
+SAMPLE_RATE = 16_000
+LEAD_S, TAIL_S = 0.3, 0.6  # silence around each question, as a microphone records it
+MARGIN_FRAMES = ShortWindow().margin_frames
+# Extra questions, short and long, so that clips span 1-5 s at every speed.
+MORE_QUESTIONS = (
+    "What is this?",
+    "Read it to me.",
+    "Is it a dog?",
+    "Describe this photo.",
+    "What breed is this dog and how old do you think it is?",
+    "Could you tell me which of the three buildings in this picture is the oldest one?",
+    "How much flour do I need for twelve pancakes?",
+    "What does the red sign on the left side of the road say?",
+    "Count the apples on the table, please.",
+    "Why is the sky blue in the afternoon but orange at sunset?",
+)
+ESPEAK_VOICES = (("en-us", 130), ("en-us", 175), ("en-gb", 155))
+PIPER_SPEEDS = (0.9, 1.0, 1.25)
+
+
+@dataclass
+class Clip:
+    text: str
+    voice: str
+    samples: np.ndarray
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+@dataclass
+class Row:
+    name: str
+    times: list[float]
+    texts: list[str]
+    languages: list[str]
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.times, q))
+
+
+def clips() -> list[Clip]:
+    """Every question in every voice, with a microphone's silence around it."""
+    questions = (*tts.QUESTIONS, *MORE_QUESTIONS)
+    lead, tail = np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), np.zeros(int(TAIL_S * SAMPLE_RATE), np.float32)
+    made = []
+    for voice, wpm in ESPEAK_VOICES:
+        made += [Clip(q, f"espeak-ng {voice} {wpm} wpm", tts.speak(q, voice, wpm)) for q in questions]
+    piper = load_synthesizer()
+    for speed in PIPER_SPEEDS:
+        for q in questions:
+            wav, _ = encode_speech(piper.synthesize(q, speed), "wav")
+            made.append(Clip(q, f"piper {piper.name} x{speed}", decode_audio(wav)))
+    return [Clip(c.text, c.voice, np.concatenate([lead, c.samples, tail])) for c in made]
+
+
+def measure(transcriber: FasterWhisperTranscriber, window: ShortWindow | None, audio: list[Clip], language: str | None) -> Row:
+    transcriber.short_window = window or ShortWindow()
+    options = TranscribeOptions(language=language, beam_size=5, short_window=window is not None)
+    transcriber.transcribe(audio[0].samples, options)  # warm-up
+    times, texts, languages = [], [], []
+    for clip in audio:
+        started = time.perf_counter()
+        transcript = transcriber.transcribe(clip.samples, options)
+        times.append(time.perf_counter() - started)
+        texts.append(transcript.text)
+        languages.append(transcript.language)
+    name = "30 s (full window)" if window is None else f"floor {window.floor_frames} frames ({window.floor_frames / 100:g} s)"
+    return Row(name, times, texts, languages)
+
+
+def table(rows: list[Row], audio: list[Clip], normalize, detect: bool) -> list[str]:
+    references = [normalize(clip.text) for clip in audio]
+    full = rows[0]
+    header = "| encoder window | median s | p95 s | vs full (median) | WER |" + (" wrong language |" if detect else "")
+    lines = [header, "|---|---:|---:|---:|---:|" + ("---:|" if detect else "")]
+    for row in rows:
+        rate = jiwer.wer(references, [normalize(text) or "-" for text in row.texts])
+        speed_up = statistics.median(full.times) / statistics.median(row.times)
+        line = f"| {row.name} | {statistics.median(row.times):.3f} | {row.percentile(95):.3f} | {speed_up:.1f}x | {rate:.3f} |"
+        if detect:
+            line += f" {sum(language != 'en' for language in row.languages)} |"
+        lines.append(line)
+    return lines
+
+
+def by_voice(rows: list[Row], audio: list[Clip], normalize) -> list[str]:
+    """WER per voice: does the floor hurt one voice or speed more than the others?"""
+    voices = list(dict.fromkeys(clip.voice for clip in audio))
+    lines = ["| encoder window | " + " | ".join(voices) + " |", "|---|" + "---:|" * len(voices)]
+    for row in rows:
+        cells = []
+        for voice in voices:
+            picked = [i for i, clip in enumerate(audio) if clip.voice == voice]
+            cells.append(f"{jiwer.wer([normalize(audio[i].text) for i in picked], [normalize(row.texts[i]) or '-' for i in picked]):.3f}")
+        lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--floors", default="2000,1500,1200,1000,800,600", help="window floors to try, in feature frames (100 a second)")
+    parser.add_argument("--detect", action="store_true", help="detect the language on the window instead of giving it")
+    parser.add_argument("--out", type=Path, help="write the Markdown report here")
+    args = parser.parse_args(argv)
+    load_before = speech_bench.load_average()
+    audio = clips()
+    seconds = [clip.seconds for clip in audio]
+    print(f"{len(audio)} clips, {min(seconds):.1f}-{max(seconds):.1f} s with silence", file=sys.stderr)
+    transcriber = FasterWhisperTranscriber.load(SpeechModelSpec(model="base", device="cpu", cpu_threads=args.threads))
+    language = None if args.detect else "en"
+    windows = [None, *(ShortWindow(int(floor), MARGIN_FRAMES) for floor in args.floors.split(","))]
+    rows = []
+    for window in windows:
+        rows.append(measure(transcriber, window, audio, language))
+        print(f"{rows[-1].name}: median {statistics.median(rows[-1].times):.3f} s", file=sys.stderr)
+    normalize, normalizer_name = speech_bench.normalizer()
+    report = [
+        "# Whisper's encoder window for short questions",
+        "",
+        f"Command: `python bench/whisper_window.py {shlex.join(argv if argv is not None else sys.argv[1:])}`",
+        "",
+        f"{len(audio)} spoken questions ({len(audio) // (len(ESPEAK_VOICES) + len(PIPER_SPEEDS))} texts x "
+        f"{len(ESPEAK_VOICES) + len(PIPER_SPEEDS)} voices and speeds), {min(seconds):.1f}-{max(seconds):.1f} s each "
+        f"including {LEAD_S} s of silence before and {TAIL_S} s after; Whisper base, int8, beam 5, VAD on, "
+        f"language {'detected' if args.detect else 'given (en)'}; window = max(floor, speech + {MARGIN_FRAMES} frames). "
+        f"Times are per question, transcription only (the audio is already decoded). WER: {normalizer_name}.",
+        "",
+        *table(rows, audio, normalize, args.detect),
+        "",
+        "WER by voice:",
+        "",
+        *by_voice(rows, audio, normalize),
+        "",
+        "Machine:",
+        "",
+        *speech_bench.machine_details(args.threads, load_before),
+        "",
+    ]
+    text = "\n".join(report)
+    print(text)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
