@@ -96,6 +96,7 @@ class Settings(BaseModel):
     speech_beam_size: int = Field(5, ge=1, le=16)  # 1 is greedy: faster, a little less accurate
     speech_vad: bool = True  # skip non-speech (no invented words in silence)
     speech_short_window: bool = True  # faster-whisper: fit the encoder window to short clips (False: always 30 s)
+    speech_short_beam_size: int = Field(1, ge=1, le=16)  # the beam on the short window: greedy (speech/window.py)
     speech_warm_start: bool = True  # serve: load and warm Whisper as the app starts, not at the first question
     speech_compute_type: str = "auto"  # faster-whisper: auto = int8 on CPU, float16 on CUDA
 

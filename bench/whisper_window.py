@@ -2,7 +2,7 @@
 default speech backend (faster-whisper, Whisper base, int8, beam 5) for spoken questions of 1-5 s,
 with the encoder on the full 30-s window and on shorter windows fitted to each clip.
 
-    python bench/whisper_window.py [--threads 2] [--floors 2000,1500,1200,1000,800,600] [--out FILE]
+    python bench/whisper_window.py [--threads 2] [--floors 2000,1500,1200,1000,800,600] [--beam 5] [--detect] [--out FILE]
 
 The questions are spoken by two voices at several speeds: espeak-ng (en-us at 130 and 175 words a
 minute, en-gb at 155) and the piper voice the app speaks with (speed 0.9, 1.0, 1.25), each clip with
@@ -92,9 +92,9 @@ def clips() -> list[Clip]:
     return [Clip(c.text, c.voice, np.concatenate([lead, c.samples, tail])) for c in made]
 
 
-def measure(transcriber: FasterWhisperTranscriber, window: ShortWindow | None, audio: list[Clip], language: str | None) -> Row:
+def measure(transcriber: FasterWhisperTranscriber, window: ShortWindow | None, audio: list[Clip], language: str | None, beam: int) -> Row:
     transcriber.short_window = window or ShortWindow()
-    options = TranscribeOptions(language=language, beam_size=5, short_window=window is not None)
+    options = TranscribeOptions(language=language, beam_size=beam, short_beam_size=beam, short_window=window is not None)
     transcriber.transcribe(audio[0].samples, options)  # warm-up
     times, texts, languages = [], [], []
     for clip in audio:
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--floors", default="2000,1500,1200,1000,800,600", help="window floors to try, in feature frames (100 a second)")
     parser.add_argument("--detect", action="store_true", help="detect the language on the window instead of giving it")
+    parser.add_argument("--beam", type=int, default=5, help="beam size (1: greedy)")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     args = parser.parse_args(argv)
     load_before = speech_bench.load_average()
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     windows = [None, *(ShortWindow(int(floor), MARGIN_FRAMES) for floor in args.floors.split(","))]
     rows = []
     for window in windows:
-        rows.append(measure(transcriber, window, audio, language))
+        rows.append(measure(transcriber, window, audio, language, args.beam))
         print(f"{rows[-1].name}: median {statistics.median(rows[-1].times):.3f} s", file=sys.stderr)
     normalize, normalizer_name = speech_bench.normalizer()
     report = [
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{len(audio)} spoken questions ({len(audio) // (len(ESPEAK_VOICES) + len(PIPER_SPEEDS))} texts x "
         f"{len(ESPEAK_VOICES) + len(PIPER_SPEEDS)} voices and speeds), {min(seconds):.1f}-{max(seconds):.1f} s each "
-        f"including {LEAD_S} s of silence before and {TAIL_S} s after; Whisper base, int8, beam 5, VAD on, "
+        f"including {LEAD_S} s of silence before and {TAIL_S} s after; Whisper base, int8, beam {args.beam}, VAD on, "
         f"language {'detected' if args.detect else 'given (en)'}; window = max(floor, speech + {MARGIN_FRAMES} frames). "
         f"Times are per question, transcription only (the audio is already decoded). WER: {normalizer_name}.",
         "",

@@ -79,4 +79,5 @@ def transcribe_options(
         vad=settings.speech_vad,
         language_hint=language_hint,
         short_window=settings.speech_short_window,
+        short_beam_size=settings.speech_short_beam_size,
     )

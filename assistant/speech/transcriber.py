@@ -86,6 +86,7 @@ class TranscribeOptions:
     # another (faster-whisper's short window; other backends detect as usual).
     language_hint: str | None = None
     short_window: bool = True  # faster-whisper: fit the encoder window to a short clip (False: always 30 s)
+    short_beam_size: int = 1  # the beam on the short window: greedy (see speech.window)
 
     def __post_init__(self) -> None:
         if self.task not in ("transcribe", "translate"):
@@ -93,8 +94,9 @@ class TranscribeOptions:
         for language in (self.language, self.language_hint):
             if language is not None and not (2 <= len(language) <= 3 and language.isalpha()):
                 raise SpeechError(f"language must be an ISO 639-1 code such as 'en' or 'fr', got {language!r}")
-        if not 1 <= self.beam_size <= 16:
-            raise SpeechError(f"beam_size must be between 1 and 16, got {self.beam_size}")
+        for beam_size in (self.beam_size, self.short_beam_size):
+            if not 1 <= beam_size <= 16:
+                raise SpeechError(f"beam_size must be between 1 and 16, got {beam_size}")
 
 
 class Transcriber(Protocol):
