@@ -117,15 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *table,
         "",
-        "Machine:",
-        "",
-        *[line if not line.startswith("- Threads") else "- Threads: the server's defaults" for line in speech_bench.machine_details(0, load_before)],
-        "",
     ]
-    text = "\n".join(report)
-    print(text)
-    if args.out:
-        args.out.write_text(text, encoding="utf-8")
+    machine = speech_bench.machine_details(0, load_before)
+    whisper_window.publish(report, [line if not line.startswith("- Threads") else "- Threads: the server's defaults" for line in machine], args.out)
     return 0
 
 

@@ -172,16 +172,17 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *by_voice(rows, audio, normalize),
         "",
-        "Machine:",
-        "",
-        *speech_bench.machine_details(args.threads, load_before),
-        "",
     ]
-    text = "\n".join(report)
-    print(text)
-    if args.out:
-        args.out.write_text(text, encoding="utf-8")
+    publish(report, speech_bench.machine_details(args.threads, load_before), args.out)
     return 0
+
+
+def publish(report: list[str], machine: list[str], out: Path | None) -> None:
+    """Print the Markdown report with the machine it ran on, and write it to `out` if given."""
+    text = "\n".join([*report, "Machine:", "", *machine, ""])
+    print(text)
+    if out:
+        out.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -133,7 +133,11 @@ class FasterWhisperTranscriber:
         if speech_chunks == []:
             return silent_transcript(duration, options.language)
         pieces, language, probability = self._decode(audio, speech_chunks, options)
-        kept = [piece for piece in pieces if not is_hallucination(piece)]
+        # Where VAD heard speech, Whisper's own unsure-logprob threshold: on a short window its
+        # P(no speech) runs higher for real speech (0.57 with log-probability -0.49 for an 8-s spoken
+        # reply that a 30-s window gives well below 0.48), and the stricter rule dropped it all.
+        unsure = LOGPROB_FALLBACK_THRESHOLD if speech_chunks else UNSURE_LOGPROB_THRESHOLD
+        kept = [piece for piece in pieces if not is_hallucination(piece, unsure)]
         if not kept:
             return silent_transcript(duration, options.language)
         segments = tuple(_segment(piece, duration) for piece in kept)
@@ -154,13 +158,13 @@ class FasterWhisperTranscriber:
         return list(pieces), info.language, None if options.language else float(info.language_probability)
 
 
-def is_hallucination(piece) -> bool:
+def is_hallucination(piece, unsure_logprob: float = UNSURE_LOGPROB_THRESHOLD) -> bool:
     """Whether a faster-whisper segment is words Whisper invented (the rule: module docstring)."""
     if not any(character.isalnum() for character in piece.text):
         return True
     if piece.compression_ratio > COMPRESSION_RATIO_THRESHOLD:
         return True
-    if piece.no_speech_prob > NO_SPEECH_PROB_THRESHOLD and piece.avg_logprob < UNSURE_LOGPROB_THRESHOLD:
+    if piece.no_speech_prob > NO_SPEECH_PROB_THRESHOLD and piece.avg_logprob < unsure_logprob:
         return True
     return piece.temperature > 0 and piece.no_speech_prob > FALLBACK_NO_SPEECH_PROB_THRESHOLD
 
