@@ -28,6 +28,7 @@ from .speech.audio import SAMPLE_RATE, AudioLimits, decode_audio, read_audio_fil
 from .speech.live import Heard, LiveTranscription
 
 log = logging.getLogger(__name__)
+NO_SPEECH = "no speech detected in the recording; try again, closer to the microphone"
 
 
 @dataclass
@@ -155,7 +156,7 @@ class Assistant:
                 language = transcript.language  # the next recording is likely in the same language
         if not text.strip() and not images and not spoken:
             if recordings or heard is not None:
-                raise SpeechError("no speech detected in the recording; try again, closer to the microphone")
+                raise SpeechError(NO_SPEECH)
             raise AssistantError("the message is empty: type a question or attach a photo")
         return Message.user(text.strip(), images, spoken=spoken, spoken_language=language if spoken else None)
 

@@ -19,6 +19,7 @@ decoder step, where `WhisperModel.transcribe` would encode another full 30-s win
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, fields
 
@@ -126,15 +127,20 @@ def choose_language(ranked: list[tuple[str, float]], hint: str | None) -> tuple[
 RENAMED = {"temperature": "temperatures"}
 
 
-def transcription_options(arguments: dict, tokenizer: Tokenizer) -> TranscriptionOptions:
-    """The options WhisperModel.transcribe would build from `arguments`: its own defaults (read from
-    its signature, so a faster-whisper upgrade keeps them) with `arguments` on top."""
-    defaults = {
+@functools.cache
+def _transcribe_defaults() -> dict:
+    """WhisperModel.transcribe's keyword defaults, read once (not for every clip)."""
+    return {
         name: parameter.default
         for name, parameter in inspect.signature(WhisperModel.transcribe).parameters.items()
         if parameter.default is not inspect.Parameter.empty
     }
-    given = {**defaults, **arguments}
+
+
+def transcription_options(arguments: dict, tokenizer: Tokenizer) -> TranscriptionOptions:
+    """The options WhisperModel.transcribe would build from `arguments`: its own defaults (read from
+    its signature, so a faster-whisper upgrade keeps them) with `arguments` on top."""
+    given = {**_transcribe_defaults(), **arguments}
     values = {RENAMED.get(name, name): value for name, value in given.items()}
     temperature = values["temperatures"]
     values["temperatures"] = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import history
-from ..core import Assistant
+from ..core import NO_SPEECH, Assistant
 from ..engine import TextDelta, TurnsDropped, Usage
 from ..errors import AssistantError
 from ..media import ImageLimits
@@ -120,7 +120,7 @@ class ChatHandlers:
         except AssistantError as error:
             return Update([bubbles.error_bubble(str(error))])
         if not heard.text:
-            return Update([bubbles.error_bubble("no speech detected in the recording; try again, closer to the microphone")])
+            return Update([bubbles.error_bubble(NO_SPEECH)])
         path = str(self._keep_audio(Speech(heard.audio, SAMPLE_RATE), "question"))
         self._heard[path] = Heard(heard.text, heard.language, np.zeros(0, np.float32))  # the words, not the audio
         while len(self._heard) > KEPT_TRANSCRIPTS:
