@@ -3,6 +3,12 @@
 The public face: settings, the conversation model, the engine and the model loader.
 """
 
+import logging
+
+# transformers imports torchao (our int8 decode) whenever it is installed, and torchao registers enums
+# with torch.compile in a way torch 2.14 warns about at every start; nothing is wrong for our use.
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
 from .conversation import Conversation, Image, Message, Text
 from .engine import Engine, GenerationOptions
 from .errors import AssistantError

@@ -24,6 +24,9 @@ EXIT_ERROR = 1  # a clear, expected problem (bad file, unknown model, ...), repo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries()
@@ -92,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=None, help="at most this many questions")
     evaluate.add_argument("--out", default=None, metavar="FILE", help="also write the Markdown table here")
     evaluate.set_defaults(run=_eval)
+
+    # Listed for --help; main() hands `assistant bench ...` to bench/suite.py, which parses its own flags.
+    commands.add_parser("bench", add_help=False, help="speed against baselines and peers (bench/ of a source checkout)")
     return parser
 
 
@@ -138,6 +144,8 @@ def _model_flags() -> argparse.ArgumentParser:
     flag("--device-map", help="e.g. auto: spread the model over several GPUs")
     flag("--trust-remote-code", action="store_const", const=True, help="allow code shipped with a model")
     flag("--context-tokens", help="cap on the model's context length")
+    flag("--fast-decode", help="composed models on CPU: auto, int8, bfloat16, float32 or off (transformers' generate)")
+    flag("--compile-decode", help="auto (on for serve), on or off: compile the one-token decode step")
     flag("--cache-dir", help="where built tiny models and caches go")
     flag("--persona", help="persona from the prompts folder (default: default)")
     flag("--prompts-dir", help="folder of persona files")
@@ -198,12 +206,26 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from .ui import check_exposure, launch
 
     check_exposure(settings)  # before a long model load
+    if settings.compile_decode == "auto":  # a server compiles once at start and answers faster after
+        settings = settings.model_copy(update={"compile_decode": "on"})
     assistant = _load(settings)
     try:
         launch(assistant)
     finally:
         assistant.close()
     return 0
+
+
+def _bench(argv: list[str]) -> int:
+    bench_dir = Path(__file__).resolve().parent.parent / "bench"
+    if not (bench_dir / "suite.py").is_file():
+        print(f"error: assistant bench runs the scripts in bench/ of a source checkout; {bench_dir} has none", file=sys.stderr)
+        return EXIT_ERROR
+    _quiet_libraries()
+    sys.path.insert(0, str(bench_dir))
+    import suite
+
+    return suite.main(argv)
 
 
 def _ask(settings: Settings, args: argparse.Namespace) -> int:

@@ -110,6 +110,7 @@ class Engine:
         self._workers = [threading.Thread(target=self._serve, name=f"assistant-engine-{i}", daemon=True) for i in range(workers)]
         for worker in self._workers:
             worker.start()
+        self.warming_up = getattr(model, "warm_up", lambda: None)()  # a compile thread, or None
 
     def reply(self, conversation: Conversation, options: GenerationOptions | None = None) -> Reply:
         """Queue a reply to the conversation's last message; the events stream as it is generated."""

@@ -49,6 +49,13 @@ class Settings(BaseModel):
     device_map: str | None = None  # e.g. "auto": spread one model over several GPUs (accelerate)
     trust_remote_code: bool = False  # run code shipped with a model; only when the user asks
     context_tokens: int | None = Field(None, ge=64)  # cap on the context; default: the model's own
+    # A composed model (the starter) answering on the CPU decodes through assistant.models.fast_decode:
+    # the LM's weights while decoding, or off (transformers' generate). auto: off on CUDA; on CPU int8
+    # when the step is compiled, else bfloat16 (int8 is only faster compiled).
+    fast_decode: Literal["auto", "int8", "bfloat16", "float32", "off"] = "auto"
+    # Compile the one-token step (needs a C++ compiler; ~40 s once, then cached on disk). auto: on for
+    # `serve`, which pays it once at start, off for one-shot commands such as `ask`.
+    compile_decode: Literal["auto", "on", "off"] = "auto"
     cache_dir: Path = Field(default_factory=_default_cache_dir)  # built tiny models and other caches
 
     # --- where generation runs: here, or on an OpenAI-compatible server (vLLM, another instance)

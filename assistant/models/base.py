@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,11 @@ class LoadedModel:
                 stopping_criteria=stopping_criteria,
                 streamer=streamer,
             )
+
+    def warm_up(self) -> threading.Thread | None:
+        """Start getting ready in the background (a model that compiles does it here), returning the
+        thread; None when there is nothing to do. The engine calls it once."""
+        return None
 
     def generation_config(self, max_new_tokens: int) -> GenerationConfig:
         pad = self.tokenizer.pad_token_id

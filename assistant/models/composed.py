@@ -12,6 +12,7 @@ composed model exactly like a pretrained VLM: same streaming, stop, budget and u
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..conversation import Conversation, to_chat_messages
 from ..errors import ModelUnavailableError
 from ..vision.projectors import COLOUR_CHANNELS, ProjectorConfig, build_projector, colour_features
 from .base import Encoded, LoadedModel, eos_token_ids
+from .fast_decode import DecodeSpeed, FastDecoder
 
 SPEC_FILE = "composed.json"
 PROJECTOR_FILE = "projector.safetensors"
@@ -188,6 +190,8 @@ def flatten_chat(chat: list[dict]) -> list[dict]:
 class ComposedModel(LoadedModel):
     """A composed model as the engine sees it: `encode` and `generate` like any pretrained VLM."""
 
+    decoder: FastDecoder | None = None  # None: transformers' generate drives the LM
+
     @property
     def tokenizer(self):
         return self.model.tokenizer
@@ -218,6 +222,9 @@ class ComposedModel(LoadedModel):
             pixel_values = inputs.get("pixel_values")
             features = None if pixel_values is None else self.model.patch_features(pixel_values.to(self.dtype))
             embeddings = self.model.embed(inputs["input_ids"], inputs["image_mask"], features)
+            if self.decoder is not None:
+                self.decoder.generate(embeddings, max_new_tokens, logits_processor, stopping_criteria, streamer, self.eos_token_ids)
+                return
             self.model.language_model.generate(
                 inputs_embeds=embeddings,
                 attention_mask=inputs["attention_mask"],
@@ -228,8 +235,15 @@ class ComposedModel(LoadedModel):
             )
 
 
-def load_composed(directory: str | Path, device: torch.device, dtype: torch.dtype, cache_dir: Path) -> ComposedModel:
-    """Load a composed model directory: its encoder and LM by name, its trained projector from disk."""
+    def warm_up(self) -> threading.Thread | None:
+        return None if self.decoder is None else self.decoder.warm_up()
+
+
+def load_composed(
+    directory: str | Path, device: torch.device, dtype: torch.dtype, cache_dir: Path, speed: DecodeSpeed | None = None
+) -> ComposedModel:
+    """Load a composed model directory: its encoder and LM by name, its trained projector from disk;
+    with `speed`, the LM decodes through a FastDecoder (lower-precision weights, compiled step)."""
     started = time.perf_counter()
     spec = ComposedSpec.load(Path(directory))
     vlm = build_composed(spec, device, dtype, cache_dir)
@@ -247,7 +261,15 @@ def load_composed(directory: str | Path, device: torch.device, dtype: torch.dtyp
         image_token_id=None,
         eos_token_ids=eos_token_ids(vlm.language_model, vlm.tokenizer),
         load_seconds=time.perf_counter() - started,
+        details={"decode": _describe(speed)},
+        decoder=None if speed is None else FastDecoder(vlm.language_model, speed),
     )
+
+
+def _describe(speed: DecodeSpeed | None) -> str:
+    if speed is None:
+        return "transformers generate"
+    return f"{speed.weights} weights, {'compiled' if speed.compile else 'eager'} static-cache step"
 
 
 def build_composed(spec: ComposedSpec, device: torch.device, dtype: torch.dtype, cache_dir: Path) -> ComposedVLM:

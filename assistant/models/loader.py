@@ -22,6 +22,7 @@ from ..profiles import TINY_PREFIX, fall_back_to_starter, resolve_profile
 from ..settings import Settings
 from .base import LoadedModel, eos_token_ids
 from .composed import is_composed_dir, load_composed
+from .fast_decode import DecodeSpeed, can_compile
 from .hub import hub_model_available
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def load_model(settings: Settings) -> LoadedModel:
     device = pick_device(settings.device)
     dtype_name = settings.dtype if settings.dtype != "auto" else resolved.profile.dtype
     if is_composed_dir(source):
-        loaded = load_composed(source, device, pick_dtype(dtype_name, device), settings.cache_dir)
+        loaded = load_composed(source, device, pick_dtype(dtype_name, device), settings.cache_dir, decode_speed(settings, device))
         loaded.details.update(profile=resolved.profile.name, reason=resolved.reason)
         return loaded
     loaded = load_pretrained(
@@ -65,6 +66,18 @@ def pick_device(setting: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelUnavailableError(f"device {setting!r} was asked for, but no CUDA GPU is available (use --device cpu)")
     return device
+
+
+def decode_speed(settings: Settings, device: torch.device) -> DecodeSpeed | None:
+    """How a composed model decodes (see fast_decode and the settings); None: transformers' generate."""
+    if settings.fast_decode == "off" or (settings.fast_decode == "auto" and device.type != "cpu"):
+        return None
+    compile_step = settings.compile_decode == "on"
+    if compile_step and not can_compile():
+        log.warning("no C++ compiler found (g++): decoding without compiling, which is slower; install g++ for full speed")
+        compile_step = False
+    weights = settings.fast_decode if settings.fast_decode != "auto" else "int8" if compile_step else "bfloat16"
+    return DecodeSpeed(weights=weights, compile=compile_step)
 
 
 def pick_dtype(setting: str, device: torch.device) -> torch.dtype:

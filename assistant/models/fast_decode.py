@@ -1,0 +1,173 @@
+"""A faster decode loop for a composed model's language model: static KV cache, one compiled
+one-token step, lower-precision weights.
+
+    decoder = FastDecoder(language_model, DecodeSpeed(weights="int8", compile=True))
+    decoder.warm_up()                      # compiles the step (tens of seconds the first time)
+    decoder.generate(inputs_embeds, max_new_tokens, logits_processor, stopping_criteria, streamer, eos_ids)
+
+Why (measured on SmolLM2-135M, 2 CPU cores, bench/README.md): transformers' `generate` decodes at
+~18 tokens/s in float32, and a profile shows 88% of each step in matrix-vector products that stream
+the weights at ~12 GB/s, plus ~5 ms of Python per token. Halving the bytes (bfloat16) or quartering
+them (int8 weights with bfloat16 activations, torchao's weight-only scheme: one scale per output
+channel) cuts the first; compiling the one-token step with a static cache (torch.compile, Inductor,
+attention fused) cuts the second. int8 + compile decodes ~3x faster
+than `generate`.
+
+Everything here is the libraries' own machinery: transformers' StaticCache and model forward,
+torchao's quantization, torch.compile. The prompt is run eagerly (it has a different length every
+time); only the one-token step is compiled. The cache grows in power-of-two buckets, so a longer
+conversation costs one more compile (Dynamo then marks the length dynamic), not one per length.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from transformers import LogitsProcessorList, StaticCache, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+log = logging.getLogger(__name__)
+
+DecodeWeights = Literal["float32", "bfloat16", "int8"]
+SMALLEST_CACHE = 1024  # tokens; a short chat and its reply fit in the first bucket
+
+
+@dataclass(frozen=True)
+class DecodeSpeed:
+    weights: DecodeWeights = "int8"  # the language model's weights while answering
+    compile: bool = True  # compile the one-token step (needs a C++ compiler on CPU)
+
+
+def can_compile() -> bool:
+    """Inductor writes C++ on CPU: without a compiler, compiling fails at the first token."""
+    return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
+
+
+def convert_weights(language_model: torch.nn.Module, weights: DecodeWeights) -> torch.nn.Module:
+    """The language model with its weights in the chosen precision (in place)."""
+    if weights == "float32":
+        return language_model.float()
+    language_model.to(torch.bfloat16)
+    if weights == "int8":
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        quantize_(language_model, Int8WeightOnlyConfig())  # every nn.Linear, lm_head included
+    return language_model
+
+
+@dataclass
+class _Hooks:
+    """What the engine plugs into a generation: its sampler, its stop check, its token stream."""
+
+    logits_processor: LogitsProcessorList = field(default_factory=LogitsProcessorList)
+    stopping_criteria: StoppingCriteriaList = field(default_factory=StoppingCriteriaList)
+    streamer: BaseStreamer | None = None
+
+    def put(self, ids: torch.Tensor) -> None:
+        if self.streamer is not None:
+            self.streamer.put(ids)
+
+    def end(self) -> None:
+        if self.streamer is not None:
+            self.streamer.end()
+
+
+class FastDecoder:
+    """Drives one causal LM for the engine's single worker thread; a background thread compiles."""
+
+    def __init__(self, language_model: torch.nn.Module, speed: DecodeSpeed):
+        self.language_model = convert_weights(language_model, speed.weights)
+        if speed.compile:
+            # Measured: with a static cache Inductor fuses plain attention over the whole cache far
+            # better than it runs SDPA's kernel (54 against 32 tokens/s with a 1024-token cache).
+            self.language_model.set_attn_implementation("eager")
+        self.speed = speed
+        self.dtype = language_model.get_input_embeddings().weight.dtype
+        self.context_tokens = language_model.config.max_position_embeddings
+        self._caches: dict[int, StaticCache] = {}
+        # Not frozen: freezing measured no faster here, and frozen graphs skip Inductor's on-disk
+        # cache (a start compiled 60 s every time, against 13 s once cached).
+        self._step = torch.compile(self._one_token, fullgraph=True) if speed.compile else self._one_token
+        self._lock = threading.Lock()  # the compile thread and the engine's worker take turns
+
+    def warm_up(self) -> threading.Thread | None:
+        """Compile the step in the background (about a minute the first time, ~15 s once Inductor's
+        disk cache has it); a reply asked meanwhile waits for it, which is sooner than decoding
+        eagerly beside a compile. Returns the thread (None: nothing to compile)."""
+        if not self.speed.compile:
+            return None
+        thread = threading.Thread(target=self._compile, name="decode-compile", daemon=True)
+        thread.start()
+        return thread
+
+    def _compile(self) -> None:
+        started = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]]))
+                self.generate(embeddings, 3, LogitsProcessorList(), StoppingCriteriaList(), None, eos_token_ids=[])
+        except Exception as error:  # noqa: BLE001 - costs speed only: replies use the eager step
+            log.warning("compiling the decode step failed, answering without it: %s", error)
+            self._step = self._one_token
+            return
+        log.info("decode step compiled in %.1f s", time.perf_counter() - started)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        inputs_embeds: torch.Tensor,
+        max_new_tokens: int,
+        logits_processor: LogitsProcessorList,
+        stopping_criteria: StoppingCriteriaList,
+        streamer: BaseStreamer | None,
+        eos_token_ids: list[int],
+    ) -> torch.Tensor:
+        """Greedy over the processors' scores, like `generate(do_sample=False)`; returns the new ids."""
+        with self._lock:
+            return self._decode(inputs_embeds, max_new_tokens, _Hooks(logits_processor, stopping_criteria, streamer), eos_token_ids)
+
+    def _decode(self, inputs_embeds: torch.Tensor, max_new_tokens: int, hooks: _Hooks, eos_token_ids: list[int]) -> torch.Tensor:
+        prompt_length = inputs_embeds.shape[1]
+        end = prompt_length + max_new_tokens
+        cache = self._cache_for(end)
+        generated = torch.empty((1, 0), dtype=torch.long)
+        hooks.put(generated)  # as generate does: the (here empty) prompt ids come first
+        logits = self._prefill(inputs_embeds.to(self.dtype), cache)
+        for position in range(prompt_length, end):
+            scores = hooks.logits_processor(generated, logits.float())
+            token = scores.argmax(dim=-1, keepdim=True)
+            generated = torch.cat([generated, token], dim=-1)
+            hooks.put(token[0])
+            if int(token) in eos_token_ids or bool(hooks.stopping_criteria(generated, scores).all()) or position + 1 == end:
+                break
+            logits = self._step(token, torch.tensor([position]), cache)
+        hooks.end()
+        return generated
+
+    def _prefill(self, inputs_embeds: torch.Tensor, cache: StaticCache) -> torch.Tensor:
+        positions = torch.arange(inputs_embeds.shape[1])
+        output = self.language_model(
+            inputs_embeds=inputs_embeds, cache_position=positions, cache=cache, use_cache=True, logits_to_keep=1
+        )
+        return output.logits[:, -1]
+
+    def _one_token(self, token: torch.Tensor, position: torch.Tensor, cache: StaticCache) -> torch.Tensor:
+        output = self.language_model(input_ids=token, cache_position=position, cache=cache, use_cache=True)
+        return output.logits[:, -1]
+
+    def _cache_for(self, tokens: int) -> StaticCache:
+        size = SMALLEST_CACHE
+        while size < tokens:
+            size *= 2
+        size = min(size, self.context_tokens)
+        if size not in self._caches:
+            self._caches[size] = StaticCache(config=self.language_model.config, max_cache_len=size)
+        cache = self._caches[size]
+        cache.reset()
+        return cache

@@ -1,0 +1,203 @@
+"""Language-model speed: the engine against plain transformers on the same model and prompt, and
+both against the memory-bandwidth limit measured in the same run.
+
+    baseline  model.generate(..., do_sample=False) as transformers' docs show it, float32 weights
+    engine    what `assistant serve` runs (for the starter: assistant.models.fast_decode)
+    limit     bandwidth / bytes of weights read per token = the most tokens/s the memory allows
+
+Decode speed counts the tokens after the first; time to first token includes encoding the prompt
+(and the photo). Every reply is forced to the same length: the end-of-turn token is ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import torch
+
+from assistant.conversation import Conversation, Message
+from assistant.engine import Engine, TextDelta
+from assistant.sampling import GenerationOptions
+
+NEVER = -1  # an end-of-turn id no token has: replies run to max_new_tokens
+TEXT_QUESTION = "Tell me a story about a cat who finds a garden."
+PHOTO_QUESTION = "What colour is the shape in this picture?"
+
+
+@dataclass
+class DecodeResult:
+    model: str
+    prompt: str  # "text" or "photo + text"
+    runtime: str  # "engine: ..." or "baseline: transformers generate"
+    prompt_tokens: int
+    new_tokens: int
+    time_to_first_token_s: float
+    tokens_per_s: float
+    weight_bytes_per_token: int
+    same_tokens_as_baseline: str = ""  # "64/64" = the greedy replies agree that far
+
+    def limit_percent(self, bandwidth_bytes_per_s: float) -> float:
+        return 100.0 * self.tokens_per_s * self.weight_bytes_per_token / bandwidth_bytes_per_s
+
+
+def weight_bytes_per_token(language_model: torch.nn.Module) -> int:
+    """Bytes of weights one decoded token reads: every parameter once, except the input embedding
+    (one row is looked up) unless the output head shares it; quantized tensors count their parts."""
+    embedding = language_model.get_input_embeddings().weight
+    head = language_model.get_output_embeddings()
+    tied = head is not None and head.weight is embedding
+    total = 0
+    for parameter in {id(p): p for p in language_model.parameters()}.values():
+        if parameter is embedding and not tied:
+            continue
+        total += _storage_bytes(parameter)
+    return total
+
+
+def _storage_bytes(tensor: torch.Tensor) -> int:
+    if hasattr(tensor, "__tensor_flatten__"):  # e.g. torchao's Int8Tensor: qdata + scales
+        names, _ = tensor.__tensor_flatten__()
+        return sum(_storage_bytes(getattr(tensor, name)) for name in names)
+    return tensor.numel() * tensor.element_size()
+
+
+def forced_length(model):
+    """The loaded model with no end-of-turn token, so that every reply has exactly max_new_tokens."""
+    return dataclasses.replace(model, eos_token_ids=[NEVER])
+
+
+def engine_run(model, conversation: Conversation, new_tokens: int, name: str, prompt: str, runtime: str) -> tuple[DecodeResult, str]:
+    engine = Engine(forced_length(model))
+    try:
+        if engine.warming_up is not None:
+            engine.warming_up.join()  # the compile belongs to start-up, not to this reply
+        engine.reply(conversation, GenerationOptions(temperature=0.0, max_new_tokens=8)).text()  # warm caches
+        reply = engine.reply(conversation, GenerationOptions(temperature=0.0, max_new_tokens=new_tokens))
+        text = "".join(event.text for event in reply if isinstance(event, TextDelta))
+    finally:
+        engine.close()
+    usage = reply.usage
+    language_model = model.decoder.language_model if getattr(model, "decoder", None) else model.model.language_model
+    result = DecodeResult(
+        name, prompt, runtime, usage.prompt_tokens, usage.completion_tokens, usage.time_to_first_token_s,
+        usage.tokens_per_s, weight_bytes_per_token(language_model),
+    )
+    return result, text
+
+
+def composed_baseline_run(model, conversation: Conversation, new_tokens: int, name: str, prompt: str) -> tuple[DecodeResult, list[int]]:
+    """transformers' generate on the composed model's LM, given the same prompt embeddings."""
+    language_model = model.model.language_model
+
+    def generate(count: int) -> tuple[float, torch.Tensor]:
+        started = time.perf_counter()
+        with torch.inference_mode():
+            encoded = model.encode(conversation)  # as the engine does: template, photo, embeddings
+            inputs = encoded.inputs
+            pixel_values = inputs.get("pixel_values")
+            features = None if pixel_values is None else model.model.patch_features(pixel_values)
+            embeddings = model.model.embed(inputs["input_ids"], inputs["image_mask"], features)
+            output = language_model.generate(
+                inputs_embeds=embeddings, attention_mask=inputs["attention_mask"], max_new_tokens=count,
+                min_new_tokens=count, do_sample=False, pad_token_id=model.eos_token_ids[0],
+            )
+        return time.perf_counter() - started, output[0]
+
+    generate(2)  # warm-up
+    first_s, _ = generate(1)
+    total_s, ids = generate(new_tokens)
+    prompt_tokens = model.encode(conversation).prompt_tokens
+    result = DecodeResult(
+        name, prompt, "baseline: transformers generate, float32", prompt_tokens, new_tokens, first_s,
+        (new_tokens - 1) / (total_s - first_s), weight_bytes_per_token(language_model),
+    )
+    return result, ids.tolist()
+
+
+def agreement(tokenizer, engine_text: str, baseline_ids: list[int]) -> str:
+    engine_ids = tokenizer.encode(engine_text, add_special_tokens=False)
+    same = 0
+    for a, b in zip(engine_ids, baseline_ids):
+        if a != b:
+            break
+        same += 1
+    return f"{same}/{len(baseline_ids)}"
+
+
+def starter(settings_for, photo, new_tokens: int) -> list[DecodeResult]:
+    """The starter through the engine as `serve` runs it, and plain transformers on its float32 LM."""
+    from assistant.models import load_model
+
+    questions = {
+        "text": Conversation().add(Message.user(TEXT_QUESTION)),
+        "photo + text": Conversation().add(Message.user(PHOTO_QUESTION, [photo])),
+    }
+    results = []
+    baseline_model = load_model(settings_for(fast_decode="off"))
+    engine_model = load_model(settings_for(compile_decode="on"))
+    runtime = f"engine: {engine_model.details['decode']}"
+    for prompt, conversation in questions.items():
+        baseline, baseline_ids = composed_baseline_run(baseline_model, conversation, new_tokens, "starter", prompt)
+        engine, text = engine_run(engine_model, conversation, new_tokens, "starter", prompt, runtime)
+        engine.same_tokens_as_baseline = agreement(baseline_model.tokenizer, text, baseline_ids)
+        results += [baseline, engine]
+    return results
+
+
+# LLaVA-OneVision-0.5B's language model (Qwen2-0.5B), the `cpu` profile's: sizes from its config.json.
+QWEN2_05B = dict(
+    hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+    vocab_size=151647, max_position_embeddings=32768, rope_theta=1_000_000.0, tie_word_embeddings=True, rms_norm_eps=1e-6,
+)
+
+
+def hub_language_model(new_tokens: int, compile_step: bool) -> list[DecodeResult]:
+    """A realistic-size hub LM, random weights (speed does not depend on their values): transformers'
+    generate against the fast decode loop the starter uses."""
+    from transformers import LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM, StoppingCriteriaList
+
+    from assistant.models.fast_decode import DecodeSpeed, FastDecoder
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B)).eval()
+    ids = torch.randint(0, 150_000, (1, 48))
+    name, runtime_name = "Qwen2-0.5B (LLaVA-OneVision-0.5B's LM, random)", "text"
+
+    def baseline(count: int) -> float:
+        started = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(ids, max_new_tokens=count, min_new_tokens=count, do_sample=False, pad_token_id=0)
+        return time.perf_counter() - started
+
+    baseline(2)
+    first_s, total_s = baseline(1), baseline(new_tokens)
+    results = [DecodeResult(name, runtime_name, "baseline: transformers generate, float32", 48, new_tokens, first_s,
+                            (new_tokens - 1) / (total_s - first_s), weight_bytes_per_token(model))]
+    speed = DecodeSpeed("int8", compile=compile_step)
+    decoder = FastDecoder(model, speed)
+    if (thread := decoder.warm_up()) is not None:
+        thread.join()
+    embeddings = decoder.language_model.get_input_embeddings()(ids)
+    timings = _TimedStream()
+    decoder.generate(embeddings, 8, LogitsProcessorList(), StoppingCriteriaList(), None, [])
+    started = time.perf_counter()
+    decoder.generate(embeddings, new_tokens, LogitsProcessorList(), StoppingCriteriaList(), timings, [])
+    runtime = f"fast decode: int8 weights, {'compiled' if compile_step else 'eager'} static-cache step"
+    results.append(DecodeResult(name, runtime_name, runtime, 48, new_tokens, timings.first - started,
+                                (new_tokens - 1) / (timings.last - timings.first), weight_bytes_per_token(decoder.language_model)))
+    return results
+
+
+class _TimedStream:
+    def __init__(self):
+        self.first = self.last = None
+
+    def put(self, ids: torch.Tensor) -> None:
+        if ids.numel():
+            self.last = time.perf_counter()
+            self.first = self.first or self.last
+
+    def end(self) -> None:
+        pass

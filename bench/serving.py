@@ -1,0 +1,126 @@
+"""Several users at once through the HTTP API, and peak memory per profile.
+
+Clients: `assistant serve` is started on loopback; after one warm-up reply, 1, 4 and 8 clients each
+send the same number of streamed chat requests at once (`/v1/chat/completions`, greedy, a fixed
+budget of tokens). Reported: replies per second, p50/p95 time to the first streamed text, errors.
+Every request has a time limit, so a stuck server shows up as errors and not as a hung benchmark.
+
+Memory: each profile is loaded in a fresh process that answers one question; its peak resident
+set (ru_maxrss) is what the machine must have for it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import requests
+
+from whisper_api import serve
+
+REQUEST_TIMEOUT_S = 120
+
+
+@dataclass
+class LoadResult:
+    clients: int
+    replies: int
+    errors: int
+    seconds: float
+    first_text_s: list[float]
+
+    @property
+    def replies_per_s(self) -> float:
+        return self.replies / self.seconds
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.first_text_s)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def stream_chat(url: str, question: str, max_tokens: int) -> float:
+    """Seconds to the first streamed text of one reply (the reply is read to its end)."""
+    body = {"model": "assistant", "messages": [{"role": "user", "content": question}], "stream": True,
+            "max_tokens": max_tokens, "temperature": 0}
+    started = time.perf_counter()
+    first = None
+    with requests.post(f"{url}/chat/completions", json=body, stream=True, timeout=REQUEST_TIMEOUT_S) as response:
+        response.raise_for_status()
+        for line in response.iter_lines(decode_unicode=True):
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            delta = json.loads(line[6:])["choices"][0]["delta"]
+            if first is None and delta.get("content"):
+                first = time.perf_counter() - started
+    if first is None:
+        raise RuntimeError("the reply had no text")
+    return first
+
+
+def load_test(url: str, clients: int, requests_each: int, max_tokens: int) -> LoadResult:
+    first_text: list[float] = []
+    errors = []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        for turn in range(requests_each):
+            try:
+                seconds = stream_chat(url, f"Client {index}, question {turn}: name three colours.", max_tokens)
+                with lock:
+                    first_text.append(seconds)
+            except Exception as error:  # noqa: BLE001 - counted and reported
+                with lock:
+                    errors.append(repr(error))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return LoadResult(clients, len(first_text), len(errors), time.perf_counter() - started, first_text)
+
+
+def concurrent_clients(profile: str, counts: tuple[int, ...], requests_each: int, max_tokens: int) -> list[LoadResult]:
+    server, url = serve(profile, [])
+    try:
+        stream_chat(url, "Hello!", 4)  # waits for the decode step's compile, which belongs to start-up
+        return [load_test(url, clients, requests_each, max_tokens) for clients in counts]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+_PEAK_MEMORY_SCRIPT = """
+import resource, sys, time
+from assistant.core import Assistant
+from assistant.conversation import Message
+from assistant.settings import load_settings
+from assistant.sampling import GenerationOptions
+started = time.perf_counter()
+assistant = Assistant.from_settings(load_settings(cli={"profile": sys.argv[1]}))
+loaded = time.perf_counter() - started
+conversation = assistant.new_conversation()
+conversation.add(Message.user("Say hello."))
+assistant.engine.reply(conversation, GenerationOptions(temperature=0.0, max_new_tokens=16)).text()
+assistant.close()
+print(loaded, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_memory(profile: str) -> tuple[float, float]:
+    """(load seconds, peak resident MiB) of a fresh process that loads `profile` and answers once."""
+    done = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_SCRIPT, profile], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
+    load_s, kib = done.stdout.split()[-2:]
+    return float(load_s), int(kib) / 1024
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

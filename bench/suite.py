@@ -1,0 +1,267 @@
+"""`assistant bench`: every speed figure of the project in one run, each beside its baseline.
+
+    assistant bench [--out bench/results/bench.md] [--tokens 64] [--skip http,speech,...]
+
+Writes a Markdown table (printed too) and the same numbers as JSON (`--out` with .json), with the
+machine's details and its memory bandwidth, measured in the same run. Sections:
+
+    decode   the starter (text, photo + text) and a realistic-size hub LM: engine vs transformers,
+             % of the bandwidth limit, greedy agreement with the baseline
+    peer     llama.cpp on the same SmolLM2 GGUF, when llama-cpp-python is installed
+    images   encoding time per vision encoder
+    speech   Whisper real-time factor per backend; the piper voice
+    http     1, 4, 8 concurrent clients of `assistant serve --profile starter`
+    memory   peak resident memory per profile (fresh process each)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other bench scripts import as modules
+
+import decode  # noqa: E402
+import machine  # noqa: E402
+
+SECTIONS = ("decode", "peer", "images", "speech", "http", "memory")
+MB = 1e6
+TARGET_SPEEDUP, TARGET_LIMIT_PERCENT, TARGET_PHOTO_TTFT_S = 2.0, 50.0, 1.0
+
+
+def red_circle() -> Image.Image:
+    image = Image.new("RGB", (224, 224), (235, 235, 235))
+    ImageDraw.Draw(image).ellipse((60, 60, 164, 164), fill=(210, 30, 30))
+    return image
+
+
+def run(args) -> dict:
+    device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    bandwidth = machine.read_bandwidth(device)
+    report: dict = {"command": args.command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine.details(device, bandwidth)}
+
+    def section(name: str, work):
+        if name in args.skip:
+            return
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        try:
+            report[name] = work()
+        except Exception as error:  # noqa: BLE001 - one section failing must not lose the others
+            report[name] = {"error": f"{type(error).__name__}: {error}"}
+        print(f"bench: {name} took {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+    section("decode", lambda: _decode(args, device))
+    section("peer", lambda: _peer(args))
+    section("images", lambda: _images(device))
+    section("speech", lambda: _speech(args))
+    section("http", lambda: _http(args))
+    section("memory", lambda: _memory(args))
+    return report
+
+
+def _decode(args, device) -> list[dict]:
+    from assistant.settings import load_settings
+
+    def settings_for(**overrides):
+        values = {"profile": "starter", "device": device.type, **overrides}
+        if args.cache_dir:
+            values["cache_dir"] = args.cache_dir
+        return load_settings(cli=values, env={}, config_file=None)
+
+    results = decode.starter(settings_for, red_circle(), args.tokens)
+    if not args.quick:
+        results += decode.hub_language_model(args.tokens, compile_step=device.type == "cpu")
+    return [dataclasses.asdict(result) for result in results]
+
+
+def _peer(args) -> dict:
+    import peer
+
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return {"error": f"llama-cpp-python is not installed: {peer.INSTALL}"}
+    from assistant.models.gguf import load_causal_lm
+
+    _, tokenizer = load_causal_lm("smollm2-135m", cache_dir=_cache_dir(args), progress=None)
+    prompt_ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": decode.TEXT_QUESTION}], add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    return dataclasses.asdict(peer.llama_cpp(list(prompt_ids), args.tokens))
+
+
+def _images(device) -> list[dict]:
+    import media
+
+    return [dataclasses.asdict(media.starter_encoder(red_circle(), runs=5)), dataclasses.asdict(media.hub_encoder(2, device))]
+
+
+def _speech(args) -> list[dict]:
+    import media
+
+    rows = [*media.speech_backends(args.threads), media.spoken_answer(args.threads)]
+    return [{**dataclasses.asdict(row), "real_time_factor": row.real_time_factor} for row in rows]
+
+
+def _http(args) -> list[dict]:
+    import serving
+
+    results = serving.concurrent_clients("starter", (1, 4, 8), requests_each=2, max_tokens=32)
+    return [
+        {"clients": r.clients, "replies": r.replies, "errors": r.errors, "seconds": r.seconds, "replies_per_s": r.replies_per_s,
+         "first_text_p50_s": r.percentile(0.5), "first_text_p95_s": r.percentile(0.95)}
+        for r in results
+    ]
+
+
+def _memory(args) -> list[dict]:
+    import serving
+
+    rows = []
+    for profile in ("tiny", "starter"):
+        try:
+            load_s, peak_mib = serving.peak_memory(profile)
+            rows.append({"profile": profile, "load_s": load_s, "peak_mib": peak_mib})
+        except Exception as error:  # noqa: BLE001 - reported in the table
+            rows.append({"profile": profile, "error": str(error)})
+    return rows
+
+
+def _cache_dir(args) -> Path:
+    from assistant.settings import load_settings
+
+    return Path(args.cache_dir) if args.cache_dir else load_settings(cli={}, env={}, config_file=None).cache_dir
+
+
+# --- the Markdown report ---------------------------------------------------------------------
+
+
+def markdown(report: dict) -> str:
+    lines = ["# assistant bench", "", f"`{report['command']}` on {report['date']}", ""]
+    bandwidth = report["machine"]["measured read bandwidth GB/s"] * 1e9
+    if "decode" in report:
+        lines += _decode_table(report["decode"], bandwidth, report.get("peer"))
+    for name, title, render in (("http", "Several users at once (HTTP API, starter)", _http_table),
+                                ("images", "Image encoding", _images_table),
+                                ("speech", "Speech", _speech_table),
+                                ("memory", "Peak memory per profile (load + one reply, fresh process)", _memory_table)):
+        if name in report:
+            lines += [f"## {title}", ""]
+            lines += [f"Not measured: {report[name]['error']}", ""] if isinstance(report[name], dict) and "error" in report[name] else render(report[name])
+    lines += ["## Machine", ""] + [f"- {key}: {value}" for key, value in report["machine"].items()] + [""]
+    return "\n".join(lines)
+
+
+def _decode_table(rows, bandwidth: float, peer_result) -> list[str]:
+    lines = ["## Language model: decode and time to first token", ""]
+    if isinstance(rows, dict):
+        return lines + [f"Not measured: {rows['error']}", ""]
+    lines += ["| model | prompt | runtime | first token (s) | decode tok/s | vs baseline | weights read per token (MB) | % of bandwidth limit | greedy tokens as baseline |",
+              "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    baselines = {(r["model"], r["prompt"]): r for r in rows if r["runtime"].startswith("baseline")}
+    for r in rows:
+        base = baselines.get((r["model"], r["prompt"]))
+        ratio = r["tokens_per_s"] / base["tokens_per_s"] if base else math.nan
+        percent = 100.0 * r["tokens_per_s"] * r["weight_bytes_per_token"] / bandwidth
+        lines.append(f"| {r['model']} | {r['prompt']} | {r['runtime']} | {r['time_to_first_token_s']:.2f} | {r['tokens_per_s']:.1f} | "
+                     f"{ratio:.2f}x | {r['weight_bytes_per_token'] / MB:.0f} | {percent:.0f}% | {r['same_tokens_as_baseline'] or '-'} |")
+    if isinstance(peer_result, dict) and "error" not in peer_result:
+        base = baselines.get(("starter", "text"))
+        ratio = peer_result["tokens_per_s"] / base["tokens_per_s"] if base else math.nan
+        lines.append(f"| SmolLM2-135M Q4_1 GGUF | text | peer: {peer_result['name']} | {peer_result['time_to_first_token_s']:.2f} | "
+                     f"{peer_result['tokens_per_s']:.1f} | {ratio:.2f}x | {peer_result['file_bytes'] / MB:.0f} (file) | - | - |")
+    elif isinstance(peer_result, dict):
+        lines += ["", f"Peer not measured: {peer_result['error']}"]
+    lines += ["", *_targets(rows, bandwidth), ""]
+    return lines
+
+
+def _targets(rows, bandwidth: float) -> list[str]:
+    engine = {r["prompt"]: r for r in rows if r["model"] == "starter" and not r["runtime"].startswith("baseline")}
+    base = {r["prompt"]: r for r in rows if r["model"] == "starter" and r["runtime"].startswith("baseline")}
+    if "text" not in engine or "text" not in base:
+        return []
+    speedup = engine["text"]["tokens_per_s"] / base["text"]["tokens_per_s"]
+    percent = 100.0 * engine["text"]["tokens_per_s"] * engine["text"]["weight_bytes_per_token"] / bandwidth
+    ttft = engine["photo + text"]["time_to_first_token_s"] if "photo + text" in engine else math.nan
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    return [
+        "Targets (starter, this machine):",
+        f"- engine decode >= {TARGET_SPEEDUP:.0f}x transformers: {speedup:.2f}x, {verdict(speedup >= TARGET_SPEEDUP)}",
+        f"- >= {TARGET_LIMIT_PERCENT:.0f}% of the bandwidth limit: {percent:.0f}%, {verdict(percent >= TARGET_LIMIT_PERCENT)}",
+        f"- time to first token, photo + question <= {TARGET_PHOTO_TTFT_S:.0f} s: {ttft:.2f} s, {verdict(ttft <= TARGET_PHOTO_TTFT_S)}",
+    ]
+
+
+def _http_table(rows) -> list[str]:
+    lines = ["| clients | replies | errors | replies/s | first text p50 (s) | first text p95 (s) |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['clients']} | {r['replies']} | {r['errors']} | {r['replies_per_s']:.2f} | {r['first_text_p50_s']:.2f} | {r['first_text_p95_s']:.2f} |" for r in rows]
+    return lines + [""]
+
+
+def _images_table(rows) -> list[str]:
+    lines = ["| encoder | image (px) | ms per image |", "|---|---:|---:|"]
+    return lines + [f"| {r['encoder']} | {r['image_px']} | {r['milliseconds']:.0f} |" for r in rows] + [""]
+
+
+def _speech_table(rows) -> list[str]:
+    lines = ["| runtime | audio (s) | seconds | real-time factor | WER |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        wer = "-" if math.isnan(r["word_error_rate"]) else f"{r['word_error_rate']:.3f}"
+        lines.append(f"| {r['runtime']} | {r['audio_s']:.1f} | {r['seconds']:.2f} | {r['real_time_factor']:.3f} | {wer} |")
+    return lines + [""]
+
+
+def _memory_table(rows) -> list[str]:
+    lines = ["| profile | load (s) | peak memory (MiB) |", "|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['profile']} | {r['load_s']:.1f} | {r['peak_mib']:.0f} |" if "error" not in r else f"| {r['profile']} | not measured: {r['error']} | |")
+    return lines + [""]
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="assistant bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench/results/bench.md"), help="the Markdown report (JSON beside it)")
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per measured reply (default 64)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--skip", default="", help=f"sections to leave out, comma-separated: {','.join(SECTIONS)}")
+    parser.add_argument("--quick", action="store_true", help="the starter only in the decode section")
+    parser.add_argument("--cache-dir", default=None, help="the assistant's cache (converted LMs)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    unknown = args.skip - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}; the sections are: {', '.join(SECTIONS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
+    args.command = shlex.join(["assistant", "bench", *(sys.argv[2:] if argv is None else argv)])
+    report = run(args)
+    text = markdown(report)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

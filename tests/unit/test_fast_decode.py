@@ -1,0 +1,139 @@
+"""The fast decode path of composed models (static cache, compiled step, int8/bf16 weights) against
+transformers' generate, through the real engine, on a tiny composed model with a trained projector."""
+
+import dataclasses
+import logging
+
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from assistant.conversation import Conversation, Message
+from assistant.engine import Engine, TextDelta
+from assistant.models import loader
+from assistant.models.composed import load_composed
+from assistant.models.fast_decode import DecodeSpeed, FastDecoder
+from assistant.models.tiny import build_tiny_parts
+from assistant.sampling import GenerationOptions
+from assistant.training.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def composed_dir(tmp_path_factory, cache_dir):
+    vision, lm = build_tiny_parts(tmp_path_factory.mktemp("parts"))
+    config = TrainConfig(
+        output=tmp_path_factory.mktemp("composed"), encoder=str(vision), language_model=str(lm), fusion="mlp",
+        image_tokens=4, scenes=8, steps=2, batch_size=4, cache_dir=cache_dir, lm_dtype="float32",
+    )
+    return train(config)
+
+
+def load(directory, cache_dir, speed):
+    return load_composed(directory, torch.device("cpu"), torch.float32, cache_dir, speed)
+
+
+def a_photo_question():
+    photo = PILImage.new("RGB", (48, 40), (200, 40, 30))
+    return Conversation("be brief").add(Message.user("What colour is this?", [photo]))
+
+
+def answer(model, options, conversation=None):
+    engine = Engine(model)
+    try:
+        if engine.warming_up is not None:
+            engine.warming_up.join()
+        reply = engine.reply(conversation or a_photo_question(), options)
+        pieces = [event.text for event in reply if isinstance(event, TextDelta)]
+    finally:
+        engine.close()
+    return pieces, reply.usage
+
+
+GREEDY = GenerationOptions(temperature=0.0, max_new_tokens=24)
+SAMPLED = GenerationOptions(temperature=1.0, top_p=0.9, seed=7, max_new_tokens=24)
+
+
+@pytest.mark.parametrize("options", [GREEDY, SAMPLED], ids=["greedy", "seeded sampling"])
+def test_float32_static_cache_answers_exactly_as_generate(composed_dir, cache_dir, options):
+    reference, reference_usage = answer(load(composed_dir, cache_dir, None), options)
+    fast, fast_usage = answer(load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False)), options)
+    assert "".join(fast) == "".join(reference) and len(fast) > 1, "same weights, same tokens, streamed in pieces"
+    assert (fast_usage.completion_tokens, fast_usage.finish_reason) == (reference_usage.completion_tokens, reference_usage.finish_reason)
+    assert fast_usage.image_tokens == 4
+
+
+def test_the_compiled_step_answers_as_the_eager_one(composed_dir, cache_dir):
+    eager, _ = answer(load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False)), GREEDY)
+    compiled_model = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=True))
+    compiled, usage = answer(compiled_model, GREEDY)
+    assert "".join(compiled) == "".join(eager)
+    assert compiled_model.decoder._step is not compiled_model.decoder._one_token, "the compile did not fall back"
+    assert compiled_model.details["decode"] == "float32 weights, compiled static-cache step"
+
+
+@pytest.mark.parametrize("weights", ["int8", "bfloat16"])
+def test_lower_precision_weights_stream_a_whole_reply(composed_dir, cache_dir, weights):
+    model = load(composed_dir, cache_dir, DecodeSpeed(weights, compile=False))
+    linear = model.model.language_model.model.layers[0].mlp.gate_proj
+    assert linear.weight.dtype != torch.float32 or weights == "int8" and "Int8" in type(linear.weight).__name__
+    pieces, usage = answer(model, GenerationOptions(temperature=0.0, max_new_tokens=12))
+    assert pieces and usage.completion_tokens >= 1 and usage.finish_reason in ("stop", "length")
+
+
+def test_stop_and_length_end_a_fast_reply_as_they_end_generate(composed_dir, cache_dir):
+    model = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False))
+    model = dataclasses.replace(model, eos_token_ids=[10**6])  # nothing ends the reply but its budget
+    _, usage = answer(model, GenerationOptions(temperature=0.0, max_new_tokens=9))
+    assert (usage.completion_tokens, usage.finish_reason) == (9, "length")
+    engine = Engine(model)
+    try:
+        reply = engine.reply(a_photo_question(), GenerationOptions(temperature=0.0, max_new_tokens=500))
+        for count, _event in enumerate(reply):
+            if count == 2:
+                reply.stop()
+    finally:
+        engine.close()
+    assert reply.usage.finish_reason == "cancelled" and reply.usage.completion_tokens < 500
+
+
+def test_the_cache_grows_in_power_of_two_buckets_up_to_the_context(composed_dir, cache_dir):
+    decoder = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False)).decoder
+    sizes = [decoder._cache_for(tokens).get_max_length() for tokens in (10, 1024, 1025, 3000, 10**6)]
+    assert sizes == [1024, 1024, 2048, 2048, decoder.context_tokens]
+
+
+def test_a_long_conversation_moves_to_a_bigger_cache_and_keeps_answering(composed_dir, cache_dir):
+    model = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False))
+    long_question = Conversation().add(Message.user("word " * 300))
+    pieces, usage = answer(model, GREEDY, long_question)
+    assert usage.prompt_tokens > 1024 and usage.completion_tokens >= 1
+    assert 2048 in model.decoder._caches
+
+
+def test_settings_choose_the_decode_path(make_settings, monkeypatch, caplog):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(loader, "can_compile", lambda: True)
+    assert loader.decode_speed(make_settings(), cpu) == DecodeSpeed("bfloat16", compile=False), "one-shot commands"
+    assert loader.decode_speed(make_settings(compile_decode="on"), cpu) == DecodeSpeed("int8", compile=True), "serve"
+    assert loader.decode_speed(make_settings(), cuda) is None, "transformers' generate on CUDA"
+    assert loader.decode_speed(make_settings(fast_decode="off"), cpu) is None
+    assert loader.decode_speed(make_settings(fast_decode="float32", compile_decode="on"), cpu) == DecodeSpeed("float32", compile=True)
+    monkeypatch.setattr(loader, "can_compile", lambda: False)
+    with caplog.at_level(logging.WARNING):
+        assert loader.decode_speed(make_settings(compile_decode="on"), cpu) == DecodeSpeed("bfloat16", compile=False)
+    assert "no C++ compiler found" in caplog.text
+
+
+def test_a_failed_compile_falls_back_to_the_eager_step(composed_dir, cache_dir, caplog):
+    model = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=True))
+    decoder: FastDecoder = model.decoder
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler today")
+
+    decoder._step = broken
+    with caplog.at_level(logging.WARNING):
+        decoder.warm_up().join()
+    assert "compiling the decode step failed, answering without it: no compiler today" in caplog.text
+    pieces, usage = answer(model, GREEDY)
+    assert pieces and usage.completion_tokens >= 1
