@@ -21,7 +21,9 @@ from assistant.conversation import Conversation, Message
 from assistant.engine import Engine, TextDelta
 from assistant.sampling import GenerationOptions
 
-NEVER = -1  # an end-of-turn id no token has: replies run to max_new_tokens
+# An end-of-turn id no token has: every reply runs to max_new_tokens, past the model's own end of turn
+# (forbidding that token instead, as min_new_tokens does, would change the greedy reply).
+NEVER = -1
 TEXT_QUESTION = "Tell me a story about a cat who finds a garden."
 PHOTO_QUESTION = "What colour is the shape in this picture?"
 
@@ -37,6 +39,7 @@ class DecodeResult:
     tokens_per_s: float
     weight_bytes_per_token: int
     same_tokens_as_baseline: str = ""  # "64/64" = the greedy replies agree that far
+    linear_layers_bytes_per_s: float = 0.0  # the model's linear layers alone, one token's worth, back to back
 
     def limit_percent(self, bandwidth_bytes_per_s: float) -> float:
         return 100.0 * self.tokens_per_s * self.weight_bytes_per_token / bandwidth_bytes_per_s
@@ -63,6 +66,27 @@ def _storage_bytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * tensor.element_size()
 
 
+def linear_layers_speed(language_model: torch.nn.Module, runs: int = 5) -> float:
+    """Bytes/s at which the LM's own linear layers (whatever their kernels: float, int8) stream their
+    weights for one token, called back to back with nothing else: the ceiling any decode loop on
+    these kernels can reach, whatever it does about Python, caches or compilation."""
+    linears = [m for m in language_model.modules() if isinstance(m, torch.nn.Linear)]
+    dtype = language_model.get_input_embeddings().weight.dtype
+    device = language_model.get_input_embeddings().weight.device
+    inputs = {m.in_features: torch.randn(1, m.in_features, dtype=dtype, device=device) for m in linears}
+    total = sum(_storage_bytes(m.weight) for m in linears)
+    best = 0.0
+    with torch.inference_mode():
+        for _ in range(runs + 1):
+            started = time.perf_counter()
+            for module in linears:
+                module(inputs[module.in_features])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = max(best, total / (time.perf_counter() - started))
+    return best
+
+
 def forced_length(model):
     """The loaded model with no end-of-turn token, so that every reply has exactly max_new_tokens."""
     return dataclasses.replace(model, eos_token_ids=[NEVER])
@@ -83,6 +107,7 @@ def engine_run(model, conversation: Conversation, new_tokens: int, name: str, pr
     result = DecodeResult(
         name, prompt, runtime, usage.prompt_tokens, usage.completion_tokens, usage.time_to_first_token_s,
         usage.tokens_per_s, weight_bytes_per_token(language_model),
+        linear_layers_bytes_per_s=linear_layers_speed(language_model),
     )
     return result, text
 
@@ -95,13 +120,13 @@ def composed_baseline_run(model, conversation: Conversation, new_tokens: int, na
         started = time.perf_counter()
         with torch.inference_mode():
             encoded = model.encode(conversation)  # as the engine does: template, photo, embeddings
-            inputs = encoded.inputs
+            inputs = encoded.inputs.to(model.device)
             pixel_values = inputs.get("pixel_values")
-            features = None if pixel_values is None else model.model.patch_features(pixel_values)
+            features = None if pixel_values is None else model.model.patch_features(pixel_values.to(model.dtype))
             embeddings = model.model.embed(inputs["input_ids"], inputs["image_mask"], features)
             output = language_model.generate(
                 inputs_embeds=embeddings, attention_mask=inputs["attention_mask"], max_new_tokens=count,
-                min_new_tokens=count, do_sample=False, pad_token_id=model.eos_token_ids[0],
+                do_sample=False, eos_token_id=NEVER, pad_token_id=model.eos_token_ids[0],
             )
         return time.perf_counter() - started, output[0]
 
@@ -112,16 +137,18 @@ def composed_baseline_run(model, conversation: Conversation, new_tokens: int, na
     result = DecodeResult(
         name, prompt, "baseline: transformers generate, float32", prompt_tokens, new_tokens, first_s,
         (new_tokens - 1) / (total_s - first_s), weight_bytes_per_token(language_model),
+        linear_layers_bytes_per_s=linear_layers_speed(language_model),
     )
     return result, ids.tolist()
 
 
 def agreement(tokenizer, engine_text: str, baseline_ids: list[int]) -> str:
-    engine_ids = tokenizer.encode(engine_text, add_special_tokens=False)
+    """How many of the baseline's tokens the engine's streamed text begins with (the engine streams
+    text, not ids, and re-encoding text need not give back the same ids)."""
     same = 0
-    for a, b in zip(engine_ids, baseline_ids):
-        if a != b:
-            break
+    while same < len(baseline_ids) and engine_text.startswith(
+        tokenizer.decode(baseline_ids[: same + 1], skip_special_tokens=True)
+    ):
         same += 1
     return f"{same}/{len(baseline_ids)}"
 
@@ -153,28 +180,30 @@ QWEN2_05B = dict(
 )
 
 
-def hub_language_model(new_tokens: int, compile_step: bool) -> list[DecodeResult]:
+def hub_language_model(new_tokens: int, device: torch.device) -> list[DecodeResult]:
     """A realistic-size hub LM, random weights (speed does not depend on their values): transformers'
     generate against the fast decode loop the starter uses."""
     from transformers import LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM, StoppingCriteriaList
 
-    from assistant.models.fast_decode import DecodeSpeed, FastDecoder
+    from assistant.models.fast_decode import DecodeSpeed, FastDecoder, can_compile
 
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B)).eval()
-    ids = torch.randint(0, 150_000, (1, 48))
+    model = Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B)).eval().to(device)
+    ids = torch.randint(0, 150_000, (1, 48), device=device)
     name, runtime_name = "Qwen2-0.5B (LLaVA-OneVision-0.5B's LM, random)", "text"
 
     def baseline(count: int) -> float:
         started = time.perf_counter()
         with torch.inference_mode():
-            model.generate(ids, max_new_tokens=count, min_new_tokens=count, do_sample=False, pad_token_id=0)
+            model.generate(ids, max_new_tokens=count, do_sample=False, eos_token_id=NEVER, pad_token_id=0)
         return time.perf_counter() - started
 
     baseline(2)
     first_s, total_s = baseline(1), baseline(new_tokens)
     results = [DecodeResult(name, runtime_name, "baseline: transformers generate, float32", 48, new_tokens, first_s,
-                            (new_tokens - 1) / (total_s - first_s), weight_bytes_per_token(model))]
+                            (new_tokens - 1) / (total_s - first_s), weight_bytes_per_token(model),
+                            linear_layers_bytes_per_s=linear_layers_speed(model))]
+    compile_step = device.type == "cuda" or can_compile()
     speed = DecodeSpeed("int8", compile=compile_step)
     decoder = FastDecoder(model, speed)
     if (thread := decoder.warm_up()) is not None:
@@ -186,7 +215,8 @@ def hub_language_model(new_tokens: int, compile_step: bool) -> list[DecodeResult
     decoder.generate(embeddings, new_tokens, LogitsProcessorList(), StoppingCriteriaList(), timings, [])
     runtime = f"fast decode: int8 weights, {'compiled' if compile_step else 'eager'} static-cache step"
     results.append(DecodeResult(name, runtime_name, runtime, 48, new_tokens, timings.first - started,
-                                (new_tokens - 1) / (timings.last - timings.first), weight_bytes_per_token(decoder.language_model)))
+                                (new_tokens - 1) / (timings.last - timings.first), weight_bytes_per_token(decoder.language_model),
+                                linear_layers_bytes_per_s=linear_layers_speed(decoder.language_model)))
     return results
 
 
@@ -196,6 +226,8 @@ class _TimedStream:
 
     def put(self, ids: torch.Tensor) -> None:
         if ids.numel():
+            if ids.is_cuda:
+                torch.cuda.synchronize()
             self.last = time.perf_counter()
             self.first = self.first or self.last
 

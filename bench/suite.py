@@ -80,7 +80,7 @@ def _decode(args, device) -> list[dict]:
 
     results = decode.starter(settings_for, red_circle(), args.tokens)
     if not args.quick:
-        results += decode.hub_language_model(args.tokens, compile_step=device.type == "cpu")
+        results += decode.hub_language_model(args.tokens, device)
     return [dataclasses.asdict(result) for result in results]
 
 
@@ -166,20 +166,21 @@ def _decode_table(rows, bandwidth: float, peer_result) -> list[str]:
     lines = ["## Language model: decode and time to first token", ""]
     if isinstance(rows, dict):
         return lines + [f"Not measured: {rows['error']}", ""]
-    lines += ["| model | prompt | runtime | first token (s) | decode tok/s | vs baseline | weights read per token (MB) | % of bandwidth limit | greedy tokens as baseline |",
-              "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    lines += ["| model | prompt | runtime | first token (s) | decode tok/s | vs baseline | weights read per token (MB) | % of bandwidth limit | linear layers alone, % of bandwidth | greedy tokens as baseline |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     baselines = {(r["model"], r["prompt"]): r for r in rows if r["runtime"].startswith("baseline")}
     for r in rows:
         base = baselines.get((r["model"], r["prompt"]))
         ratio = r["tokens_per_s"] / base["tokens_per_s"] if base else math.nan
         percent = 100.0 * r["tokens_per_s"] * r["weight_bytes_per_token"] / bandwidth
         lines.append(f"| {r['model']} | {r['prompt']} | {r['runtime']} | {r['time_to_first_token_s']:.2f} | {r['tokens_per_s']:.1f} | "
-                     f"{ratio:.2f}x | {r['weight_bytes_per_token'] / MB:.0f} | {percent:.0f}% | {r['same_tokens_as_baseline'] or '-'} |")
+                     f"{ratio:.2f}x | {r['weight_bytes_per_token'] / MB:.0f} | {percent:.0f}% | "
+                     f"{100 * r['linear_layers_bytes_per_s'] / bandwidth:.0f}% | {r['same_tokens_as_baseline'] or '-'} |")
     if isinstance(peer_result, dict) and "error" not in peer_result:
         base = baselines.get(("starter", "text"))
         ratio = peer_result["tokens_per_s"] / base["tokens_per_s"] if base else math.nan
         lines.append(f"| SmolLM2-135M Q4_1 GGUF | text | peer: {peer_result['name']} | {peer_result['time_to_first_token_s']:.2f} | "
-                     f"{peer_result['tokens_per_s']:.1f} | {ratio:.2f}x | {peer_result['file_bytes'] / MB:.0f} (file) | - | - |")
+                     f"{peer_result['tokens_per_s']:.1f} | {ratio:.2f}x | {peer_result['file_bytes'] / MB:.0f} (file) | - | - | - |")
     elif isinstance(peer_result, dict):
         lines += ["", f"Peer not measured: {peer_result['error']}"]
     lines += ["", *_targets(rows, bandwidth), ""]

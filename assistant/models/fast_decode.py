@@ -89,6 +89,7 @@ class FastDecoder:
             self.language_model.set_attn_implementation("eager")
         self.speed = speed
         self.dtype = language_model.get_input_embeddings().weight.dtype
+        self.device = language_model.get_input_embeddings().weight.device
         self.context_tokens = language_model.config.max_position_embeddings
         self._caches: dict[int, StaticCache] = {}
         # Not frozen: freezing measured no faster here, and frozen graphs skip Inductor's on-disk
@@ -110,7 +111,7 @@ class FastDecoder:
         started = time.perf_counter()
         try:
             with torch.inference_mode():
-                embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]]))
+                embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
                 self.generate(embeddings, 3, LogitsProcessorList(), StoppingCriteriaList(), None, eos_token_ids=[])
         except Exception as error:  # noqa: BLE001 - costs speed only: replies use the eager step
             log.warning("compiling the decode step failed, answering without it: %s", error)
@@ -136,7 +137,7 @@ class FastDecoder:
         prompt_length = inputs_embeds.shape[1]
         end = prompt_length + max_new_tokens
         cache = self._cache_for(end)
-        generated = torch.empty((1, 0), dtype=torch.long)
+        generated = torch.empty((1, 0), dtype=torch.long, device=self.device)
         hooks.put(generated)  # as generate does: the (here empty) prompt ids come first
         logits = self._prefill(inputs_embeds.to(self.dtype), cache)
         for position in range(prompt_length, end):
@@ -146,12 +147,12 @@ class FastDecoder:
             hooks.put(token[0])
             if int(token) in eos_token_ids or bool(hooks.stopping_criteria(generated, scores).all()) or position + 1 == end:
                 break
-            logits = self._step(token, torch.tensor([position]), cache)
+            logits = self._step(token, torch.tensor([position], device=self.device), cache)
         hooks.end()
         return generated
 
     def _prefill(self, inputs_embeds: torch.Tensor, cache: StaticCache) -> torch.Tensor:
-        positions = torch.arange(inputs_embeds.shape[1])
+        positions = torch.arange(inputs_embeds.shape[1], device=self.device)
         output = self.language_model(
             inputs_embeds=inputs_embeds, cache_position=positions, cache=cache, use_cache=True, logits_to_keep=1
         )
@@ -167,7 +168,7 @@ class FastDecoder:
             size *= 2
         size = min(size, self.context_tokens)
         if size not in self._caches:
-            self._caches[size] = StaticCache(config=self.language_model.config, max_cache_len=size)
+            self._caches[size] = StaticCache(config=self.language_model.config, max_cache_len=size)  # placed on first use
         cache = self._caches[size]
         cache.reset()
         return cache
