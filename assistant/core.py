@@ -23,6 +23,7 @@ from .settings import Settings
 from .speech import SpeechError, TranscribeOptions, Transcriber, Transcript, load_speech, transcribe_options
 from .speech.speakable import speakable
 from .speech.spoken_reply import spoken
+from .threads import reserve_for_model
 from .speech.synthesizer import Speech, SynthesisError, Synthesizer, load_synthesizer
 from .speech.audio import SAMPLE_RATE, AudioLimits, decode_audio, read_audio_file
 from .speech.live import Heard, LiveTranscription
@@ -45,6 +46,7 @@ class Assistant:
         if settings.backend == "openai":
             model, workers = load_remote(settings), settings.remote_concurrency
         else:
+            reserve_for_model()  # this thread loads; the engine's worker computes (see threads.py)
             model, workers = load_model(settings), 1
         return cls(settings, Engine(model, queue_size=settings.queue_size, workers=workers))
 

@@ -24,6 +24,7 @@ from .conversation import Conversation, fit_to_context
 from .detokenize import IncrementalDetokenizer, StopStrings
 from .errors import BusyError, ContextOverflowError
 from .models.base import LoadedModel
+from .threads import use_model_threads
 from .sampling import GenerationOptions, SeededSampler
 
 __all__ = ["Engine", "Event", "GenerationOptions", "Reply", "TextDelta", "TurnsDropped", "Usage"]
@@ -142,6 +143,7 @@ class Engine:
             worker.join(timeout)
 
     def _serve(self) -> None:
+        use_model_threads()
         while (job := self._jobs.get()) is not None:
             with self._lock:
                 self._running += 1

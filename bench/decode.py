@@ -20,6 +20,7 @@ import torch
 from assistant.conversation import Conversation, Message
 from assistant.engine import Engine, TextDelta
 from assistant.sampling import GenerationOptions
+from assistant.threads import run_in_model_thread
 
 # An end-of-turn id no token has: every reply runs to max_new_tokens, past the model's own end of turn
 # (forbidding that token instead, as min_new_tokens does, would change the greedy reply).
@@ -107,7 +108,7 @@ def engine_run(model, conversation: Conversation, new_tokens: int, name: str, pr
     result = DecodeResult(
         name, prompt, runtime, usage.prompt_tokens, usage.completion_tokens, usage.time_to_first_token_s,
         usage.tokens_per_s, weight_bytes_per_token(language_model),
-        linear_layers_bytes_per_s=linear_layers_speed(language_model),
+        linear_layers_bytes_per_s=run_in_model_thread(linear_layers_speed, language_model),
     )
     return result, text
 
@@ -166,7 +167,7 @@ def starter(settings_for, photo, new_tokens: int) -> list[DecodeResult]:
     engine_model = load_model(settings_for(compile_decode="on"))
     runtime = f"engine: {engine_model.details['decode']}"
     for prompt, conversation in questions.items():
-        baseline, baseline_ids = composed_baseline_run(baseline_model, conversation, new_tokens, "starter", prompt)
+        baseline, baseline_ids = run_in_model_thread(composed_baseline_run, baseline_model, conversation, new_tokens, "starter", prompt)
         engine, text = engine_run(engine_model, conversation, new_tokens, "starter", prompt, runtime)
         engine.same_tokens_as_baseline = agreement(baseline_model.tokenizer, text, baseline_ids)
         results += [baseline, engine]
@@ -198,25 +199,34 @@ def hub_language_model(new_tokens: int, device: torch.device) -> list[DecodeResu
             model.generate(ids, max_new_tokens=count, do_sample=False, eos_token_id=NEVER, pad_token_id=0)
         return time.perf_counter() - started
 
-    baseline(2)
-    first_s, total_s = baseline(1), baseline(new_tokens)
+    def baseline_times() -> tuple[float, float, float]:
+        baseline(2)
+        return baseline(1), baseline(new_tokens), linear_layers_speed(model)
+
+    first_s, total_s, linear_speed = run_in_model_thread(baseline_times)
     results = [DecodeResult(name, runtime_name, "baseline: transformers generate, float32", 48, new_tokens, first_s,
                             (new_tokens - 1) / (total_s - first_s), weight_bytes_per_token(model),
-                            linear_layers_bytes_per_s=linear_layers_speed(model))]
+                            linear_layers_bytes_per_s=linear_speed)]
     compile_step = device.type == "cuda" or can_compile()
     speed = DecodeSpeed("int8", compile=compile_step)
     decoder = FastDecoder(model, speed)
     if (thread := decoder.warm_up()) is not None:
         thread.join()
-    embeddings = decoder.language_model.get_input_embeddings()(ids)
+    with torch.inference_mode():
+        embeddings = decoder.language_model.get_input_embeddings()(ids)
     timings = _TimedStream()
-    decoder.generate(embeddings, 8, LogitsProcessorList(), StoppingCriteriaList(), None, [])
-    started = time.perf_counter()
-    decoder.generate(embeddings, new_tokens, LogitsProcessorList(), StoppingCriteriaList(), timings, [])
+
+    def fast_times() -> tuple[float, float]:
+        decoder.generate(embeddings, 8, LogitsProcessorList(), StoppingCriteriaList(), None, [])
+        started = time.perf_counter()
+        decoder.generate(embeddings, new_tokens, LogitsProcessorList(), StoppingCriteriaList(), timings, [])
+        return started, linear_layers_speed(decoder.language_model)
+
+    started, linear_speed = run_in_model_thread(fast_times)
     runtime = f"fast decode: int8 weights, {'compiled' if compile_step else 'eager'} static-cache step"
     results.append(DecodeResult(name, runtime_name, runtime, 48, new_tokens, timings.first - started,
                                 (new_tokens - 1) / (timings.last - timings.first), weight_bytes_per_token(decoder.language_model),
-                                linear_layers_bytes_per_s=linear_layers_speed(decoder.language_model)))
+                                linear_layers_bytes_per_s=linear_speed))
     return results
 
 

@@ -86,8 +86,8 @@ def load_test(url: str, clients: int, requests_each: int, max_tokens: int) -> Lo
     return LoadResult(clients, len(first_text), len(errors), time.perf_counter() - started, first_text)
 
 
-def concurrent_clients(profile: str, counts: tuple[int, ...], requests_each: int, max_tokens: int) -> list[LoadResult]:
-    server, url = serve(profile, [])
+def concurrent_clients(profile: str, counts: tuple[int, ...], requests_each: int, max_tokens: int, extra: list[str]) -> list[LoadResult]:
+    server, url = serve(profile, extra)
     try:
         stream_chat(url, "Hello!", 4)  # waits for the decode step's compile, which belongs to start-up
         return [load_test(url, clients, requests_each, max_tokens) for clients in counts]
@@ -103,7 +103,8 @@ from assistant.conversation import Message
 from assistant.settings import load_settings
 from assistant.sampling import GenerationOptions
 started = time.perf_counter()
-assistant = Assistant.from_settings(load_settings(cli={"profile": sys.argv[1]}))
+cli = {"profile": sys.argv[1], **({"cache_dir": sys.argv[2]} if len(sys.argv) > 2 else {})}
+assistant = Assistant.from_settings(load_settings(cli=cli))
 loaded = time.perf_counter() - started
 conversation = assistant.new_conversation()
 conversation.add(Message.user("Say hello."))
@@ -113,9 +114,10 @@ print(loaded, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def peak_memory(profile: str) -> tuple[float, float]:
+def peak_memory(profile: str, cache_dir: str | None) -> tuple[float, float]:
     """(load seconds, peak resident MiB) of a fresh process that loads `profile` and answers once."""
-    done = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_SCRIPT, profile], capture_output=True, text=True, timeout=900)
+    command = [sys.executable, "-c", _PEAK_MEMORY_SCRIPT, profile, *([cache_dir] if cache_dir else [])]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
     load_s, kib = done.stdout.split()[-2:]

@@ -45,8 +45,11 @@ def red_circle() -> Image.Image:
 
 
 def run(args) -> dict:
+    from assistant.threads import reserve_for_model, run_in_model_thread
+
+    reserve_for_model()  # as the app does: this thread loads, other threads compute (assistant/threads.py)
     device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    bandwidth = machine.read_bandwidth(device)
+    bandwidth = run_in_model_thread(machine.read_bandwidth, device)
     report: dict = {"command": args.command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine.details(device, bandwidth)}
 
     def section(name: str, work):
@@ -62,8 +65,8 @@ def run(args) -> dict:
 
     section("decode", lambda: _decode(args, device))
     section("peer", lambda: _peer(args))
-    section("images", lambda: _images(device))
-    section("speech", lambda: _speech(args))
+    section("images", lambda: run_in_model_thread(_images, device))
+    section("speech", lambda: run_in_model_thread(_speech, args))
     section("http", lambda: _http(args))
     section("memory", lambda: _memory(args))
     return report
@@ -73,7 +76,7 @@ def _decode(args, device) -> list[dict]:
     from assistant.settings import load_settings
 
     def settings_for(**overrides):
-        values = {"profile": "starter", "device": device.type, **overrides}
+        values = {"profile": "starter", "device": device.type, "fast_decode": args.fast_decode, **overrides}
         if args.cache_dir:
             values["cache_dir"] = args.cache_dir
         return load_settings(cli=values, env={}, config_file=None)
@@ -116,7 +119,8 @@ def _speech(args) -> list[dict]:
 def _http(args) -> list[dict]:
     import serving
 
-    results = serving.concurrent_clients("starter", (1, 4, 8), requests_each=2, max_tokens=32)
+    extra = ["--cache-dir", args.cache_dir] if args.cache_dir else []
+    results = serving.concurrent_clients("starter", (1, 4, 8), requests_each=2, max_tokens=32, extra=extra)
     return [
         {"clients": r.clients, "replies": r.replies, "errors": r.errors, "seconds": r.seconds, "replies_per_s": r.replies_per_s,
          "first_text_p50_s": r.percentile(0.5), "first_text_p95_s": r.percentile(0.95)}
@@ -130,7 +134,7 @@ def _memory(args) -> list[dict]:
     rows = []
     for profile in ("tiny", "starter"):
         try:
-            load_s, peak_mib = serving.peak_memory(profile)
+            load_s, peak_mib = serving.peak_memory(profile, args.cache_dir)
             rows.append({"profile": profile, "load_s": load_s, "peak_mib": peak_mib})
         except Exception as error:  # noqa: BLE001 - reported in the table
             rows.append({"profile": profile, "error": str(error)})
@@ -166,7 +170,7 @@ def _decode_table(rows, bandwidth: float, peer_result) -> list[str]:
     lines = ["## Language model: decode and time to first token", ""]
     if isinstance(rows, dict):
         return lines + [f"Not measured: {rows['error']}", ""]
-    lines += ["| model | prompt | runtime | first token (s) | decode tok/s | vs baseline | weights read per token (MB) | % of bandwidth limit | linear layers alone, % of bandwidth | greedy tokens as baseline |",
+    lines += ["| model | prompt | runtime | first token (s) | decode tok/s | vs baseline | weights read per token (MB) | % of bandwidth limit | linear layers alone, eager, % of bandwidth | greedy tokens as baseline |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     baselines = {(r["model"], r["prompt"]): r for r in rows if r["runtime"].startswith("baseline")}
     for r in rows:
@@ -179,8 +183,9 @@ def _decode_table(rows, bandwidth: float, peer_result) -> list[str]:
     if isinstance(peer_result, dict) and "error" not in peer_result:
         base = baselines.get(("starter", "text"))
         ratio = peer_result["tokens_per_s"] / base["tokens_per_s"] if base else math.nan
+        percent = 100.0 * peer_result["tokens_per_s"] * peer_result["file_bytes"] / bandwidth  # the tied head reads it all
         lines.append(f"| SmolLM2-135M Q4_1 GGUF | text | peer: {peer_result['name']} | {peer_result['time_to_first_token_s']:.2f} | "
-                     f"{peer_result['tokens_per_s']:.1f} | {ratio:.2f}x | {peer_result['file_bytes'] / MB:.0f} (file) | - | - | - |")
+                     f"{peer_result['tokens_per_s']:.1f} | {ratio:.2f}x | {peer_result['file_bytes'] / MB:.0f} (file) | {percent:.0f}% | - | - |")
     elif isinstance(peer_result, dict):
         lines += ["", f"Peer not measured: {peer_result['error']}"]
     lines += ["", *_targets(rows, bandwidth), ""]
@@ -241,6 +246,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--skip", default="", help=f"sections to leave out, comma-separated: {','.join(SECTIONS)}")
     parser.add_argument("--quick", action="store_true", help="the starter only in the decode section")
+    parser.add_argument("--fast-decode", default="auto", help="the engine's weights for the starter: auto (int8), bfloat16, float32")
     parser.add_argument("--cache-dir", default=None, help="the assistant's cache (converted LMs)")
     return parser
 
@@ -252,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown sections {sorted(unknown)}; the sections are: {', '.join(SECTIONS)}")
     if args.threads:
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)  # before reserve_for_model: the model threads
     args.threads = torch.get_num_threads()
     args.command = shlex.join(["assistant", "bench", *(sys.argv[2:] if argv is None else argv)])
     report = run(args)

@@ -32,6 +32,8 @@ import torch
 from transformers import LogitsProcessorList, StaticCache, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from ..threads import use_model_threads
+
 log = logging.getLogger(__name__)
 
 DecodeWeights = Literal["float32", "bfloat16", "int8"]
@@ -108,6 +110,7 @@ class FastDecoder:
         return thread
 
     def _compile(self) -> None:
+        use_model_threads()  # the compiled loops are written for this many threads
         started = time.perf_counter()
         try:
             with torch.inference_mode():
