@@ -68,10 +68,12 @@ def _storage_bytes(tensor: torch.Tensor) -> int:
 
 
 def linear_layers_speed(language_model: torch.nn.Module, runs: int = 5) -> float:
-    """Bytes/s at which the LM's own linear layers (whatever their kernels: float, int8) stream their
-    weights for one token, called back to back with nothing else: the ceiling any decode loop on
-    these kernels can reach, whatever it does about Python, caches or compilation."""
+    """Bytes/s at which the LM's own float linear layers stream their weights for one token, called
+    back to back with nothing else: the ceiling any decode loop on these kernels can reach, whatever
+    it does about Python, caches or compilation. 0 for quantized weights (not measured)."""
     linears = [m for m in language_model.modules() if isinstance(m, torch.nn.Linear)]
+    if any(hasattr(m.weight, "__tensor_flatten__") for m in linears):
+        return 0.0  # quantized: eager calls would time the wrapper's Python, not the kernel
     dtype = language_model.get_input_embeddings().weight.dtype
     device = language_model.get_input_embeddings().weight.device
     inputs = {m.in_features: torch.randn(1, m.in_features, dtype=dtype, device=device) for m in linears}

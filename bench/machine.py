@@ -8,6 +8,8 @@ import time
 
 import torch
 
+from assistant.threads import model_threads
+
 GIB = 1024**3
 
 
@@ -58,7 +60,7 @@ def details(device: torch.device, bandwidth: float) -> dict:
     info = {
         "processor": processor_name(),
         "cores": os.cpu_count(),
-        "torch threads": torch.get_num_threads(),
+        "model threads": model_threads(),
         "memory GiB": round(memory_gib(), 1),
         "device": device.type,
         "measured read bandwidth GB/s": round(bandwidth / 1e9, 1),

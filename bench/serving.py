@@ -6,7 +6,7 @@ budget of tokens). Reported: replies per second, p50/p95 time to the first strea
 Every request has a time limit, so a stuck server shows up as errors and not as a hung benchmark.
 
 Memory: each profile is loaded in a fresh process that answers one question; its peak resident
-set (ru_maxrss) is what the machine must have for it.
+set (VmHWM) is what the machine must have for it.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def concurrent_clients(profile: str, counts: tuple[int, ...], requests_each: int
 
 
 _PEAK_MEMORY_SCRIPT = """
-import resource, sys, time
+import sys, time
 from assistant.core import Assistant
 from assistant.conversation import Message
 from assistant.settings import load_settings
@@ -110,7 +110,9 @@ conversation = assistant.new_conversation()
 conversation.add(Message.user("Say hello."))
 assistant.engine.reply(conversation, GenerationOptions(temperature=0.0, max_new_tokens=16)).text()
 assistant.close()
-print(loaded, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork and exec
+peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(loaded, peak_kib)
 """
 
 

@@ -179,7 +179,7 @@ def _decode_table(rows, bandwidth: float, peer_result) -> list[str]:
         percent = 100.0 * r["tokens_per_s"] * r["weight_bytes_per_token"] / bandwidth
         lines.append(f"| {r['model']} | {r['prompt']} | {r['runtime']} | {r['time_to_first_token_s']:.2f} | {r['tokens_per_s']:.1f} | "
                      f"{ratio:.2f}x | {r['weight_bytes_per_token'] / MB:.0f} | {percent:.0f}% | "
-                     f"{100 * r['linear_layers_bytes_per_s'] / bandwidth:.0f}% | {r['same_tokens_as_baseline'] or '-'} |")
+                     f"{_percent_or_dash(r['linear_layers_bytes_per_s'], bandwidth)} | {r['same_tokens_as_baseline'] or '-'} |")
     if isinstance(peer_result, dict) and "error" not in peer_result:
         base = baselines.get(("starter", "text"))
         ratio = peer_result["tokens_per_s"] / base["tokens_per_s"] if base else math.nan
@@ -190,6 +190,10 @@ def _decode_table(rows, bandwidth: float, peer_result) -> list[str]:
         lines += ["", f"Peer not measured: {peer_result['error']}"]
     lines += ["", *_targets(rows, bandwidth), ""]
     return lines
+
+
+def _percent_or_dash(bytes_per_s: float, bandwidth: float) -> str:
+    return f"{100 * bytes_per_s / bandwidth:.0f}%" if bytes_per_s else "-"
 
 
 def _targets(rows, bandwidth: float) -> list[str]:
