@@ -6,12 +6,14 @@ both against the memory-bandwidth limit measured in the same run.
     limit     bandwidth / bytes of weights read per token = the most tokens/s the memory allows
 
 Decode speed counts the tokens after the first; time to first token includes encoding the prompt
-(and the photo). Every reply is forced to the same length: the end-of-turn token is ignored.
+(and the photo). Every reply is forced to the same length: the end-of-turn token is ignored. Each
+row is the median of RUNS timed replies, after a warm-up.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -25,6 +27,7 @@ from assistant.threads import run_in_model_thread
 # An end-of-turn id no token has: every reply runs to max_new_tokens, past the model's own end of turn
 # (forbidding that token instead, as min_new_tokens does, would change the greedy reply).
 NEVER = -1
+RUNS = 3  # timed replies per row; the median is reported (this machine is shared and noisy)
 TEXT_QUESTION = "Tell me a story about a cat who finds a garden."
 PHOTO_QUESTION = "What colour is the shape in this picture?"
 
@@ -101,11 +104,18 @@ def engine_run(model, conversation: Conversation, new_tokens: int, name: str, pr
         if engine.warming_up is not None:
             engine.warming_up.join()  # the compile belongs to start-up, not to this reply
         engine.reply(conversation, GenerationOptions(temperature=0.0, max_new_tokens=8)).text()  # warm caches
-        reply = engine.reply(conversation, GenerationOptions(temperature=0.0, max_new_tokens=new_tokens))
-        text = "".join(event.text for event in reply if isinstance(event, TextDelta))
+        usages = []
+        for _ in range(RUNS):
+            reply = engine.reply(conversation, GenerationOptions(temperature=0.0, max_new_tokens=new_tokens))
+            text = "".join(event.text for event in reply if isinstance(event, TextDelta))
+            usages.append(reply.usage)
     finally:
         engine.close()
-    usage = reply.usage
+    usage = dataclasses.replace(
+        usages[0],
+        time_to_first_token_s=statistics.median(u.time_to_first_token_s for u in usages),
+        tokens_per_s=statistics.median(u.tokens_per_s for u in usages),
+    )
     language_model = model.decoder.language_model if getattr(model, "decoder", None) else model.model.language_model
     result = DecodeResult(
         name, prompt, runtime, usage.prompt_tokens, usage.completion_tokens, usage.time_to_first_token_s,
@@ -134,8 +144,9 @@ def composed_baseline_run(model, conversation: Conversation, new_tokens: int, na
         return time.perf_counter() - started, output[0]
 
     generate(2)  # warm-up
-    first_s, _ = generate(1)
-    total_s, ids = generate(new_tokens)
+    first_s = statistics.median(generate(1)[0] for _ in range(RUNS))
+    totals = [generate(new_tokens) for _ in range(RUNS)]
+    total_s, ids = statistics.median(seconds for seconds, _ in totals), totals[0][1]
     prompt_tokens = model.encode(conversation).prompt_tokens
     result = DecodeResult(
         name, prompt, "baseline: transformers generate, float32", prompt_tokens, new_tokens, first_s,
@@ -203,7 +214,8 @@ def hub_language_model(new_tokens: int, device: torch.device) -> list[DecodeResu
 
     def baseline_times() -> tuple[float, float, float]:
         baseline(2)
-        return baseline(1), baseline(new_tokens), linear_layers_speed(model)
+        first = statistics.median(baseline(1) for _ in range(RUNS))
+        return first, statistics.median(baseline(new_tokens) for _ in range(RUNS)), linear_layers_speed(model)
 
     first_s, total_s, linear_speed = run_in_model_thread(baseline_times)
     results = [DecodeResult(name, runtime_name, "baseline: transformers generate, float32", 48, new_tokens, first_s,
@@ -216,19 +228,21 @@ def hub_language_model(new_tokens: int, device: torch.device) -> list[DecodeResu
         thread.join()
     with torch.inference_mode():
         embeddings = decoder.language_model.get_input_embeddings()(ids)
-    timings = _TimedStream()
-
     def fast_times() -> tuple[float, float]:
         decoder.generate(embeddings, 8, LogitsProcessorList(), StoppingCriteriaList(), None, [])
-        started = time.perf_counter()
-        decoder.generate(embeddings, new_tokens, LogitsProcessorList(), StoppingCriteriaList(), timings, [])
-        return started, linear_layers_speed(decoder.language_model)
+        firsts, speeds = [], []
+        for _ in range(RUNS):
+            timings = _TimedStream()
+            started = time.perf_counter()
+            decoder.generate(embeddings, new_tokens, LogitsProcessorList(), StoppingCriteriaList(), timings, [])
+            firsts.append(timings.first - started)
+            speeds.append((new_tokens - 1) / (timings.last - timings.first))
+        return statistics.median(firsts), statistics.median(speeds)
 
-    started, linear_speed = run_in_model_thread(fast_times)
+    first_s, tokens_per_s = run_in_model_thread(fast_times)
     runtime = f"fast decode: int8 weights, {'compiled' if compile_step else 'eager'} static-cache step"
-    results.append(DecodeResult(name, runtime_name, runtime, 48, new_tokens, timings.first - started,
-                                (new_tokens - 1) / (timings.last - timings.first), weight_bytes_per_token(decoder.language_model),
-                                linear_layers_bytes_per_s=linear_speed))
+    results.append(DecodeResult(name, runtime_name, runtime, 48, new_tokens, first_s, tokens_per_s,
+                                weight_bytes_per_token(decoder.language_model)))
     return results
 
 
