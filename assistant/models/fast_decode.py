@@ -5,13 +5,13 @@ one-token step, lower-precision weights.
     decoder.warm_up()                      # compiles the step (tens of seconds the first time)
     decoder.generate(inputs_embeds, max_new_tokens, logits_processor, stopping_criteria, streamer, eos_ids)
 
-Why (measured on SmolLM2-135M, 2 CPU cores, bench/README.md): transformers' `generate` decodes at
+Why (measured on SmolLM2-135M, 2 CPU cores; README, "Speed"): transformers' `generate` decodes at
 ~18 tokens/s in float32, and a profile shows 88% of each step in matrix-vector products that stream
 the weights at ~12 GB/s, plus ~5 ms of Python per token. Halving the bytes (bfloat16) or quartering
 them (int8 weights with bfloat16 activations, torchao's weight-only scheme: one scale per output
 channel) cuts the first; compiling the one-token step with a static cache (torch.compile, Inductor,
-attention fused) cuts the second. int8 + compile decodes ~3x faster
-than `generate`.
+attention fused) cuts the second. int8 + compile decodes 2-2.6x faster than
+`generate` (bench/results/bench.md).
 
 Everything here is the libraries' own machinery: transformers' StaticCache and model forward,
 torchao's quantization, torch.compile. The prompt is run eagerly (it has a different length every
