@@ -387,6 +387,11 @@ def _load(settings: Settings):
         f"in {model.load_seconds:.1f} s; {model.details.get('reason', '')}",
         file=sys.stderr,
     )
+    if "decode" in model.details:
+        print(f"decoding: {model.details['decode']}", file=sys.stderr)
+    if assistant.engine.warming_up is not None:
+        print("compiling the decode step in the background (about a minute the first time, seconds after); "
+              "a question asked meanwhile waits for it", file=sys.stderr)
     return assistant
 
 
