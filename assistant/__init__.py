@@ -8,6 +8,8 @@ import logging
 # transformers imports torchao (our int8 decode) whenever it is installed, and torchao registers enums
 # with torch.compile in a way torch 2.14 warns about at every start; nothing is wrong for our use.
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+# torch.compile on a CPU-only machine says it found no CUDA runtime, which is expected.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 from .conversation import Conversation, Image, Message, Text
 from .engine import Engine, GenerationOptions

@@ -25,6 +25,7 @@ import logging
 import shutil
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,6 +36,9 @@ from transformers.generation.streamers import BaseStreamer
 from ..threads import use_model_threads
 
 log = logging.getLogger(__name__)
+# torchao's Int8Tensor lacks a hash for one of torch.compile's caches; the other caches keep a restart
+# at ~10 s, so the warning tells the user nothing they can act on.
+warnings.filterwarnings("ignore", message=".*_stable_hash_for_caching.*")
 
 DecodeWeights = Literal["float32", "bfloat16", "int8"]
 SMALLEST_CACHE = 1024  # tokens; a short chat and its reply fit in the first bucket
