@@ -154,9 +154,21 @@ class FastDecoder:
             hooks.put(token[0])
             if int(token) in eos_token_ids or bool(hooks.stopping_criteria(generated, scores).all()) or position + 1 == end:
                 break
-            logits = self._step(token, torch.tensor([position], device=self.device), cache)
+            logits = self._next_logits(token, torch.tensor([position], device=self.device), cache)
         hooks.end()
         return generated
+
+    def _next_logits(self, token: torch.Tensor, position: torch.Tensor, cache: StaticCache) -> torch.Tensor:
+        try:
+            return self._step(token, position, cache)
+        except Exception as error:
+            if self._step == self._one_token:
+                raise
+            # A compile that fails later (a bigger cache bucket is a new graph) costs speed, not the
+            # reply: this position is written again by the eager step, so the cache stays whole.
+            log.warning("the compiled decode step failed, continuing without it: %s", error)
+            self._step = self._one_token
+            return self._step(token, position, cache)
 
     def _prefill(self, inputs_embeds: torch.Tensor, cache: StaticCache) -> torch.Tensor:
         positions = torch.arange(inputs_embeds.shape[1], device=self.device)

@@ -134,6 +134,28 @@ def test_a_failed_compile_falls_back_to_the_eager_step(composed_dir, cache_dir, 
     decoder._step = broken
     with caplog.at_level(logging.WARNING):
         decoder.warm_up().join()
-    assert "compiling the decode step failed, answering without it: no compiler today" in caplog.text
+    assert "the compiled decode step failed, continuing without it: no compiler today" in caplog.text
+    assert decoder._step == decoder._one_token
     pieces, usage = answer(model, GREEDY)
     assert pieces and usage.completion_tokens >= 1
+
+
+def test_a_compiled_step_failing_mid_reply_hands_over_to_the_eager_step(composed_dir, cache_dir, caplog):
+    reference, _ = answer(load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False)), GREEDY)
+    model = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=True))
+    decoder: FastDecoder = model.decoder
+    calls = []
+
+    def fails_on_the_third_token(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("a new graph would not compile")
+        return decoder._one_token(*args)
+
+    model.warm_up = lambda: None  # no background compile: the step below is the one in use
+    decoder._step = fails_on_the_third_token
+    with caplog.at_level(logging.WARNING):
+        pieces, usage = answer(model, GREEDY)
+    assert "".join(pieces) == "".join(reference), "the reply goes on where it was, as the eager step gives it"
+    assert "the compiled decode step failed, continuing without it: a new graph would not compile" in caplog.text
+    assert decoder._step == decoder._one_token
