@@ -116,7 +116,7 @@ def engine_run(model, conversation: Conversation, new_tokens: int, name: str, pr
         time_to_first_token_s=statistics.median(u.time_to_first_token_s for u in usages),
         tokens_per_s=statistics.median(u.tokens_per_s for u in usages),
     )
-    language_model = model.decoder.language_model if getattr(model, "decoder", None) else model.model.language_model
+    language_model = model.model.language_model  # a fast decoder converts this very module in place
     result = DecodeResult(
         name, prompt, runtime, usage.prompt_tokens, usage.completion_tokens, usage.time_to_first_token_s,
         usage.tokens_per_s, weight_bytes_per_token(language_model),

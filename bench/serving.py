@@ -12,7 +12,6 @@ set (VmHWM) is what the machine must have for it.
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 import threading
@@ -124,7 +123,3 @@ def peak_memory(profile: str, cache_dir: str | None) -> tuple[float, float]:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
     load_s, kib = done.stdout.split()[-2:]
     return float(load_s), int(kib) / 1024
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")

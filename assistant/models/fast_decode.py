@@ -26,7 +26,7 @@ import shutil
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -71,9 +71,9 @@ def convert_weights(language_model: torch.nn.Module, weights: DecodeWeights) -> 
 class _Hooks:
     """What the engine plugs into a generation: its sampler, its stop check, its token stream."""
 
-    logits_processor: LogitsProcessorList = field(default_factory=LogitsProcessorList)
-    stopping_criteria: StoppingCriteriaList = field(default_factory=StoppingCriteriaList)
-    streamer: BaseStreamer | None = None
+    logits_processor: LogitsProcessorList
+    stopping_criteria: StoppingCriteriaList
+    streamer: BaseStreamer | None
 
     def put(self, ids: torch.Tensor) -> None:
         if self.streamer is not None:
