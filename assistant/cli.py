@@ -103,13 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train_flags(train: argparse.ArgumentParser) -> None:
     from .training.train import TrainConfig
+    from .vision.colour import COLOUR_LAYOUTS
 
     defaults = TrainConfig(output=Path("."))
     train.add_argument("--fusion", choices=("mlp", "resampler"), default=defaults.fusion, help="mlp (concatenated tokens) or resampler (attention)")
     train.add_argument("--image-tokens", type=int, default=None, help="image tokens per image (default: 16 for mlp, 8 for resampler)")
     train.add_argument("--encoder", default=defaults.encoder, help="vision encoder: efficientnet-lite0 or a Hugging Face vision model")
     train.add_argument("--language-model", default=defaults.language_model, help="smollm2-135m, a .gguf file, a hub id or a local dir")
-    train.add_argument("--no-colour-features", action="store_true", help="do not append each patch's mean colour")
+    train.add_argument(
+        "--colour-features", choices=COLOUR_LAYOUTS, default=defaults.colour_features,
+        help="what each patch's colours add to its features: histogram (default), mean or none (see assistant/vision/colour.py)",
+    )
     train.add_argument(
         "--no-object-hints", action="store_true", help="do not name the encoder's ImageNet labels in prompts (see README)"
     )
@@ -270,7 +274,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         image_tokens=args.image_tokens or (16 if args.fusion == "mlp" else 8),
         encoder=args.encoder,
         language_model=args.language_model,
-        colour_features=not args.no_colour_features,
+        colour_features=args.colour_features,
         object_hints=not args.no_object_hints,
         question_types=tuple(args.types.split(",")) if args.types else None,
         data=args.data,

@@ -7,14 +7,17 @@ Two servers are started one after the other (`assistant serve --profile starter`
 with `--full-window`), each on loopback. Every spoken question of bench/whisper_window.py whose
 speech lasts 2-4 s (espeak-ng and the piper voice at several speeds) is sent as a WAV file, as a
 client would upload a recording the moment the person stops talking; the time is from sending the
-request to having the transcript. One warm-up request first (the server warms Whisper as it starts;
-the warm-up covers the HTTP path). WER pools all questions.
+request to having the transcript. Measuring starts once the machine is quiet: the server warms
+Whisper and compiles the language model's decode step in the background as it starts, and a question
+asked meanwhile shares the cores with that (the first minute's cost, not the steady one). One warm-up
+request first (the HTTP path). WER pools all questions.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import shlex
 import socket
 import statistics
@@ -56,6 +59,8 @@ def serve(profile: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with status {server.returncode}: {shlex.join(command)}")
         try:
             if requests.get(f"{url}/models", timeout=2).ok:
                 return server, url
@@ -63,6 +68,25 @@ def serve(profile: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
             time.sleep(0.5)
     server.kill()
     raise RuntimeError(f"the server did not start: {shlex.join(command)}")
+
+
+def cpu_busy_seconds() -> float:
+    """Seconds the machine's cores have spent busy since boot (/proc/stat: all but idle and iowait)."""
+    values = [int(value) for value in open("/proc/stat").readline().split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_quiet(limit_s: float = 300, interval_s: float = 2.0, busy_share: float = 0.1) -> float:
+    """Wait until the cores are busy less than `busy_share` of an interval (the server's start-up
+    work done); returns the seconds waited. After `limit_s`, go on anyway."""
+    started = time.monotonic()
+    cores = len(os.sched_getaffinity(0))
+    while time.monotonic() - started < limit_s:
+        before = cpu_busy_seconds()
+        time.sleep(interval_s)
+        if (cpu_busy_seconds() - before) / (interval_s * cores) < busy_share:
+            break
+    return time.monotonic() - started
 
 
 def transcribe(url: str, data: bytes) -> tuple[float, str]:
@@ -76,7 +100,8 @@ def transcribe(url: str, data: bytes) -> tuple[float, str]:
 def measure(profile: str, extra: list[str], questions: list) -> tuple[list[float], list[str]]:
     server, url = serve(profile, extra)
     try:
-        time.sleep(5)  # let the warm start finish: we measure answers, not the start
+        waited = wait_until_quiet()  # the warm start and the background compile: we measure answers, not the start
+        print(f"server quiet after {waited:.0f} s", file=sys.stderr)
         transcribe(url, wav_bytes(questions[0].samples))
         results = [transcribe(url, wav_bytes(clip.samples)) for clip in questions]
     finally:

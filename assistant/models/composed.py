@@ -1,6 +1,6 @@
 """A vision-language model composed from parts, LLaVA-style: vision encoder -> projector -> causal LM.
 
-    images --encoder (frozen)--> patch features [N, P, D] (+ patch colours [N, P, 3])
+    images --encoder (frozen)--> patch features [N, P, D] (+ patch colours [N, P, C])
            --projector (trained)--> image tokens [N, K, H]
     prompt --tokenizer--> ids with K placeholder positions per image --embed + merge--> causal LM
 
@@ -25,7 +25,8 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..conversation import Conversation, to_chat_messages
 from ..errors import ModelUnavailableError
-from ..vision.projectors import COLOUR_CHANNELS, ProjectorConfig, build_projector, colour_features
+from ..vision.colour import check_layout, colour_channels, colour_histograms, mean_colours
+from ..vision.projectors import ProjectorConfig, build_projector
 from .base import Encoded, LoadedModel, eos_token_ids
 from .fast_decode import DecodeSpeed, FastDecoder
 
@@ -42,7 +43,7 @@ class ComposedSpec:
     encoder: str  # a vision encoder name (efficientnet-lite0) or a Hugging Face vision model
     language_model: str  # a packaged LM name (smollm2-135m), a .gguf file, a hub id or a local dir
     projector: ProjectorConfig
-    colour_features: bool = True  # append each patch's mean colour to its features
+    colour_features: str = "histogram"  # what each patch's colours add to its features (vision.colour)
     # Say in the prompt what the encoder's ImageNet head sees in each image (its confident labels):
     # the projector was trained on synthetic shapes only, so this is how real objects get named.
     object_hints: bool = False
@@ -52,10 +53,16 @@ class ComposedSpec:
         data = {**self.__dict__, "projector": self.projector.to_dict()}
         (Path(directory) / SPEC_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
+    def __post_init__(self) -> None:
+        check_layout(self.colour_features)
+
     @classmethod
     def load(cls, directory: Path) -> ComposedSpec:
         data = json.loads((Path(directory) / SPEC_FILE).read_text(encoding="utf-8"))
-        return cls(**{**data, "projector": ProjectorConfig(**data["projector"])})
+        colour = data.get("colour_features", "histogram")
+        if isinstance(colour, bool):  # written before the histogram layout: true meant mean colours
+            colour = "mean" if colour else "none"
+        return cls(**{**data, "colour_features": colour, "projector": ProjectorConfig(**data["projector"])})
 
 
 def is_composed_dir(path: str | Path) -> bool:
@@ -88,9 +95,11 @@ class ComposedVLM(nn.Module):
         """pixel_values [N, 3, H, W] -> what the projector takes, [N, P, D (+3)]. The encoder is
         frozen, so training computes these once per image and caches them."""
         features = self.encoder.features(pixel_values).float()
-        if self.spec.colour_features:
-            grid = int(self.encoder.num_patches**0.5)
-            features = torch.cat([features, colour_features(pixel_values.float(), grid)], dim=-1)
+        grid = int(self.encoder.num_patches**0.5)
+        if self.spec.colour_features == "histogram":
+            features = torch.cat([features, colour_histograms(self.encoder.rgb(pixel_values), grid).to(features.device)], dim=-1)
+        elif self.spec.colour_features == "mean":
+            features = torch.cat([features, mean_colours(pixel_values, grid).to(features.device)], dim=-1)
         return features
 
     def object_hint(self, image) -> str:
@@ -293,7 +302,7 @@ def save_projector(vlm: ComposedVLM, directory: Path, dtype: torch.dtype = torch
 
 def _check_parts_agree(spec: ComposedSpec, encoder, language_model) -> None:
     projector = spec.projector
-    expected_features = encoder.feature_dim + (COLOUR_CHANNELS if spec.colour_features else 0)
+    expected_features = encoder.feature_dim + colour_channels(spec.colour_features)
     problems = []
     if projector.feature_dim != expected_features:
         problems.append(f"the projector takes {projector.feature_dim}-wide features but {spec.encoder} gives {expected_features}")

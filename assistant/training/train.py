@@ -31,7 +31,8 @@ from ..models.composed import (
     save_projector,
     tokenize_with_images,
 )
-from ..vision.projectors import COLOUR_CHANNELS, COLOUR_GAIN, ProjectorConfig
+from ..vision.colour import COLOUR_GAIN, colour_channels
+from ..vision.projectors import ProjectorConfig
 from .datasets import DatasetError, VQAExample, load_dataset, scenes_to_examples
 from .evaluate import SHORT_ANSWER
 from .scenes import make_split
@@ -48,7 +49,7 @@ class TrainConfig:
     image_tokens: int = 16  # mlp: a square number <= the encoder's patches; resampler: learned queries
     encoder: str = "efficientnet-lite0"
     language_model: str = "smollm2-135m"
-    colour_features: bool = True  # append each patch's mean colour to its features
+    colour_features: str = "histogram"  # what each patch's colours add to its features (vision.colour)
     # The saved model names what the encoder's ImageNet head sees in each photo in its prompts (real
     # objects the synthetic scenes never show); inference only, so training is the same either way.
     object_hints: bool = True
@@ -121,7 +122,7 @@ def build_for_training(config: TrainConfig) -> ComposedVLM:
         language_model=config.language_model,
         projector=ProjectorConfig(
             kind=config.fusion,
-            feature_dim=encoder.feature_dim + (COLOUR_CHANNELS if config.colour_features else 0),
+            feature_dim=encoder.feature_dim + colour_channels(config.colour_features),
             embed_dim=language_model.get_input_embeddings().embedding_dim,
             num_patches=encoder.num_patches,
             num_tokens=config.image_tokens,
@@ -207,7 +208,7 @@ def _features_key(vlm: ComposedVLM, image_examples: list[VQAExample], config: Tr
         images = [(str(e.image), Path(e.image).stat().st_mtime_ns) for e in image_examples]
     else:
         images = ["scenes", "train", config.scenes, config.seed, len(image_examples)]
-    colour = vlm.spec.colour_features and (COLOUR_CHANNELS, COLOUR_GAIN)  # a new colour layout: new features
+    colour = (vlm.spec.colour_features, COLOUR_GAIN)  # a new colour layout: new features
     key = json.dumps([vlm.spec.encoder, colour, images], default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 

@@ -78,6 +78,10 @@ class VisionEncoder(Protocol):
         """[N, P, D] patch features on the encoder's device, in its dtype, without gradients."""
         ...
 
+    def rgb(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """What preprocess made, back to RGB in [0, 1] (for the patches' colour features)."""
+        ...
+
 
 def load_vision_encoder(
     name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
@@ -148,6 +152,9 @@ class EfficientNetLite0Encoder:
         square = image.resize(size, Image.Resampling.BICUBIC, box=(left, top, left + side, top + side))
         pixels = (np.asarray(square, dtype=np.float32) - LITE0_MEAN) / LITE0_STD
         return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+
+    def rgb(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return (pixel_values.float() * LITE0_STD + LITE0_MEAN) / 255
 
     @torch.no_grad()
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -286,6 +293,14 @@ class HFVisionEncoder:
             raise ValueError("preprocess needs at least one image")
         pixel_values = self.processor(images=[to_rgb(image) for image in images], return_tensors="pt")["pixel_values"]
         return pixel_values.float()
+
+    def rgb(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        processor = self.processor
+        if not getattr(processor, "do_normalize", False):
+            return pixel_values.float()  # rescaled to [0, 1] only
+        mean = torch.tensor(processor.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(processor.image_std, dtype=torch.float32).view(1, -1, 1, 1)
+        return pixel_values.float() * std + mean
 
     @torch.no_grad()
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:

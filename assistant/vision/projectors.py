@@ -110,22 +110,3 @@ def pool_patch_grid(features: torch.Tensor, grid: int, pooled_grid: int) -> torc
     as_map = features.transpose(1, 2).reshape(batch, width, grid, grid)
     pooled = nn.functional.adaptive_avg_pool2d(as_map, pooled_grid)
     return pooled.flatten(2).transpose(1, 2)
-
-
-COLOUR_SUBCELLS = 2  # each patch's colour is given as a 2x2 grid of mean colours
-COLOUR_CHANNELS = 3 * COLOUR_SUBCELLS**2  # 12 numbers per patch
-COLOUR_GAIN = 4.0  # lifts 12 colour inputs against ~1280 CNN ones, so the projector learns from them early
-
-
-def colour_features(pixel_values: torch.Tensor, grid: int) -> torch.Tensor:
-    """The mean colours of each patch's 2x2 sub-cells: pixel_values [N, 3, H, W] -> [N, grid*grid, 12].
-
-    ImageNet CNN features pooled this coarsely keep shape better than hue (a first starter trained
-    without this gain answered colour questions at chance), so the projector also sees each patch's
-    (normalised) colours directly, scaled up to count next to the CNN's features."""
-    cells = grid * COLOUR_SUBCELLS
-    pooled = nn.functional.adaptive_avg_pool2d(pixel_values, cells)  # [N, 3, cells, cells]
-    batch = pooled.shape[0]
-    per_patch = pooled.reshape(batch, 3, grid, COLOUR_SUBCELLS, grid, COLOUR_SUBCELLS)
-    per_patch = per_patch.permute(0, 2, 4, 1, 3, 5).reshape(batch, grid * grid, COLOUR_CHANNELS)
-    return per_patch * COLOUR_GAIN

@@ -48,7 +48,7 @@ def test_both_fusion_modes_merge_the_right_number_of_image_tokens(config, fusion
     encoded = model.encode(conversation)
     assert encoded.image_tokens == 3 * tokens, f"3 photos x {tokens} tokens, got {encoded.image_tokens}"
     features = vlm.patch_features(encoded.inputs["pixel_values"])
-    assert features.shape == (3, 16, 32 + 12), "16 patches of 32 features plus 2x2 cells of 3 colour channels"
+    assert features.shape == (3, 16, 32 + 64), "16 patches of 32 features plus a 64-bin colour histogram"
     merged = vlm.embed(encoded.inputs["input_ids"], encoded.inputs["image_mask"], features)
     assert merged.shape == (1, encoded.prompt_tokens, 32)
     with pytest.raises(ValueError, match=rf"prompt has {3 * tokens} positions, the 2 images give {2 * tokens} tokens"):

@@ -89,6 +89,8 @@ def test_hf_encoder_gives_patch_features(model_dirs, two_images, kind):
     assert features.shape == (2, PATCHES, HIDDEN)
     assert not features.requires_grad
     assert not torch.allclose(features[0], features[1])  # the two images are told apart
+    blue = encoder.rgb(pixel_values)[1, :, IMAGE // 2, IMAGE // 2]
+    assert torch.allclose(blue, torch.tensor([10, 10, 200]) / 255, atol=0.02), "rgb() undoes the processor's normalisation"
 
 
 @pytest.mark.parametrize("kind", list(BUILDERS))
