@@ -92,7 +92,7 @@ class ComposedVLM(nn.Module):
 
     @torch.no_grad()
     def patch_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """pixel_values [N, 3, H, W] -> what the projector takes, [N, P, D (+3)]. The encoder is
+        """pixel_values [N, 3, H, W] -> what the projector takes, [N, P, D (+ C colour features)]. The encoder is
         frozen, so training computes these once per image and caches them."""
         features = self.encoder.features(pixel_values).float()
         grid = int(self.encoder.num_patches**0.5)
