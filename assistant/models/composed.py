@@ -25,7 +25,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..conversation import Conversation, to_chat_messages
 from ..errors import ModelUnavailableError
-from ..vision.colour import check_layout, colour_channels, colour_histograms, mean_colours
+from ..vision.colour import check_layout, colour_channels, patch_colours
 from ..vision.projectors import ProjectorConfig, build_projector
 from .base import Encoded, LoadedModel, eos_token_ids
 from .fast_decode import DecodeSpeed, FastDecoder
@@ -95,12 +95,8 @@ class ComposedVLM(nn.Module):
         """pixel_values [N, 3, H, W] -> what the projector takes, [N, P, D (+ C colour features)]. The encoder is
         frozen, so training computes these once per image and caches them."""
         features = self.encoder.features(pixel_values).float()
-        grid = int(self.encoder.num_patches**0.5)
-        if self.spec.colour_features == "histogram":
-            features = torch.cat([features, colour_histograms(self.encoder.rgb(pixel_values), grid).to(features.device)], dim=-1)
-        elif self.spec.colour_features == "mean":
-            features = torch.cat([features, mean_colours(pixel_values, grid).to(features.device)], dim=-1)
-        return features
+        colours = patch_colours(self.spec.colour_features, pixel_values, self.encoder, int(self.encoder.num_patches**0.5))
+        return features if colours is None else torch.cat([features, colours.to(features.device)], dim=-1)
 
     def object_hint(self, image) -> str:
         """What the encoder's ImageNet head is fairly sure the image shows, as a sentence for the

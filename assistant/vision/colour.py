@@ -40,6 +40,16 @@ def check_layout(layout: str) -> str:
     return layout
 
 
+def patch_colours(layout: str, pixel_values: torch.Tensor, encoder, grid: int) -> torch.Tensor | None:
+    """The colour features `layout` appends to each patch of `pixel_values` (as `encoder`'s
+    preprocess made them), or None for "none"."""
+    if check_layout(layout) == "histogram":
+        return colour_histograms(encoder.rgb(pixel_values), grid)
+    if layout == "mean":
+        return mean_colours(pixel_values, grid)
+    return None
+
+
 def colour_histograms(rgb: torch.Tensor, grid: int) -> torch.Tensor:
     """rgb [N, 3, H, W] in [0, 1] -> each patch's colour histogram [N, grid*grid, 64] (x COLOUR_GAIN).
 
