@@ -115,6 +115,10 @@ def _train_flags(train: argparse.ArgumentParser) -> None:
         help="what each patch's colours add to its features: histogram (default), mean or none (see assistant/vision/colour.py)",
     )
     train.add_argument(
+        "--colour-gain", type=float, default=None,
+        help="what the colour features are multiplied by (default: 40 for histogram, 4 for mean)",
+    )
+    train.add_argument(
         "--no-object-hints", action="store_true", help="do not name the encoder's ImageNet labels in prompts (see README)"
     )
     train.add_argument("--data", default=None, metavar="PATH", help="a dataset folder, .jsonl or LLaVA .json (default: synthetic scenes)")
@@ -275,6 +279,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         encoder=args.encoder,
         language_model=args.language_model,
         colour_features=args.colour_features,
+        colour_gain=args.colour_gain,
         object_hints=not args.no_object_hints,
         question_types=tuple(args.types.split(",")) if args.types else None,
         data=args.data,

@@ -25,7 +25,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..conversation import Conversation, to_chat_messages
 from ..errors import ModelUnavailableError
-from ..vision.colour import check_layout, colour_channels, patch_colours
+from ..vision.colour import LEGACY_GAIN, check_layout, colour_channels, patch_colours
 from ..vision.projectors import ProjectorConfig, build_projector
 from .base import Encoded, LoadedModel, eos_token_ids
 from .fast_decode import DecodeSpeed, FastDecoder
@@ -44,6 +44,7 @@ class ComposedSpec:
     language_model: str  # a packaged LM name (smollm2-135m), a .gguf file, a hub id or a local dir
     projector: ProjectorConfig
     colour_features: str = "histogram"  # what each patch's colours add to its features (vision.colour)
+    colour_gain: float = LEGACY_GAIN  # what the colour features are multiplied by (a file without it: legacy)
     # Say in the prompt what the encoder's ImageNet head sees in each image (its confident labels):
     # the projector was trained on synthetic shapes only, so this is how real objects get named.
     object_hints: bool = False
@@ -95,7 +96,8 @@ class ComposedVLM(nn.Module):
         """pixel_values [N, 3, H, W] -> what the projector takes, [N, P, D (+ C colour features)]. The encoder is
         frozen, so training computes these once per image and caches them."""
         features = self.encoder.features(pixel_values).float()
-        colours = patch_colours(self.spec.colour_features, pixel_values, self.encoder, int(self.encoder.num_patches**0.5))
+        grid = int(self.encoder.num_patches**0.5)
+        colours = patch_colours(self.spec.colour_features, pixel_values, self.encoder, grid, self.spec.colour_gain)
         return features if colours is None else torch.cat([features, colours.to(features.device)], dim=-1)
 
     def object_hint(self, image) -> str:

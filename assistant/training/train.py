@@ -31,7 +31,7 @@ from ..models.composed import (
     save_projector,
     tokenize_with_images,
 )
-from ..vision.colour import COLOUR_GAIN, colour_channels
+from ..vision.colour import RECOMMENDED_GAIN, colour_channels
 from ..vision.projectors import ProjectorConfig
 from .datasets import DatasetError, VQAExample, load_dataset, scenes_to_examples
 from .evaluate import SHORT_ANSWER
@@ -50,6 +50,7 @@ class TrainConfig:
     encoder: str = "efficientnet-lite0"
     language_model: str = "smollm2-135m"
     colour_features: str = "histogram"  # what each patch's colours add to its features (vision.colour)
+    colour_gain: float | None = None  # what they are multiplied by; None: the layout's RECOMMENDED_GAIN
     # The saved model names what the encoder's ImageNet head sees in each photo in its prompts (real
     # objects the synthetic scenes never show); inference only, so training is the same either way.
     object_hints: bool = True
@@ -128,6 +129,7 @@ def build_for_training(config: TrainConfig) -> ComposedVLM:
             num_tokens=config.image_tokens,
         ),
         colour_features=config.colour_features,
+        colour_gain=config.colour_gain if config.colour_gain is not None else RECOMMENDED_GAIN[config.colour_features],
         object_hints=config.object_hints,
     )
     torch.manual_seed(config.seed)
@@ -208,7 +210,7 @@ def _features_key(vlm: ComposedVLM, image_examples: list[VQAExample], config: Tr
         images = [(str(e.image), Path(e.image).stat().st_mtime_ns) for e in image_examples]
     else:
         images = ["scenes", "train", config.scenes, config.seed, len(image_examples)]
-    colour = (vlm.spec.colour_features, COLOUR_GAIN)  # a new colour layout: new features
+    colour = (vlm.spec.colour_features, vlm.spec.colour_gain)  # another colour layout or gain: other features
     key = json.dumps([vlm.spec.encoder, colour, images], default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
