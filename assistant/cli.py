@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--types", default=None, help="only these question types, comma-separated (e.g. colour,shape)")
     evaluate.add_argument("--limit", type=int, default=None, help="at most this many questions")
     evaluate.add_argument("--out", default=None, metavar="FILE", help="also write the Markdown table here")
+    evaluate.add_argument("--mistakes", type=int, default=0, metavar="N", help="also list the N most frequent wrong answers")
     evaluate.set_defaults(run=_eval)
 
     # Listed for --help; main() hands `assistant bench ...` to bench/suite.py, which parses its own flags.
@@ -320,6 +321,8 @@ def _eval(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         assistant.close()
     table = report.markdown()
+    if args.mistakes and report.mistakes:
+        table += f"\n\nMost frequent mistakes ({len(report.mistakes)} in all):\n\n" + report.common_mistakes(args.mistakes)
     print(table)
     if args.out:
         Path(args.out).write_text(table + "\n", encoding="utf-8")

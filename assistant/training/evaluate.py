@@ -7,7 +7,7 @@ measured the same way.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -63,6 +63,14 @@ class EvalReport:
         lines = [f"Model: `{self.model}`", "", "| question type | n | accuracy | F1 |", "|---|---:|---:|---:|"]
         rows = sorted(self.by_type.items()) + [("**all**", self.overall)]
         lines += [f"| {name} | {s.count} | {s.accuracy:.1%} | {s.f1:.3f} |" for name, s in rows]
+        return "\n".join(lines)
+
+    def common_mistakes(self, limit: int) -> str:
+        """The `limit` most frequent (expected -> predicted) pairs as a Markdown table: where a
+        model's errors concentrate (red read as orange, or one answer given to everything)."""
+        pairs = Counter((expected, predicted.strip()) for _, expected, predicted in self.mistakes)
+        lines = ["| expected | answered | times |", "|---|---|---:|"]
+        lines += [f"| {expected} | {predicted or '(nothing)'} | {times} |" for (expected, predicted), times in pairs.most_common(limit)]
         return "\n".join(lines)
 
 

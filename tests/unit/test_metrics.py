@@ -34,3 +34,13 @@ def test_report_counts_per_type_and_overall():
     table = report.markdown()
     assert "| colour | 2 | 50.0% | 0.500 |" in table and "| **all** | 4 | 50.0% |" in table
     assert len(report.mistakes) == 2
+
+
+def test_the_most_frequent_mistakes_come_first():
+    report = EvalReport("hand-built")
+    for answer, prediction in [("red", "orange"), ("red", "orange "), ("blue", ""), ("red", "red"), ("pink", "purple")]:
+        report.add("colour", "q", answer, prediction)
+    rows = report.common_mistakes(2).splitlines()
+    assert rows[2] == "| red | orange | 2 |", "the same wrong answer is counted together"
+    assert len(rows) == 4, "at most the 2 asked for, under the header"
+    assert "| blue | (nothing) | 1 |" in report.common_mistakes(5).splitlines(), "an empty answer is shown as such"
