@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=argparse.SUPPRESS, help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", default=argparse.SUPPRESS, help="port to listen on (default 7860)")
     serve.add_argument("--queue-size", default=argparse.SUPPRESS, help="requests that may wait for the model")
+    serve.add_argument("--max-batch", default=argparse.SUPPRESS, help="replies decoded together when several users ask at once (default 4)")
     flag = _setting_adder(serve)
     flag("--auth", help="USER:PASSWORD asked by the page (or ASSISTANT_AUTH); needed beyond 127.0.0.1")
     flag("--share", action="store_const", const=True, help="also serve on a public gradio.live link (needs --auth)")

@@ -48,7 +48,7 @@ class Assistant:
         else:
             reserve_for_model()  # this thread loads; the engine's worker computes (see threads.py)
             model, workers = load_model(settings), 1
-        return cls(settings, Engine(model, queue_size=settings.queue_size, workers=workers))
+        return cls(settings, Engine(model, queue_size=settings.queue_size, workers=workers, max_batch=settings.max_batch))
 
     @property
     def model(self) -> LoadedModel:

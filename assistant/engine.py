@@ -4,8 +4,10 @@
     for event in reply: TurnsDropped? -> TextDelta* -> Usage   (errors are raised from the iterator)
     reply.stop()                                           (ends the reply after the current token)
 
-A single worker thread runs every generation, so concurrent requests never share a KV cache or
-race on the model; each request gets its own event queue.
+A single worker thread runs every generation, so concurrent requests never race on the model; each
+request gets its own event queue. When the model can decode several replies at once (the fast
+decoder of a composed model), requests that are waiting when the worker takes one are answered
+together, up to `max_batch`: a step then reads the weights once for all of them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from transformers.generation.streamers import BaseStreamer
 from .conversation import Conversation, fit_to_context
 from .detokenize import IncrementalDetokenizer, StopStrings
 from .errors import BusyError, ContextOverflowError
-from .models.base import LoadedModel
+from .models.base import Encoded, GenerationRequest, LoadedModel
 from .threads import use_model_threads
 from .sampling import GenerationOptions, SeededSampler
 
@@ -99,10 +101,13 @@ class Reply:
 
 class Engine:
     """`workers` replies run at once: 1 for a local model (one owner of the weights and the KV
-    cache); more for a remote model, whose server batches concurrent requests itself."""
+    cache); more for a remote model, whose server batches concurrent requests itself. A local model
+    that can batch answers up to `max_batch` waiting requests together."""
 
-    def __init__(self, model: LoadedModel, queue_size: int = 16, workers: int = 1):
+    def __init__(self, model: LoadedModel, queue_size: int = 16, workers: int = 1, max_batch: int = 1):
         self.model = model
+        self.max_batch = max_batch if getattr(model, "can_batch", False) else 1
+        self._closing = False
         # A remote model streams a reply itself; a local one is driven by `_generate_locally`.
         self._run_job = getattr(model, "run_job", self._generate_locally)
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
@@ -144,37 +149,82 @@ class Engine:
 
     def _serve(self) -> None:
         use_model_threads()
-        while (job := self._jobs.get()) is not None:
+        while not self._closing and (job := self._jobs.get()) is not None:
+            jobs = [job, *self._also_waiting()]
             with self._lock:
-                self._running += 1
+                self._running += len(jobs)
             try:
-                if job.stop_requested.is_set():  # stopped while waiting in the queue
-                    job.events.put(Usage(0, 0, 0, None, 0.0, 0.0, "cancelled"))
-                else:
-                    self._run_job(job)
-            except BaseException as error:  # handed to the caller, who raises it
-                job.events.put(error)
+                self._run(jobs)
             finally:
                 with self._lock:
-                    self._running -= 1
+                    self._running -= len(jobs)
+
+    def _also_waiting(self) -> list[_Job]:
+        """Requests already queued that can join the one just taken (up to max_batch in all)."""
+        jobs: list[_Job] = []
+        while len(jobs) + 1 < self.max_batch:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:  # close(): end after this batch
+                self._closing = True
+                break
+            jobs.append(job)
+        return jobs
+
+    def _run(self, jobs: list[_Job]) -> None:
+        cancelled = [job for job in jobs if job.stop_requested.is_set()]  # stopped while waiting in the queue
+        for job in cancelled:
+            job.events.put(Usage(0, 0, 0, None, 0.0, 0.0, "cancelled"))
+        jobs = [job for job in jobs if job not in cancelled]
+        if len(jobs) > 1:
+            self._generate_together(jobs)
+            return
+        for job in jobs:
+            try:
+                self._run_job(job)
+            except BaseException as error:  # handed to the caller, who raises it
+                job.events.put(error)
 
     def _generate_locally(self, job: _Job) -> None:
+        request = self._prepare(job)
+        self.model.generate(
+            request.encoded, request.max_new_tokens, request.logits_processor, request.stopping_criteria, request.streamer
+        )
+
+    def _generate_together(self, jobs: list[_Job]) -> None:
+        requests = []
+        for job in jobs:
+            try:
+                requests.append(self._prepare(job))
+            except BaseException as error:  # this request's own problem (e.g. its prompt is too long)
+                job.events.put(error)
+        if not requests:
+            return
+        try:
+            self.model.generate_batch(requests)
+        except BaseException as error:
+            for request in requests:
+                if not request.streamer.ended:
+                    request.streamer.job.events.put(error)
+
+    def _prepare(self, job: _Job) -> GenerationRequest:
         # 1. Fit the conversation into the context, leaving room for the reply.
         limit = self.model.context_tokens - job.options.max_new_tokens
         encoded, dropped = fit_to_context(job.conversation, self.model.encode, limit)
         if dropped:
             job.events.put(TurnsDropped(dropped, self.model.context_tokens))
-        # 2. Generate, streaming each token's text as soon as it forms whole characters.
-        stream = _TokenStream(job, IncrementalDetokenizer(self.model.tokenizer), self.model.eos_token_ids, StopStrings(job.options.stop))
-        self.model.generate(
+        # 2. Generate, streaming each token's text as soon as it forms whole characters; the stream
+        #    says how it went (Usage) when the reply ends.
+        stream = _TokenStream(job, IncrementalDetokenizer(self.model.tokenizer), self.model.eos_token_ids, StopStrings(job.options.stop), encoded)
+        return GenerationRequest(
             encoded,
-            max_new_tokens=job.options.max_new_tokens,
-            logits_processor=LogitsProcessorList([SeededSampler(job.options, self.model.device)]),
-            stopping_criteria=StoppingCriteriaList([_StopWhenAsked(job.stop_requested)]),
-            streamer=stream,
+            job.options.max_new_tokens,
+            LogitsProcessorList([SeededSampler(job.options, self.model.device)]),
+            StoppingCriteriaList([_StopWhenAsked(job.stop_requested)]),
+            stream,
         )
-        # 3. Say how it went.
-        job.events.put(stream.usage(encoded.prompt_tokens, encoded.image_tokens))
 
 
 class _StopWhenAsked(StoppingCriteria):
@@ -188,8 +238,10 @@ class _StopWhenAsked(StoppingCriteria):
 class _TokenStream(BaseStreamer):
     """Receives token ids from `generate` and turns them into TextDelta events with timings."""
 
-    def __init__(self, job: _Job, detokenizer: IncrementalDetokenizer, eos_token_ids: list[int], stops: StopStrings):
+    def __init__(self, job: _Job, detokenizer: IncrementalDetokenizer, eos_token_ids: list[int], stops: StopStrings, encoded: Encoded):
         self.job = job
+        self.encoded = encoded
+        self.ended = False
         self.detokenizer = detokenizer
         self.stops = stops
         self.eos_token_ids = set(eos_token_ids)
@@ -217,6 +269,8 @@ class _TokenStream(BaseStreamer):
     def end(self) -> None:
         self._show(self.detokenizer.flush())
         self._put(self.stops.flush())
+        self.ended = True
+        self.job.events.put(self.usage(self.encoded.prompt_tokens, self.encoded.image_tokens))
 
     def _show(self, text: str) -> None:
         self._put(self.stops.push(text))

@@ -83,6 +83,8 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"  # loopback only unless the user opens it
     port: int = Field(7860, ge=1, le=65535)
     queue_size: int = Field(16, ge=1, le=1024)  # requests waiting for the model before "busy"
+    # Replies decoded together when several requests wait (a composed model's fast decoder); 1: one at a time
+    max_batch: int = Field(4, ge=1, le=64)
     # USER:PASS for the browser chat; required to listen beyond this machine (or to --share)
     auth: str | None = Field(None, repr=False)
     share: bool = False  # a public gradio.live link (needs auth)

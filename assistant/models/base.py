@@ -23,6 +23,17 @@ class Encoded:
 
 
 @dataclass
+class GenerationRequest:
+    """One reply of a batch, with what the engine plugs into it (as `LoadedModel.generate` takes them)."""
+
+    encoded: Encoded
+    max_new_tokens: int
+    logits_processor: LogitsProcessorList
+    stopping_criteria: StoppingCriteriaList
+    streamer: BaseStreamer
+
+
+@dataclass
 class LoadedModel:
     """A vision-language model with its processor, ready for the engine.
 
@@ -82,6 +93,14 @@ class LoadedModel:
                 stopping_criteria=stopping_criteria,
                 streamer=streamer,
             )
+
+    @property
+    def can_batch(self) -> bool:
+        """Whether `generate_batch` decodes several replies at once (models that can override both)."""
+        return False
+
+    def generate_batch(self, requests: list[GenerationRequest]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} decodes one reply at a time")
 
     def warm_up(self) -> threading.Thread | None:
         """Start getting ready in the background (a model that compiles does it here), returning the

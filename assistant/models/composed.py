@@ -27,8 +27,8 @@ from ..conversation import Conversation, to_chat_messages
 from ..errors import ModelUnavailableError
 from ..vision.colour import LEGACY_GAIN, check_layout, colour_channels, patch_colours
 from ..vision.projectors import ProjectorConfig, build_projector
-from .base import Encoded, LoadedModel, eos_token_ids
-from .fast_decode import DecodeSpeed, FastDecoder
+from .base import Encoded, GenerationRequest, LoadedModel, eos_token_ids
+from .fast_decode import BatchRow, DecodeSpeed, FastDecoder
 
 SPEC_FILE = "composed.json"
 PROJECTOR_FILE = "projector.safetensors"
@@ -224,23 +224,40 @@ class ComposedModel(LoadedModel):
         stopping_criteria: StoppingCriteriaList,
         streamer: BaseStreamer,
     ) -> None:
-        inputs = encoded.inputs.to(self.device)
+        embeddings = self._embeddings(encoded)
         with torch.inference_mode():
-            pixel_values = inputs.get("pixel_values")
-            features = None if pixel_values is None else self.model.patch_features(pixel_values.to(self.dtype))
-            embeddings = self.model.embed(inputs["input_ids"], inputs["image_mask"], features)
             if self.decoder is not None:
                 self.decoder.generate(embeddings, max_new_tokens, logits_processor, stopping_criteria, streamer, self.eos_token_ids)
                 return
             self.model.language_model.generate(
                 inputs_embeds=embeddings,
-                attention_mask=inputs["attention_mask"],
+                attention_mask=encoded.inputs["attention_mask"].to(self.device),
                 generation_config=self.generation_config(max_new_tokens),
                 logits_processor=logits_processor,
                 stopping_criteria=stopping_criteria,
                 streamer=streamer,
             )
 
+    @property
+    def can_batch(self) -> bool:
+        """Several replies can be decoded together (the fast decoder does it; `generate` here does not)."""
+        return self.decoder is not None
+
+    def generate_batch(self, requests: list[GenerationRequest]) -> None:
+        """Replies to several prompts at once, each streamed to its own streamer as it goes."""
+        rows = [
+            BatchRow(self._embeddings(r.encoded), r.max_new_tokens, r.logits_processor, r.stopping_criteria, r.streamer)
+            for r in requests
+        ]
+        self.decoder.generate_batch(rows, self.eos_token_ids)
+
+    def _embeddings(self, encoded: Encoded) -> torch.Tensor:
+        """The prompt's token embeddings with the projected image features in the image slots."""
+        inputs = encoded.inputs.to(self.device)
+        with torch.inference_mode():
+            pixel_values = inputs.get("pixel_values")
+            features = None if pixel_values is None else self.model.patch_features(pixel_values.to(self.dtype))
+            return self.model.embed(inputs["input_ids"], inputs["image_mask"], features)
 
     def warm_up(self) -> threading.Thread | None:
         return None if self.decoder is None else self.decoder.warm_up()

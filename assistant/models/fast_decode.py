@@ -68,6 +68,17 @@ def convert_weights(language_model: torch.nn.Module, weights: DecodeWeights) -> 
 
 
 @dataclass
+class BatchRow:
+    """One reply of a batch: its prompt's embeddings [1, L, H] and what the engine plugs into it."""
+
+    inputs_embeds: torch.Tensor
+    max_new_tokens: int
+    logits_processor: LogitsProcessorList
+    stopping_criteria: StoppingCriteriaList
+    streamer: BaseStreamer | None
+
+
+@dataclass
 class _Hooks:
     """What the engine plugs into a generation: its sampler, its stop check, its token stream."""
 
@@ -82,6 +93,32 @@ class _Hooks:
     def end(self) -> None:
         if self.streamer is not None:
             self.streamer.end()
+
+
+class _BatchReply:
+    """One reply's progress in a batch: its tokens so far, and whether it still wants more."""
+
+    def __init__(self, row: BatchRow, device: torch.device):
+        self.row = row
+        self.hooks = _Hooks(row.logits_processor, row.stopping_criteria, row.streamer)
+        self.generated = torch.empty((1, 0), dtype=torch.long, device=device)
+        self.active = True
+        self.hooks.put(self.generated)  # as generate does: the (here empty) prompt ids come first
+
+    def take(self, logits: torch.Tensor, eos_token_ids: list[int], filler: int) -> int:
+        """Choose the next token from this reply's logits [1, V] and stream it; an ended reply's slot
+        still moves with the batch, fed `filler`, and what it computes is ignored."""
+        if not self.active:
+            return filler
+        scores = self.hooks.logits_processor(self.generated, logits.float())
+        token = scores.argmax(dim=-1, keepdim=True)
+        self.generated = torch.cat([self.generated, token], dim=-1)
+        self.hooks.put(token[0])
+        ended = int(token) in eos_token_ids or bool(self.hooks.stopping_criteria(self.generated, scores).all())
+        if ended or self.generated.shape[1] == self.row.max_new_tokens:
+            self.active = False
+            self.hooks.end()  # this reply is whole now, whatever the others still have to say
+        return int(token)
 
 
 class FastDecoder:
@@ -140,6 +177,49 @@ class FastDecoder:
         with self._lock:
             return self._decode(inputs_embeds, max_new_tokens, _Hooks(logits_processor, stopping_criteria, streamer), eos_token_ids)
 
+    @torch.inference_mode()
+    def generate_batch(self, rows: list[BatchRow], eos_token_ids: list[int]) -> None:
+        """Several greedy replies at once, each as `generate` would give it alone (up to float
+        rounding: a batch multiplies matrices of another shape). Rows whose slots would not fit the
+        context together are decoded one after another."""
+        widest = max(row.inputs_embeds.shape[1] for row in rows)
+        if len(rows) == 1 or widest + max(row.max_new_tokens for row in rows) > self.context_tokens:
+            for row in rows:
+                self.generate(row.inputs_embeds, row.max_new_tokens, row.logits_processor, row.stopping_criteria, row.streamer, eos_token_ids)
+            return
+        with self._lock:
+            self._decode_batch(rows, eos_token_ids)
+
+    def _decode_batch(self, rows: list[BatchRow], eos_token_ids: list[int]) -> None:
+        replies = [_BatchReply(row, self.device) for row in rows]
+        embeddings, mask = self._left_padded([row.inputs_embeds for row in rows])
+        cache = self._cache_for(mask.shape[1] + max(row.max_new_tokens for row in rows), batch=len(rows))
+        output = self.language_model(
+            inputs_embeds=embeddings, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            cache=cache, use_cache=True, logits_to_keep=1,
+        )
+        logits = output.logits[:, -1]
+        filler = eos_token_ids[0] if eos_token_ids else 0  # what an ended reply's slot is fed
+        for step in range(max(row.max_new_tokens for row in rows)):
+            tokens = [reply.take(logits[i : i + 1], eos_token_ids, filler) for i, reply in enumerate(replies)]
+            if not any(reply.active for reply in replies):
+                return
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=-1)
+            positions = torch.tensor([[row.inputs_embeds.shape[1] + step] for row in rows], device=self.device)
+            token_ids = torch.tensor(tokens, device=self.device)[:, None]
+            output = self.language_model(input_ids=token_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+            logits = output.logits[:, -1]
+
+    def _left_padded(self, prompts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts [1, L_i, H] -> one batch [B, max L, H] padded on the left, and its mask [B, max L]."""
+        width = max(prompt.shape[1] for prompt in prompts)
+        batch = torch.zeros((len(prompts), width, prompts[0].shape[-1]), dtype=self.dtype, device=self.device)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long, device=self.device)
+        for i, prompt in enumerate(prompts):
+            batch[i, width - prompt.shape[1] :] = prompt[0].to(self.dtype)
+            mask[i, width - prompt.shape[1] :] = 1
+        return batch, mask
+
     def _decode(self, inputs_embeds: torch.Tensor, max_new_tokens: int, hooks: _Hooks, eos_token_ids: list[int]) -> torch.Tensor:
         prompt_length = inputs_embeds.shape[1]
         end = prompt_length + max_new_tokens
@@ -181,13 +261,14 @@ class FastDecoder:
         output = self.language_model(input_ids=token, cache_position=position, cache=cache, use_cache=True)
         return output.logits[:, -1]
 
-    def _cache_for(self, tokens: int) -> StaticCache:
+    def _cache_for(self, tokens: int, batch: int = 1) -> StaticCache:
         size = SMALLEST_CACHE
         while size < tokens:
             size *= 2
         size = min(size, self.context_tokens)
-        if size not in self._caches:
-            self._caches[size] = StaticCache(config=self.language_model.config, max_cache_len=size)  # placed on first use
-        cache = self._caches[size]
+        key = size if batch == 1 else (size, batch)  # a cache's batch size is fixed when it is first filled
+        if key not in self._caches:
+            self._caches[key] = StaticCache(config=self.language_model.config, max_cache_len=size)  # placed on first use
+        cache = self._caches[key]
         cache.reset()
         return cache

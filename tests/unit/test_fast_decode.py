@@ -10,6 +10,7 @@ from PIL import Image as PILImage
 
 from assistant.conversation import Conversation, Message
 from assistant.engine import Engine, TextDelta
+from assistant.errors import ContextOverflowError
 from assistant.models import loader
 from assistant.models.composed import load_composed
 from assistant.models.fast_decode import DecodeSpeed, FastDecoder
@@ -159,3 +160,47 @@ def test_a_compiled_step_failing_mid_reply_hands_over_to_the_eager_step(composed
     assert "".join(pieces) == "".join(reference), "the reply goes on where it was, as the eager step gives it"
     assert "the compiled decode step failed, continuing without it: a new graph would not compile" in caplog.text
     assert decoder._step == decoder._one_token
+
+
+def test_replies_asked_together_are_decoded_together_each_as_it_would_be_alone(composed_dir, cache_dir):
+    """Requests waiting at once share the decode steps (one read of the weights for all); each reply
+    keeps its own prompt, length, sampler and end, and says the same as when asked alone."""
+    model = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False))
+    long_text = Conversation("be brief").add(Message.user("Tell me about shapes, colours and the sky " * 6))
+    asks = [
+        (a_photo_question(), GREEDY),
+        (long_text, GenerationOptions(temperature=0.0, max_new_tokens=7)),
+        (Conversation().add(Message.user("Hi")), SAMPLED),
+        (a_photo_question(), GenerationOptions(temperature=0.0, max_new_tokens=3, stop=["zzz"])),
+    ]
+    alone = [answer(model, options, conversation) for conversation, options in asks]
+    engine = Engine(model, max_batch=4)
+    try:
+        with model.decoder._lock:  # the worker waits here with the first request; the others queue
+            replies = [engine.reply(conversation, options) for conversation, options in asks]
+        together = [("".join(event.text for event in reply if isinstance(event, TextDelta)), reply.usage) for reply in replies]
+    finally:
+        engine.close()
+    assert any(isinstance(key, tuple) and key[1] >= 3 for key in model.decoder._caches), "they were decoded as one batch"
+    for (pieces, usage_alone), (text, usage) in zip(alone, together):
+        assert text == "".join(pieces)
+        assert (usage.completion_tokens, usage.finish_reason, usage.prompt_tokens) == (
+            usage_alone.completion_tokens, usage_alone.finish_reason, usage_alone.prompt_tokens
+        )
+    assert together[1][1].completion_tokens == 7 and together[3][1].completion_tokens == 3, "each ends at its own budget"
+
+
+def test_a_request_that_fails_alone_does_not_sink_the_batch(composed_dir, cache_dir):
+    model = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False))
+    too_long = GenerationOptions(temperature=0.0, max_new_tokens=model.context_tokens - 2)
+    engine = Engine(model, max_batch=4)
+    try:
+        with model.decoder._lock:
+            good = [engine.reply(a_photo_question(), GREEDY) for _ in range(2)]
+            bad = engine.reply(a_photo_question(), too_long)
+        texts = [reply.text() for reply in good]
+        with pytest.raises(ContextOverflowError):
+            bad.text()
+    finally:
+        engine.close()
+    assert texts[0] == texts[1] and texts[0], "the others are answered in full"
