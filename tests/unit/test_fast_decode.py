@@ -204,3 +204,20 @@ def test_a_request_that_fails_alone_does_not_sink_the_batch(composed_dir, cache_
     finally:
         engine.close()
     assert texts[0] == texts[1] and texts[0], "the others are answered in full"
+
+
+def test_an_int8_decoder_batches_with_bf16_weights(composed_dir, cache_dir):
+    """int8's kernels are slow eagerly at any batch size, so batches run on a bf16 copy of the LM."""
+    model = load(composed_dir, cache_dir, DecodeSpeed("int8", compile=False))
+    batch_linear = model.decoder.batch_model.model.layers[0].mlp.gate_proj.weight
+    assert type(batch_linear) is torch.nn.Parameter and batch_linear.dtype == torch.bfloat16
+    assert "Int8" in type(model.decoder.language_model.model.layers[0].mlp.gate_proj.weight).__name__
+    engine = Engine(model, max_batch=4)
+    try:
+        with model.decoder._lock:
+            replies = [engine.reply(a_photo_question(), GenerationOptions(temperature=0.0, max_new_tokens=6)) for _ in range(3)]
+        texts = [reply.text() for reply in replies]
+    finally:
+        engine.close()
+    assert texts[0] and texts.count(texts[0]) == 3, "the same question, the same greedy answer in every row"
+    assert all(reply.usage.finish_reason in ("stop", "length") for reply in replies)
