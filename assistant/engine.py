@@ -29,6 +29,11 @@ from .models.base import Encoded, GenerationRequest, LoadedModel
 from .threads import use_model_threads
 from .sampling import GenerationOptions, SeededSampler
 
+# While several people are asking (the last batch had more than one reply), the engine waits this
+# long for the rest of a batch: their next requests come back within milliseconds of the batch's end,
+# and a request that just misses a batch waits for all of it. One person alone never waits.
+GATHER_S = 0.05
+
 __all__ = ["Engine", "Event", "GenerationOptions", "Reply", "TextDelta", "TurnsDropped", "Usage"]
 
 
@@ -108,6 +113,7 @@ class Engine:
         self.model = model
         self.max_batch = max_batch if getattr(model, "can_batch", False) else 1
         self._closing = False
+        self._several_asking = False  # the last batch had more than one reply
         # A remote model streams a reply itself; a local one is driven by `_generate_locally`.
         self._run_job = getattr(model, "run_job", self._generate_locally)
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
@@ -162,15 +168,18 @@ class Engine:
     def _also_waiting(self) -> list[_Job]:
         """Requests already queued that can join the one just taken (up to max_batch in all)."""
         jobs: list[_Job] = []
+        deadline = time.perf_counter() + (GATHER_S if self._several_asking else 0.0)
         while len(jobs) + 1 < self.max_batch:
+            wait = deadline - time.perf_counter()
             try:
-                job = self._jobs.get_nowait()
+                job = self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait()
             except queue.Empty:
                 break
             if job is None:  # close(): end after this batch
                 self._closing = True
                 break
             jobs.append(job)
+        self._several_asking = bool(jobs)
         return jobs
 
     def _run(self, jobs: list[_Job]) -> None:
