@@ -49,6 +49,7 @@ SMALLEST_CACHE = 1024  # tokens; a short chat and its reply fit in the first buc
 class DecodeSpeed:
     weights: DecodeWeights = "int8"  # the language model's weights while answering
     compile: bool = True  # compile the one-token step (needs a C++ compiler on CPU)
+    batch: bool = True  # decode replies asked at once together (int8 keeps a bf16 copy of the LM for it)
 
 
 def can_compile() -> bool:
@@ -129,7 +130,9 @@ class FastDecoder:
         # Batches decode eagerly, where int8's kernels are slow at any batch size (81 ms a step alone,
         # 74 for four replies) and bf16's are not (38 and 49 ms, measured on the starter): an int8
         # decoder keeps a bf16 copy of the LM for them (270 MB for the starter's).
-        self.batch_model = copy.deepcopy(language_model.to(torch.bfloat16)) if speed.weights == "int8" else language_model
+        self.batch_model = language_model
+        if speed.batch and speed.weights == "int8":
+            self.batch_model = copy.deepcopy(language_model.to(torch.bfloat16))
         self.language_model = convert_weights(language_model, speed.weights)
         if speed.compile:
             # Measured: with a static cache Inductor fuses plain attention over the whole cache far
@@ -188,7 +191,7 @@ class FastDecoder:
         rounding: a batch multiplies matrices of another shape). Rows whose slots would not fit the
         context together are decoded one after another."""
         widest = max(row.inputs_embeds.shape[1] for row in rows)
-        if len(rows) == 1 or widest + max(row.max_new_tokens for row in rows) > self.context_tokens:
+        if len(rows) == 1 or not self.speed.batch or widest + max(row.max_new_tokens for row in rows) > self.context_tokens:
             for row in rows:
                 self.generate(row.inputs_embeds, row.max_new_tokens, row.logits_processor, row.stopping_criteria, row.streamer, eos_token_ids)
             return

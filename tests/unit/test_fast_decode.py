@@ -118,6 +118,7 @@ def test_settings_choose_the_decode_path(make_settings, monkeypatch, caplog):
     assert loader.decode_speed(make_settings(compile_decode="on"), cpu) == DecodeSpeed("int8", compile=True), "serve"
     assert loader.decode_speed(make_settings(), cuda) is None, "transformers' generate on CUDA"
     assert loader.decode_speed(make_settings(fast_decode="off"), cpu) is None
+    assert loader.decode_speed(make_settings(max_batch=1), cpu) == DecodeSpeed("bfloat16", compile=False, batch=False)
     assert loader.decode_speed(make_settings(fast_decode="float32", compile_decode="on"), cpu) == DecodeSpeed("float32", compile=True)
     monkeypatch.setattr(loader, "can_compile", lambda: False)
     with caplog.at_level(logging.WARNING):
@@ -221,3 +222,5 @@ def test_an_int8_decoder_batches_with_bf16_weights(composed_dir, cache_dir):
         engine.close()
     assert texts[0] and texts.count(texts[0]) == 3, "the same question, the same greedy answer in every row"
     assert all(reply.usage.finish_reason in ("stop", "length") for reply in replies)
+    unbatched = load(composed_dir, cache_dir, DecodeSpeed("int8", compile=False, batch=False))
+    assert unbatched.decoder.batch_model is unbatched.decoder.language_model and not unbatched.can_batch, "no copy when batching is off"
