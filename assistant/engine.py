@@ -279,7 +279,7 @@ class _TokenStream(BaseStreamer):
         self._show(self.detokenizer.flush())
         self._put(self.stops.flush())
         self.ended = True
-        self.job.events.put(self.usage(self.encoded.prompt_tokens, self.encoded.image_tokens))
+        self.job.events.put(self.usage())
 
     def _show(self, text: str) -> None:
         self._put(self.stops.push(text))
@@ -288,13 +288,13 @@ class _TokenStream(BaseStreamer):
         if text:
             self.job.events.put(TextDelta(text))
 
-    def usage(self, prompt_tokens: int, image_tokens: int) -> Usage:
+    def usage(self) -> Usage:
         now = time.perf_counter()
         decoded = len(self.token_ids) - 1
         decode_s = (self.last_token_at or now) - (self.first_token_at or now)
         return Usage(
-            prompt_tokens=prompt_tokens,
-            image_tokens=image_tokens,
+            prompt_tokens=self.encoded.prompt_tokens,
+            image_tokens=self.encoded.image_tokens,
             completion_tokens=len(self.token_ids),
             time_to_first_token_s=None if self.first_token_at is None else self.first_token_at - self.job.submitted_at,
             tokens_per_s=decoded / decode_s if decoded > 0 and decode_s > 0 else 0.0,

@@ -28,7 +28,7 @@ from ..errors import ModelUnavailableError
 from ..vision.colour import LEGACY_GAIN, check_layout, colour_channels, patch_colours
 from ..vision.projectors import ProjectorConfig, build_projector
 from .base import Encoded, GenerationRequest, LoadedModel, eos_token_ids
-from .fast_decode import BatchRow, DecodeSpeed, FastDecoder
+from .fast_decode import DecodeSpeed, FastDecoder
 
 SPEC_FILE = "composed.json"
 PROJECTOR_FILE = "projector.safetensors"
@@ -245,11 +245,8 @@ class ComposedModel(LoadedModel):
 
     def generate_batch(self, requests: list[GenerationRequest]) -> None:
         """Replies to several prompts at once, each streamed to its own streamer as it goes."""
-        rows = [
-            BatchRow(self._embeddings(r.encoded), r.max_new_tokens, r.logits_processor, r.stopping_criteria, r.streamer)
-            for r in requests
-        ]
-        self.decoder.generate_batch(rows, self.eos_token_ids)
+        prompts = [self._embeddings(request.encoded) for request in requests]
+        self.decoder.generate_batch(prompts, requests, self.eos_token_ids)
 
     def _embeddings(self, encoded: Encoded) -> torch.Tensor:
         """The prompt's token embeddings with the projected image features in the image slots."""

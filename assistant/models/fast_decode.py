@@ -35,6 +35,7 @@ from transformers import LogitsProcessorList, StaticCache, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ..threads import use_model_threads
+from .base import GenerationRequest
 
 log = logging.getLogger(__name__)
 # torchao's Int8Tensor lacks a hash for one of torch.compile's caches; the other caches keep a restart
@@ -70,17 +71,6 @@ def convert_weights(language_model: torch.nn.Module, weights: DecodeWeights) -> 
 
 
 @dataclass
-class BatchRow:
-    """One reply of a batch: its prompt's embeddings [1, L, H] and what the engine plugs into it."""
-
-    inputs_embeds: torch.Tensor
-    max_new_tokens: int
-    logits_processor: LogitsProcessorList
-    stopping_criteria: StoppingCriteriaList
-    streamer: BaseStreamer | None
-
-
-@dataclass
 class _Hooks:
     """What the engine plugs into a generation: its sampler, its stop check, its token stream."""
 
@@ -97,29 +87,27 @@ class _Hooks:
             self.streamer.end()
 
 
-class _BatchReply:
-    """One reply's progress in a batch: its tokens so far, and whether it still wants more."""
+class _ReplyInProgress:
+    """One reply's tokens so far, streamed through the engine's hooks, and whether it wants more."""
 
-    def __init__(self, row: BatchRow, device: torch.device):
-        self.row = row
-        self.hooks = _Hooks(row.logits_processor, row.stopping_criteria, row.streamer)
+    def __init__(self, hooks: _Hooks, max_new_tokens: int, device: torch.device):
+        self.hooks = hooks
+        self.max_new_tokens = max_new_tokens
         self.generated = torch.empty((1, 0), dtype=torch.long, device=device)
         self.active = True
-        self.hooks.put(self.generated)  # as generate does: the (here empty) prompt ids come first
+        hooks.put(self.generated)  # as generate does: the (here empty) prompt ids come first
 
-    def take(self, logits: torch.Tensor, eos_token_ids: list[int], filler: int) -> int:
-        """Choose the next token from this reply's logits [1, V] and stream it; an ended reply's slot
-        still moves with the batch, fed `filler`, and what it computes is ignored."""
-        if not self.active:
-            return filler
+    def take(self, logits: torch.Tensor, eos_token_ids: list[int]) -> int:
+        """Choose the next token from this reply's logits [1, V] and stream it; at its end (end of
+        turn, a stop, its budget) the reply is whole and its stream is told so."""
         scores = self.hooks.logits_processor(self.generated, logits.float())
         token = scores.argmax(dim=-1, keepdim=True)
         self.generated = torch.cat([self.generated, token], dim=-1)
         self.hooks.put(token[0])
         ended = int(token) in eos_token_ids or bool(self.hooks.stopping_criteria(self.generated, scores).all())
-        if ended or self.generated.shape[1] == self.row.max_new_tokens:
+        if ended or self.generated.shape[1] == self.max_new_tokens:
             self.active = False
-            self.hooks.end()  # this reply is whole now, whatever the others still have to say
+            self.hooks.end()
         return int(token)
 
 
@@ -186,34 +174,39 @@ class FastDecoder:
             return self._decode(inputs_embeds, max_new_tokens, _Hooks(logits_processor, stopping_criteria, streamer), eos_token_ids)
 
     @torch.inference_mode()
-    def generate_batch(self, rows: list[BatchRow], eos_token_ids: list[int]) -> None:
-        """Several greedy replies at once, each as `generate` would give it alone (up to float
-        rounding: a batch multiplies matrices of another shape). Rows whose slots would not fit the
-        context together are decoded one after another."""
-        widest = max(row.inputs_embeds.shape[1] for row in rows)
-        if len(rows) == 1 or not self.speed.batch or widest + max(row.max_new_tokens for row in rows) > self.context_tokens:
-            for row in rows:
-                self.generate(row.inputs_embeds, row.max_new_tokens, row.logits_processor, row.stopping_criteria, row.streamer, eos_token_ids)
+    def generate_batch(self, prompts: list[torch.Tensor], requests: list[GenerationRequest], eos_token_ids: list[int]) -> None:
+        """Greedy replies to several prompts [1, L_i, H] at once, each as `generate` would give it
+        alone (up to float rounding: a batch multiplies matrices of another shape). Prompts whose
+        slots would not fit the context together are answered one after another."""
+        budget = max(request.max_new_tokens for request in requests)
+        if len(prompts) == 1 or max(prompt.shape[1] for prompt in prompts) + budget > self.context_tokens:
+            for prompt, r in zip(prompts, requests):
+                self.generate(prompt, r.max_new_tokens, r.logits_processor, r.stopping_criteria, r.streamer, eos_token_ids)
             return
         with self._lock:
-            self._decode_batch(rows, eos_token_ids)
+            self._decode_batch(prompts, requests, eos_token_ids)
 
-    def _decode_batch(self, rows: list[BatchRow], eos_token_ids: list[int]) -> None:
-        replies = [_BatchReply(row, self.device) for row in rows]
-        embeddings, mask = self._left_padded([row.inputs_embeds for row in rows])
-        cache = self._cache_for(mask.shape[1] + max(row.max_new_tokens for row in rows), batch=len(rows))
+    def _decode_batch(self, prompts: list[torch.Tensor], requests: list[GenerationRequest], eos_token_ids: list[int]) -> None:
+        replies = [
+            _ReplyInProgress(_Hooks(r.logits_processor, r.stopping_criteria, r.streamer), r.max_new_tokens, self.device)
+            for r in requests
+        ]
+        budget = max(request.max_new_tokens for request in requests)
+        embeddings, mask = self._left_padded(prompts)
+        cache = self._cache_for(mask.shape[1] + budget, batch=len(prompts))
         output = self.batch_model(
             inputs_embeds=embeddings, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
             cache=cache, use_cache=True, logits_to_keep=1,
         )
         logits = output.logits[:, -1]
-        filler = eos_token_ids[0] if eos_token_ids else 0  # what an ended reply's slot is fed
-        for step in range(max(row.max_new_tokens for row in rows)):
-            tokens = [reply.take(logits[i : i + 1], eos_token_ids, filler) for i, reply in enumerate(replies)]
+        # An ended reply's slot still moves with the batch, fed this token; what it computes is ignored.
+        filler = eos_token_ids[0] if eos_token_ids else 0
+        for step in range(budget):
+            tokens = [reply.take(logits[i : i + 1], eos_token_ids) if reply.active else filler for i, reply in enumerate(replies)]
             if not any(reply.active for reply in replies):
                 return
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=-1)
-            positions = torch.tensor([[row.inputs_embeds.shape[1] + step] for row in rows], device=self.device)
+            mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=-1)
+            positions = torch.tensor([[prompt.shape[1] + step] for prompt in prompts], device=self.device)
             token_ids = torch.tensor(tokens, device=self.device)[:, None]
             output = self.batch_model(input_ids=token_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
             logits = output.logits[:, -1]
@@ -232,19 +225,15 @@ class FastDecoder:
         prompt_length = inputs_embeds.shape[1]
         end = prompt_length + max_new_tokens
         cache = self._cache_for(end)
-        generated = torch.empty((1, 0), dtype=torch.long, device=self.device)
-        hooks.put(generated)  # as generate does: the (here empty) prompt ids come first
+        reply = _ReplyInProgress(hooks, max_new_tokens, self.device)
         logits = self._prefill(inputs_embeds.to(self.dtype), cache)
         for position in range(prompt_length, end):
-            scores = hooks.logits_processor(generated, logits.float())
-            token = scores.argmax(dim=-1, keepdim=True)
-            generated = torch.cat([generated, token], dim=-1)
-            hooks.put(token[0])
-            if int(token) in eos_token_ids or bool(hooks.stopping_criteria(generated, scores).all()) or position + 1 == end:
+            token = reply.take(logits, eos_token_ids)
+            if not reply.active:
                 break
-            logits = self._next_logits(token, torch.tensor([position], device=self.device), cache)
-        hooks.end()
-        return generated
+            token_ids = torch.tensor([[token]], device=self.device)
+            logits = self._next_logits(token_ids, torch.tensor([position], device=self.device), cache)
+        return reply.generated
 
     def _next_logits(self, token: torch.Tensor, position: torch.Tensor, cache: StaticCache) -> torch.Tensor:
         try:
