@@ -2,7 +2,7 @@
 one-token step, lower-precision weights.
 
     decoder = FastDecoder(language_model, DecodeSpeed(weights="int8", compile=True))
-    decoder.warm_up()                      # compiles the step (tens of seconds the first time)
+    decoder.warm_up()                      # compiles the step (~2 minutes the first time, ~30 s after)
     decoder.generate(inputs_embeds, max_new_tokens, logits_processor, stopping_criteria, streamer, eos_ids)
 
 Why (measured on SmolLM2-135M, 2 CPU cores; README, "Speed"): transformers' `generate` decodes at
@@ -10,13 +10,15 @@ Why (measured on SmolLM2-135M, 2 CPU cores; README, "Speed"): transformers' `gen
 the weights at ~12 GB/s, plus ~5 ms of Python per token. Halving the bytes (bfloat16) or quartering
 them (int8 weights with bfloat16 activations, torchao's weight-only scheme: one scale per output
 channel) cuts the first; compiling the one-token step with a static cache (torch.compile, Inductor,
-attention fused) cuts the second. int8 + compile decodes 2-2.6x faster than
-`generate` (bench/results/bench.md).
+weights frozen into the graph for Inductor's own GEMM kernels, attention over the filled positions
+only) cuts the second and streams the weights at about half the memory bandwidth: int8 + compile
+decodes ~6x faster than `generate` (bench/results/bench.md).
 
 Everything here is the libraries' own machinery: transformers' StaticCache and model forward,
-torchao's quantization, torch.compile. The prompt is run eagerly (it has a different length every
-time); only the one-token step is compiled. The cache grows in power-of-two buckets, so a longer
-conversation costs one more compile (Dynamo then marks the length dynamic), not one per length.
+torchao's quantization, torch.compile (and a registered attention function, decode_attention). The
+prompt is run eagerly (it has a different length every time); only the one-token step is compiled,
+once for every filled length. The cache grows in power-of-two buckets, so a longer conversation costs
+one more compile (Dynamo then marks the cache's size dynamic), not one per size.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from transformers import LogitsProcessorList, StaticCache, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ..threads import use_model_threads
+from . import decode_attention
 from .base import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,14 @@ warnings.filterwarnings("ignore", message=".*_stable_hash_for_caching.*")
 
 DecodeWeights = Literal["float32", "bfloat16", "int8"]
 SMALLEST_CACHE = 1024  # tokens; a short chat and its reply fit in the first bucket
+
+# How the one-token step is compiled. Measured on SmolLM2-135M with int8 weights, 2 CPU cores
+# (README, "Speed"): frozen weights let Inductor pack them for its own C++ GEMM kernels, chosen
+# against ATen's by timing each shape once (max_autotune): 2x faster than ATen's int8 kernel alone.
+# Frozen graphs are cached on disk like others: ~2 minutes the first time, ~30 s after. (Passed as
+# torch.compile's options, these settings do not reach the GEMM lowering; hence a config patch
+# around each call, which is where a compile happens.)
+INDUCTOR_SETTINGS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
 
 
 @dataclass(frozen=True)
@@ -123,18 +134,32 @@ class FastDecoder:
             self.batch_model = copy.deepcopy(language_model.to(torch.bfloat16))
         self.language_model = convert_weights(language_model, speed.weights)
         if speed.compile:
-            # Measured: with a static cache Inductor fuses plain attention over the whole cache far
-            # better than it runs SDPA's kernel (54 against 32 tokens/s with a 1024-token cache).
-            self.language_model.set_attn_implementation("eager")
+            # The compiled step attends over the filled positions only (decode_attention); for other
+            # attention kinds, plain attention over the whole cache, which Inductor fuses far better
+            # than it runs SDPA's kernel there (54 against 32 tokens/s with a 1024-token cache).
+            suits = decode_attention.suits(language_model.config)
+            self.language_model.set_attn_implementation(decode_attention.NAME if suits else "eager")
         self.speed = speed
         self.dtype = language_model.get_input_embeddings().weight.dtype
         self.device = language_model.get_input_embeddings().weight.device
         self.context_tokens = language_model.config.max_position_embeddings
         self._caches: dict[int, StaticCache] = {}
-        # Not frozen: freezing measured no faster here, and frozen graphs skip Inductor's on-disk
-        # cache (a start compiled 60 s every time, against 13 s once cached).
-        self._step = torch.compile(self._one_token, fullgraph=True) if speed.compile else self._one_token
+        self._positions = torch.arange(self.context_tokens, device=self.device)
+        self._step = self._compiled_step() if speed.compile else self._one_token
         self._lock = threading.Lock()  # the compile thread and the engine's worker take turns
+
+    def _compiled_step(self):
+        # Guards on the model's modules (hundreds of parameters, checked at every call) cost 3 ms a
+        # token; the model is never changed once compiled (its weights are frozen into the graph).
+        compiled = torch.compile(
+            self._one_token, fullgraph=True, options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
+        )
+
+        def step(*args):
+            with torch._inductor.config.patch(INDUCTOR_SETTINGS):
+                return compiled(*args)
+
+        return step
 
     def warm_up(self) -> threading.Thread | None:
         """Compile the step in the background (about a minute the first time, ~15 s once Inductor's
@@ -232,12 +257,15 @@ class FastDecoder:
             if not reply.active:
                 break
             token_ids = torch.tensor([[token]], device=self.device)
-            logits = self._next_logits(token_ids, torch.tensor([position], device=self.device), cache)
+            logits = self._next_logits(token_ids, position, cache)
         return reply.generated
 
-    def _next_logits(self, token: torch.Tensor, position: torch.Tensor, cache: StaticCache) -> torch.Tensor:
+    def _next_logits(self, token: torch.Tensor, position: int, cache: StaticCache) -> torch.Tensor:
+        seen = self._positions[: position + 1]  # this token's position and all before it
+        torch._dynamo.mark_dynamic(seen, 0)  # one graph for every length, not one per length
+        position = torch.tensor([position], device=self.device)
         try:
-            return self._step(token, position, cache)
+            return self._step(token, position, cache, seen)
         except Exception as error:
             if self._step == self._one_token:
                 raise
@@ -245,7 +273,7 @@ class FastDecoder:
             # reply: this position is written again by the eager step, so the cache stays whole.
             log.warning("the compiled decode step failed, continuing without it: %s", error)
             self._step = self._one_token
-            return self._step(token, position, cache)
+            return self._step(token, position, cache, seen)
 
     def _prefill(self, inputs_embeds: torch.Tensor, cache: StaticCache) -> torch.Tensor:
         positions = torch.arange(inputs_embeds.shape[1], device=self.device)
@@ -254,8 +282,8 @@ class FastDecoder:
         )
         return output.logits[:, -1]
 
-    def _one_token(self, token: torch.Tensor, position: torch.Tensor, cache: StaticCache) -> torch.Tensor:
-        output = self.language_model(input_ids=token, cache_position=position, cache=cache, use_cache=True)
+    def _one_token(self, token: torch.Tensor, position: torch.Tensor, cache: StaticCache, seen: torch.Tensor) -> torch.Tensor:
+        output = self.language_model(input_ids=token, cache_position=position, cache=cache, use_cache=True, seen_positions=seen)
         return output.logits[:, -1]
 
     def _cache_for(self, tokens: int, batch: int = 1) -> StaticCache:

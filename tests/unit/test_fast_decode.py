@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 from assistant.conversation import Conversation, Message
 from assistant.engine import Engine, TextDelta
 from assistant.errors import ContextOverflowError
-from assistant.models import loader
+from assistant.models import decode_attention, loader
 from assistant.models.composed import load_composed
 from assistant.models.fast_decode import DecodeSpeed, FastDecoder
 from assistant.models.tiny import build_tiny_parts
@@ -66,9 +66,13 @@ def test_float32_static_cache_answers_exactly_as_generate(composed_dir, cache_di
 def test_the_compiled_step_answers_as_the_eager_one(composed_dir, cache_dir):
     eager, _ = answer(load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False)), GREEDY)
     compiled_model = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=True))
+    torch._dynamo.utils.counters.clear()
     compiled, usage = answer(compiled_model, GREEDY)
     assert "".join(compiled) == "".join(eager)
     assert compiled_model.decoder._step is not compiled_model.decoder._one_token, "the compile did not fall back"
+    assert compiled_model.decoder.language_model.config._attn_implementation == decode_attention.NAME
+    # The warm-up and a 24-token reply: every length of the filled cache is one graph, compiled once.
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     assert compiled_model.details["decode"] == "float32 weights, compiled static-cache step"
 
 

@@ -1,0 +1,69 @@
+"""Attention for the compiled one-token decode step: it reads only the cached positions in use.
+
+A static KV cache has room for a whole conversation (at least 1,024 tokens), and transformers'
+attention reads all of it at every step, the empty slots masked out. For a short chat that is most of
+the step: on SmolLM2-135M (2 CPU cores, int8 weights) attention over a 1,024-slot cache took ~6 ms of a
+~16 ms step. Here the step is told how many positions are filled (`seen_positions`, a tensor whose
+length is that count, so that torch.compile makes it one dynamic size instead of a graph per length),
+and attends over those alone, written as a product and a sum that Inductor fuses into one pass over
+the keys and one over the values (measured 0.4 ms for 30 layers at 100 positions, against 2.8 ms
+for the masked whole cache and 1.3 ms for a batched matrix product over the same slice).
+
+Prompts (several query positions) and batches go to PyTorch's scaled-dot-product attention, as in
+transformers' default.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+NAME = "assistant_decode_step"
+
+# Plain causal attention, no sliding window, soft-capping or sinks: the families this is right for.
+_PLAIN_ATTENTION = {"llama", "qwen2", "qwen3", "mistral"}
+
+
+def suits(config) -> bool:
+    """Whether this attention computes what the model's own does."""
+    windowed = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+    return config.model_type in _PLAIN_ATTENTION and not windowed
+
+
+def decode_step_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    seen_positions: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    if seen_positions is None or query.shape[0] != 1 or query.shape[2] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    # One token of one reply: every filled position comes before it, so the slice is the mask.
+    seen = seen_positions.shape[0]
+    key, value = key[:, :, :seen], value[:, :, :seen]
+    if not torch.compiler.is_compiling():  # the eager fallback: PyTorch's kernel, no big temporaries
+        return sdpa_attention_forward(module, query, key, value, None, scaling=scaling, is_causal=False, **kwargs)
+    return _fused_one_query(query, key, value, scaling if scaling is not None else query.shape[-1] ** -0.5), None
+
+
+def _fused_one_query(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> torch.Tensor:
+    """query [1, Hq, 1, D], key and value [1, Hkv, S, D] -> [1, 1, Hq, D]; each group of query heads
+    shares its key-value head without copying it (grouped-query attention)."""
+    _, query_heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    grouped = query.reshape(1, kv_heads, query_heads // kv_heads, 1, dim).float()
+    scores = (grouped * key[:, :, None].float()).sum(-1) * scaling  # [1, Hkv, G, S]
+    weights = torch.softmax(scores, dim=-1)
+    mixed = (weights[..., None] * value[:, :, None].float()).sum(-2)  # [1, Hkv, G, D]
+    return mixed.reshape(1, 1, query_heads, dim).to(query.dtype)
+
+
+AttentionInterface.register(NAME, decode_step_attention)
+AttentionMaskInterface.register(NAME, sdpa_mask)
