@@ -241,7 +241,7 @@ class ComposedModel(LoadedModel):
     @property
     def can_batch(self) -> bool:
         """Several replies can be decoded together (the fast decoder does it; `generate` here does not)."""
-        return self.decoder is not None and self.decoder.speed.batch
+        return self.decoder is not None and self.decoder.speed.batch > 1
 
     def generate_batch(self, requests: list[GenerationRequest]) -> None:
         """Replies to several prompts at once, each streamed to its own streamer as it goes."""

@@ -43,26 +43,39 @@ def decode_step_attention(
     seen_positions: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    if seen_positions is None or query.shape[0] != 1 or query.shape[2] != 1:
+    if seen_positions is None or query.shape[2] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    # One token of one reply: every filled position comes before it, so the slice is the mask.
+    # One new token a row: every filled slot comes before it, so slicing is the causal mask (the
+    # attention mask still hides a batch's left padding).
     seen = seen_positions.shape[0]
     key, value = key[:, :, :seen], value[:, :, :seen]
+    if attention_mask is not None:
+        attention_mask = attention_mask[..., :seen]
     if not torch.compiler.is_compiling():  # the eager fallback: PyTorch's kernel, no big temporaries
-        return sdpa_attention_forward(module, query, key, value, None, scaling=scaling, is_causal=False, **kwargs)
-    return _fused_one_query(query, key, value, scaling if scaling is not None else query.shape[-1] ** -0.5), None
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, is_causal=False, **kwargs)
+    scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+    return _fused_one_query(query, key, value, attention_mask, scaling), None
 
 
-def _fused_one_query(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> torch.Tensor:
-    """query [1, Hq, 1, D], key and value [1, Hkv, S, D] -> [1, 1, Hq, D]; each group of query heads
-    shares its key-value head without copying it (grouped-query attention)."""
-    _, query_heads, _, dim = query.shape
+def _fused_one_query(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scaling: float
+) -> torch.Tensor:
+    """query [B, Hq, 1, D], key and value [B, Hkv, S, D], mask [B, 1, 1, S] (True or 0: attend) ->
+    [B, 1, Hq, D]; each group of query heads shares its key-value head without copying it."""
+    rows, query_heads, _, dim = query.shape
     kv_heads = key.shape[1]
-    grouped = query.reshape(1, kv_heads, query_heads // kv_heads, 1, dim).float()
-    scores = (grouped * key[:, :, None].float()).sum(-1) * scaling  # [1, Hkv, G, S]
+    grouped = query.reshape(rows, kv_heads, query_heads // kv_heads, 1, dim).float()
+    scores = (grouped * key[:, :, None].float()).sum(-1) * scaling  # [B, Hkv, G, S]
+    value = value.float()
+    if mask is not None:
+        attend = (mask if mask.dtype == torch.bool else mask == 0).reshape(rows, 1, 1, -1)
+        scores = scores.masked_fill(~attend, float("-inf"))
+        # A padding slot's value may be NaN (its own query saw no key in the prompt's pass), and a
+        # zero weight times NaN is NaN: such slots are zeroed, in the same pass over the values.
+        value = value.masked_fill(~attend.reshape(rows, 1, -1, 1), 0.0)
     weights = torch.softmax(scores, dim=-1)
-    mixed = (weights[..., None] * value[:, :, None].float()).sum(-2)  # [1, Hkv, G, D]
-    return mixed.reshape(1, 1, query_heads, dim).to(query.dtype)
+    mixed = (weights[..., None] * value[:, :, None]).sum(-2)  # [B, Hkv, G, D]
+    return mixed.reshape(rows, 1, query_heads, dim).to(query.dtype)
 
 
 AttentionInterface.register(NAME, decode_step_attention)

@@ -54,14 +54,21 @@ SMALLEST_CACHE = 1024  # tokens; a short chat and its reply fit in the first buc
 # Frozen graphs are cached on disk like others: ~2 minutes the first time, ~30 s after. (Passed as
 # torch.compile's options, these settings do not reach the GEMM lowering; hence a config patch
 # around each call, which is where a compile happens.)
-INDUCTOR_SETTINGS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
+INDUCTOR_SETTINGS = {
+    "freezing": True,
+    "max_autotune": True,
+    "max_autotune_gemm_backends": "CPP,ATEN",
+    # The timings of each choice would otherwise be written to the console, a table per matrix shape.
+    "autotune_num_choices_displayed": 0,
+    "max_autotune_report_choices_stats": False,
+}
 
 
 @dataclass(frozen=True)
 class DecodeSpeed:
     weights: DecodeWeights = "int8"  # the language model's weights while answering
     compile: bool = True  # compile the one-token step (needs a C++ compiler on CPU)
-    batch: bool = True  # decode replies asked at once together (int8 keeps a bf16 copy of the LM for it)
+    batch: int = 4  # replies decoded together at most (1: one at a time); an eager int8 LM keeps a bf16 copy for it
 
 
 def can_compile() -> bool:
@@ -126,11 +133,11 @@ class FastDecoder:
     """Drives one causal LM for the engine's single worker thread; a background thread compiles."""
 
     def __init__(self, language_model: torch.nn.Module, speed: DecodeSpeed):
-        # Batches decode eagerly, where int8's kernels are slow at any batch size (81 ms a step alone,
-        # 74 for four replies) and bf16's are not (38 and 49 ms, measured on the starter): an int8
-        # decoder keeps a bf16 copy of the LM for them (270 MB for the starter's).
+        # Uncompiled, int8's kernels are slow at any batch size (81 ms a step alone, 74 for four
+        # replies) and bf16's are not (38 and 49 ms, measured on the starter): an eager int8 decoder
+        # keeps a bf16 copy of the LM for batches (270 MB for the starter's). Compiled, int8 batches well.
         self.batch_model = language_model
-        if speed.batch and speed.weights == "int8":
+        if speed.batch > 1 and speed.weights == "int8" and not speed.compile:
             self.batch_model = copy.deepcopy(language_model.to(torch.bfloat16))
         self.language_model = convert_weights(language_model, speed.weights)
         if speed.compile:
@@ -145,14 +152,24 @@ class FastDecoder:
         self.context_tokens = language_model.config.max_position_embeddings
         self._caches: dict[int, StaticCache] = {}
         self._positions = torch.arange(self.context_tokens, device=self.device)
-        self._step = self._compiled_step() if speed.compile else self._one_token
+        self._step = self._compiled(self._one_token) if speed.compile else self._one_token
+        # Compiled, a batch always has `speed.batch` rows (idle ones fill it): one graph for any batch.
+        self._rows_step = self._compiled(self._rows_one_token) if speed.compile else self._rows_one_token
+        self._batch_ready = threading.Event()  # set once the batch step is compiled (at once if it is not)
+        if not speed.compile or speed.batch == 1:
+            self._batch_ready.set()
         self._lock = threading.Lock()  # the compile thread and the engine's worker take turns
 
-    def _compiled_step(self):
+    @staticmethod
+    def _compiled(one_token_step):
         # Guards on the model's modules (hundreds of parameters, checked at every call) cost 3 ms a
         # token; the model is never changed once compiled (its weights are frozen into the graph).
+        # Without them nothing tells two decoders' graphs apart (the step's code is the same), so
+        # each decoder keeps its own (isolate_recompiles): another model's frozen weights would
+        # answer otherwise.
         compiled = torch.compile(
-            self._one_token, fullgraph=True, options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
+            one_token_step, fullgraph=True, isolate_recompiles=True,
+            options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe},
         )
 
         def step(*args):
@@ -162,9 +179,11 @@ class FastDecoder:
         return step
 
     def warm_up(self) -> threading.Thread | None:
-        """Compile the step in the background (about a minute the first time, ~15 s once Inductor's
+        """Compile the step in the background (about 2 minutes the first time, ~30 s once Inductor's
         disk cache has it); a reply asked meanwhile waits for it, which is sooner than decoding
-        eagerly beside a compile. Returns the thread (None: nothing to compile)."""
+        eagerly beside a compile. Then the batch step, while replies go on: until it is ready,
+        replies asked together are decoded one after another. Returns the thread (None: nothing
+        to compile)."""
         if not self.speed.compile:
             return None
         thread = threading.Thread(target=self._compile, name="decode-compile", daemon=True)
@@ -183,6 +202,22 @@ class FastDecoder:
             self._step = self._one_token
             return
         log.info("decode step compiled in %.1f s", time.perf_counter() - started)
+        if not self._batch_ready.is_set():  # once: a second engine on this decoder finds it compiled
+            self._compile_batch_step(embeddings)
+
+    def _compile_batch_step(self, embeddings: torch.Tensor) -> None:
+        # Without the lock: batches wait for `_batch_ready`, and single replies use other caches.
+        started = time.perf_counter()
+        requests = [GenerationRequest(None, 3, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in range(2)]
+        try:
+            with torch.inference_mode():
+                self._decode_batch([embeddings, embeddings[:, :2]], requests, eos_token_ids=[])
+        except Exception as error:  # noqa: BLE001 - costs speed only: batches use the eager step
+            log.warning("compiling the batch step failed, batching without it: %s", error)
+            self._rows_step = self._rows_one_token
+        else:
+            log.info("batch step compiled in %.1f s", time.perf_counter() - started)
+        self._batch_ready.set()
 
     @torch.inference_mode()
     def generate(
@@ -202,9 +237,11 @@ class FastDecoder:
     def generate_batch(self, prompts: list[torch.Tensor], requests: list[GenerationRequest], eos_token_ids: list[int]) -> None:
         """Greedy replies to several prompts [1, L_i, H] at once, each as `generate` would give it
         alone (up to float rounding: a batch multiplies matrices of another shape). Prompts whose
-        slots would not fit the context together are answered one after another."""
+        slots would not fit the context together, or asked while the batch step compiles, are
+        answered one after another."""
         budget = max(request.max_new_tokens for request in requests)
-        if len(prompts) == 1 or max(prompt.shape[1] for prompt in prompts) + budget > self.context_tokens:
+        fits = max(prompt.shape[1] for prompt in prompts) + budget <= self.context_tokens
+        if len(prompts) == 1 or not fits or not self._batch_ready.is_set():
             for prompt, r in zip(prompts, requests):
                 self.generate(prompt, r.max_new_tokens, r.logits_processor, r.stopping_criteria, r.streamer, eos_token_ids)
             return
@@ -217,30 +254,59 @@ class FastDecoder:
             for r in requests
         ]
         budget = max(request.max_new_tokens for request in requests)
-        embeddings, mask = self._left_padded(prompts)
-        cache = self._cache_for(mask.shape[1] + budget, batch=len(prompts))
+        rows = max(len(prompts), self.speed.batch) if self.speed.compile else len(prompts)
+        embeddings, prompt_mask = self._left_padded(prompts, rows)
+        width = prompt_mask.shape[1]
+        cache = self._cache_for(width + budget, batch=rows)
+        # One mask over every slot of the cache (a fixed shape for the compiled step): the prompts'
+        # tokens and, as they come, the new ones; the left padding stays hidden.
+        mask = prompt_mask.new_zeros(rows, cache.get_max_length())
+        mask[:, :width] = prompt_mask
         output = self.batch_model(
-            inputs_embeds=embeddings, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-            cache=cache, use_cache=True, logits_to_keep=1,
+            inputs_embeds=embeddings, attention_mask=mask, position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+            cache_position=self._positions[:width], cache=cache, use_cache=True, logits_to_keep=1,
         )
         logits = output.logits[:, -1]
-        # An ended reply's slot still moves with the batch, fed this token; what it computes is ignored.
+        lengths = prompt_mask.sum(-1, keepdim=True)
+        # An ended reply's row (and an idle one) still moves with the batch, fed this token; what it
+        # computes is ignored.
         filler = eos_token_ids[0] if eos_token_ids else 0
         for step in range(budget):
             tokens = [reply.take(logits[i : i + 1], eos_token_ids) if reply.active else filler for i, reply in enumerate(replies)]
             if not any(reply.active for reply in replies):
                 return
-            mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=-1)
-            positions = torch.tensor([[prompt.shape[1] + step] for prompt in prompts], device=self.device)
-            token_ids = torch.tensor(tokens, device=self.device)[:, None]
-            output = self.batch_model(input_ids=token_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
-            logits = output.logits[:, -1]
+            token_ids = torch.tensor(tokens + [filler] * (rows - len(tokens)), device=self.device)[:, None]
+            slot = width + step
+            mask[:, slot] = 1
+            logits = self._next_rows_logits(token_ids, lengths + step, slot, mask, cache)
 
-    def _left_padded(self, prompts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts [1, L_i, H] -> one batch [B, max L, H] padded on the left, and its mask [B, max L]."""
+    def _next_rows_logits(self, tokens: torch.Tensor, positions: torch.Tensor, slot: int, mask: torch.Tensor, cache: StaticCache):
+        seen = self._positions[: slot + 1]
+        torch._dynamo.mark_dynamic(seen, 0)
+        arguments = (tokens, positions, self._positions[slot : slot + 1].clone(), mask, cache, seen)
+        try:
+            return self._rows_step(*arguments)
+        except Exception as error:
+            if self._rows_step == self._rows_one_token:
+                raise
+            log.warning("the compiled batch step failed, continuing without it: %s", error)
+            self._rows_step = self._rows_one_token
+            return self._rows_step(*arguments)
+
+    def _rows_one_token(self, tokens, positions, slot, mask, cache, seen) -> torch.Tensor:
+        output = self.batch_model(
+            input_ids=tokens, attention_mask=mask, position_ids=positions, cache_position=slot, cache=cache,
+            use_cache=True, seen_positions=seen,
+        )
+        return output.logits[:, -1]
+
+    def _left_padded(self, prompts: list[torch.Tensor], rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts [1, L_i, H] -> one batch [rows, max L, H] padded on the left, and its mask [rows, max L].
+        Rows past the prompts are idle: one zero token, so that their attention has something to read."""
         width = max(prompt.shape[1] for prompt in prompts)
-        batch = torch.zeros((len(prompts), width, prompts[0].shape[-1]), dtype=self.dtype, device=self.device)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long, device=self.device)
+        batch = torch.zeros((rows, width, prompts[0].shape[-1]), dtype=self.dtype, device=self.device)
+        mask = torch.zeros((rows, width), dtype=torch.long, device=self.device)
+        mask[len(prompts) :, -1] = 1
         for i, prompt in enumerate(prompts):
             batch[i, width - prompt.shape[1] :] = prompt[0].to(self.dtype)
             mask[i, width - prompt.shape[1] :] = 1

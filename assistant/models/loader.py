@@ -77,7 +77,7 @@ def decode_speed(settings: Settings, device: torch.device) -> DecodeSpeed | None
         log.warning("no C++ compiler found (g++): decoding without compiling, which is slower; install g++ for full speed")
         compile_step = False
     weights = settings.fast_decode if settings.fast_decode != "auto" else "int8" if compile_step else "bfloat16"
-    return DecodeSpeed(weights=weights, compile=compile_step, batch=settings.max_batch > 1)
+    return DecodeSpeed(weights=weights, compile=compile_step, batch=settings.max_batch)
 
 
 def pick_dtype(setting: str, device: torch.device) -> torch.dtype:

@@ -17,6 +17,7 @@ from assistant.models.fast_decode import DecodeSpeed, FastDecoder
 from assistant.models.tiny import build_tiny_parts
 from assistant.sampling import GenerationOptions
 from assistant.training.train import TrainConfig, train
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_float32_static_cache_answers_exactly_as_generate(composed_dir, cache_di
 
 def test_the_compiled_step_answers_as_the_eager_one(composed_dir, cache_dir):
     eager, _ = answer(load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False)), GREEDY)
-    compiled_model = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=True))
+    compiled_model = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=True, batch=1))
     torch._dynamo.utils.counters.clear()
     compiled, usage = answer(compiled_model, GREEDY)
     assert "".join(compiled) == "".join(eager)
@@ -122,7 +123,7 @@ def test_settings_choose_the_decode_path(make_settings, monkeypatch, caplog):
     assert loader.decode_speed(make_settings(compile_decode="on"), cpu) == DecodeSpeed("int8", compile=True), "serve"
     assert loader.decode_speed(make_settings(), cuda) is None, "transformers' generate on CUDA"
     assert loader.decode_speed(make_settings(fast_decode="off"), cpu) is None
-    assert loader.decode_speed(make_settings(max_batch=1), cpu) == DecodeSpeed("bfloat16", compile=False, batch=False)
+    assert loader.decode_speed(make_settings(max_batch=1), cpu) == DecodeSpeed("bfloat16", compile=False, batch=1)
     assert loader.decode_speed(make_settings(fast_decode="float32", compile_decode="on"), cpu) == DecodeSpeed("float32", compile=True)
     monkeypatch.setattr(loader, "can_compile", lambda: False)
     with caplog.at_level(logging.WARNING):
@@ -226,5 +227,57 @@ def test_an_int8_decoder_batches_with_bf16_weights(composed_dir, cache_dir):
         engine.close()
     assert texts[0] and texts.count(texts[0]) == 3, "the same question, the same greedy answer in every row"
     assert all(reply.usage.finish_reason in ("stop", "length") for reply in replies)
-    unbatched = load(composed_dir, cache_dir, DecodeSpeed("int8", compile=False, batch=False))
+    unbatched = load(composed_dir, cache_dir, DecodeSpeed("int8", compile=False, batch=1))
     assert unbatched.decoder.batch_model is unbatched.decoder.language_model and not unbatched.can_batch, "no copy when batching is off"
+
+
+def test_compiled_batches_answer_as_each_reply_alone_in_one_graph(composed_dir, cache_dir):
+    """Compiled, a batch is always `batch` rows (here 3 replies and an idle row): one graph for any
+    batch and any length, compiled in the background after the one-token step, and each reply as
+    the compiled step gives it alone."""
+    model = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=True, batch=4))
+    torch._dynamo.utils.counters.clear()
+    asks = [
+        (a_photo_question(), GREEDY),
+        (Conversation("be brief").add(Message.user("Tell me about shapes " * 5)), GenerationOptions(temperature=0.0, max_new_tokens=5)),
+        (Conversation().add(Message.user("Hi")), SAMPLED),
+    ]
+    alone = [answer(model, options, conversation) for conversation, options in asks]
+    engine = Engine(model, max_batch=4)
+    try:
+        with model.decoder._lock:
+            replies = [engine.reply(conversation, options) for conversation, options in asks]
+        together = [(reply.text(), reply.usage) for reply in replies]
+    finally:
+        engine.close()
+    assert any(isinstance(key, tuple) and key[1] == 4 for key in model.decoder._caches), "one batch of four rows"
+    assert model.decoder._rows_step is not model.decoder._rows_one_token, "the compile did not fall back"
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2, "the one-token step and the batch step, once each"
+    for (pieces, usage_alone), (text, usage) in zip(alone, together):
+        assert text == "".join(pieces)
+        assert usage.completion_tokens == usage_alone.completion_tokens
+
+
+def test_two_compiled_decoders_of_one_architecture_each_answer_with_their_own_weights(tmp_path):
+    """Frozen weights live in the compiled graph, and the step's code is the same for every decoder:
+    each decoder must keep its own graphs, or the second would answer with the first one's weights."""
+    from transformers import AutoModelForCausalLM
+
+    _, lm_dir = build_tiny_parts(tmp_path)
+
+    def replies(seed: int) -> tuple[list[int], list[int]]:
+        lm = AutoModelForCausalLM.from_pretrained(str(lm_dir)).eval()
+        with torch.no_grad():
+            for parameter in lm.parameters():
+                parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(seed)) * 0.2)
+        prompt = lm.get_input_embeddings()(torch.tensor([[5, 6, 7, 8]])).detach()
+        ids = []
+        for speed in (DecodeSpeed("float32", compile=False, batch=1), DecodeSpeed("float32", compile=True, batch=1)):
+            decoder = FastDecoder(lm, speed)
+            ids.append(decoder.generate(prompt, 8, LogitsProcessorList(), StoppingCriteriaList(), None, eos_token_ids=[])[0].tolist())
+        return ids
+
+    first_eager, first_compiled = replies(1)
+    second_eager, second_compiled = replies(2)
+    assert first_eager != second_eager, "the two models differ"
+    assert first_compiled == first_eager and second_compiled == second_eager
