@@ -118,7 +118,11 @@ class _ReplyInProgress:
     def take(self, logits: torch.Tensor, eos_token_ids: list[int]) -> int:
         """Choose the next token from this reply's logits [1, V] and stream it; at its end (end of
         turn, a stop, its budget) the reply is whole and its stream is told so."""
-        scores = self.hooks.logits_processor(self.generated, logits.float())
+        scores = logits.float()
+        # Each processor directly: the list's own call inspects every processor's signature at every
+        # token (~0.1 ms of a ~9 ms step), for keyword arguments the engine's processors never take.
+        for processor in self.hooks.logits_processor:
+            scores = processor(self.generated, scores)
         token = scores.argmax(dim=-1, keepdim=True)
         self.generated = torch.cat([self.generated, token], dim=-1)
         self.hooks.put(token[0])
