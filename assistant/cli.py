@@ -403,8 +403,8 @@ def _load(settings: Settings):
     if "decode" in model.details:
         print(f"decoding: {model.details['decode']}", file=sys.stderr)
     if assistant.engine.warming_up is not None:
-        print("compiling the decode step in the background (about 2 minutes the first time, ~30 s after); "
-              "a question asked meanwhile waits for it", file=sys.stderr)
+        print("compiling the decode steps in the background (a few minutes the first time, about a minute after); "
+              "a question asked meanwhile waits for them", file=sys.stderr)
     return assistant
 
 

@@ -222,7 +222,7 @@ def hub_language_model(new_tokens: int, device: torch.device) -> list[DecodeResu
                             (new_tokens - 1) / (total_s - first_s), weight_bytes_per_token(model),
                             linear_layers_bytes_per_s=linear_speed)]
     compile_step = device.type == "cuda" or can_compile()
-    speed = DecodeSpeed("int8", compile=compile_step)
+    speed = DecodeSpeed("int8", compile=compile_step, batch=1)  # one reply at a time: no batch step to compile
     decoder = FastDecoder(model, speed)
     if (thread := decoder.warm_up()) is not None:
         thread.join()

@@ -159,9 +159,6 @@ class FastDecoder:
         self._step = self._compiled(self._one_token) if speed.compile else self._one_token
         # Compiled, a batch always has `speed.batch` rows (idle ones fill it): one graph for any batch.
         self._rows_step = self._compiled(self._rows_one_token) if speed.compile else self._rows_one_token
-        self._batch_ready = threading.Event()  # set once the batch step is compiled (at once if it is not)
-        if not speed.compile or speed.batch == 1:
-            self._batch_ready.set()
         self._lock = threading.Lock()  # the compile thread and the engine's worker take turns
 
     @staticmethod
@@ -183,11 +180,11 @@ class FastDecoder:
         return step
 
     def warm_up(self) -> threading.Thread | None:
-        """Compile the step in the background (about 2 minutes the first time, ~30 s once Inductor's
-        disk cache has it); a reply asked meanwhile waits for it, which is sooner than decoding
-        eagerly beside a compile. Then the batch step, while replies go on: until it is ready,
-        replies asked together are decoded one after another. Returns the thread (None: nothing
-        to compile)."""
+        """Compile the one-token step, then the batch step, in the background (about 2 minutes each
+        the first time, ~30 s once Inductor's disk cache has them); a reply asked meanwhile waits
+        for them. Measured: decoding beside a compile on 2 cores is slower than waiting for it
+        (the compile's thread and the worker fight over the cores, a 32-token reply took 14 s).
+        Returns the thread (None: nothing to compile)."""
         if not self.speed.compile:
             return None
         thread = threading.Thread(target=self._compile, name="decode-compile", daemon=True)
@@ -196,32 +193,32 @@ class FastDecoder:
 
     def _compile(self) -> None:
         use_model_threads()  # the compiled loops are written for this many threads
+        with self._lock, torch.inference_mode():
+            embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
+            self._compile_one_token_step(embeddings)
+            if self.speed.batch > 1 and self._rows_step is not self._rows_one_token:
+                self._compile_batch_step(embeddings)
+
+    def _compile_one_token_step(self, embeddings: torch.Tensor) -> None:
         started = time.perf_counter()
         try:
-            with torch.inference_mode():
-                embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
-                self.generate(embeddings, 3, LogitsProcessorList(), StoppingCriteriaList(), None, eos_token_ids=[])
+            self._decode(embeddings, 3, _Hooks(LogitsProcessorList(), StoppingCriteriaList(), None), eos_token_ids=[])
         except Exception as error:  # noqa: BLE001 - costs speed only: replies use the eager step
             log.warning("compiling the decode step failed, answering without it: %s", error)
             self._step = self._one_token
-            return
-        log.info("decode step compiled in %.1f s", time.perf_counter() - started)
-        if not self._batch_ready.is_set():  # once: a second engine on this decoder finds it compiled
-            self._compile_batch_step(embeddings)
+        else:
+            log.info("decode step compiled in %.1f s", time.perf_counter() - started)
 
     def _compile_batch_step(self, embeddings: torch.Tensor) -> None:
-        # Without the lock: batches wait for `_batch_ready`, and single replies use other caches.
         started = time.perf_counter()
         requests = [GenerationRequest(None, 3, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in range(2)]
         try:
-            with torch.inference_mode():
-                self._decode_batch([embeddings, embeddings[:, :2]], requests, eos_token_ids=[])
+            self._decode_batch([embeddings, embeddings[:, :2]], requests, eos_token_ids=[])
         except Exception as error:  # noqa: BLE001 - costs speed only: batches use the eager step
             log.warning("compiling the batch step failed, batching without it: %s", error)
             self._rows_step = self._rows_one_token
         else:
             log.info("batch step compiled in %.1f s", time.perf_counter() - started)
-        self._batch_ready.set()
 
     @torch.inference_mode()
     def generate(
@@ -241,11 +238,10 @@ class FastDecoder:
     def generate_batch(self, prompts: list[torch.Tensor], requests: list[GenerationRequest], eos_token_ids: list[int]) -> None:
         """Greedy replies to several prompts [1, L_i, H] at once, each as `generate` would give it
         alone (up to float rounding: a batch multiplies matrices of another shape). Prompts whose
-        slots would not fit the context together, or asked while the batch step compiles, are
-        answered one after another."""
+        slots would not fit the context together are answered one after another."""
         budget = max(request.max_new_tokens for request in requests)
         fits = max(prompt.shape[1] for prompt in prompts) + budget <= self.context_tokens
-        if len(prompts) == 1 or not fits or not self._batch_ready.is_set():
+        if len(prompts) == 1 or not fits:
             for prompt, r in zip(prompts, requests):
                 self.generate(prompt, r.max_new_tokens, r.logits_processor, r.stopping_criteria, r.streamer, eos_token_ids)
             return
