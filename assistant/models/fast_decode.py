@@ -12,7 +12,7 @@ them (int8 weights with bfloat16 activations, torchao's weight-only scheme: one 
 channel) cuts the first; compiling the one-token step with a static cache (torch.compile, Inductor,
 weights frozen into the graph for Inductor's own GEMM kernels, attention over the filled positions
 only) cuts the second and streams the weights at about half the memory bandwidth: int8 + compile
-decodes ~6x faster than `generate` (bench/results/bench.md).
+decodes ~7x faster than `generate` (bench/results/bench-decode.md).
 
 Everything here is the libraries' own machinery: transformers' StaticCache and model forward,
 torchao's quantization, torch.compile (and a registered attention function, decode_attention). The
