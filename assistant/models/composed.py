@@ -28,7 +28,7 @@ from ..errors import ModelUnavailableError
 from ..vision.colour import LEGACY_GAIN, check_layout, colour_channels, patch_colours
 from ..vision.projectors import ProjectorConfig, build_projector
 from .base import Encoded, GenerationRequest, LoadedModel, eos_token_ids
-from .fast_decode import DecodeSpeed, FastDecoder
+from .fast_decode import DecodeSpeed, FastDecoder, keep_compiled_steps_in
 
 SPEC_FILE = "composed.json"
 PROJECTOR_FILE = "projector.safetensors"
@@ -272,6 +272,8 @@ def load_composed(
     if not weights.is_file():
         raise ModelUnavailableError(f"{directory} has no {PROJECTOR_FILE}: the projector was never trained or saved")
     vlm.projector.load_state_dict({k: v.to(dtype) for k, v in load_file(weights).items()})
+    if speed is not None and speed.compile:
+        keep_compiled_steps_in(Path(cache_dir))
     return ComposedModel(
         name=str(directory),
         model=vlm.eval(),

@@ -3,6 +3,7 @@ transformers' generate, through the real engine, on a tiny composed model with a
 
 import dataclasses
 import logging
+import os
 
 import pytest
 import torch
@@ -281,3 +282,15 @@ def test_two_compiled_decoders_of_one_architecture_each_answer_with_their_own_we
     second_eager, second_compiled = replies(2)
     assert first_eager != second_eager, "the two models differ"
     assert first_compiled == first_eager and second_compiled == second_eager
+
+
+def test_compiled_steps_are_kept_in_the_assistants_cache(composed_dir, cache_dir, monkeypatch):
+    """Inductor's cache defaults to /tmp, which a restart may empty; compiling again takes minutes."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False))
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ, "nothing to compile, nothing to keep"
+    load(composed_dir, cache_dir, DecodeSpeed("float32", compile=True))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache_dir / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/the/user/chose")
+    load(composed_dir, cache_dir, DecodeSpeed("float32", compile=True))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/the/user/chose"
