@@ -80,9 +80,13 @@ def can_compile() -> bool:
 
 def keep_compiled_steps_in(cache_dir: Path) -> None:
     """Inductor's on-disk cache (the compiled steps: minutes to build, ~1 minute to load) in the
-    assistant's cache instead of /tmp, which a restart of the machine may empty. Call before the
-    process's first compile, which fixes the place; TORCHINDUCTOR_CACHE_DIR set by the user wins."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir / "inductor"))
+    assistant's cache instead of /tmp, which a restart of the machine may empty. Inductor reads the
+    variable at each use, and importing it already wrote its default there, so only that default is
+    replaced: a TORCHINDUCTOR_CACHE_DIR of the user's own wins."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir / "inductor")
 
 
 def convert_weights(language_model: torch.nn.Module, weights: DecodeWeights) -> torch.nn.Module:
