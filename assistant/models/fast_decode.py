@@ -294,17 +294,8 @@ class FastDecoder:
             logits = self._next_rows_logits(token_ids, lengths + step, slot, mask, cache)
 
     def _next_rows_logits(self, tokens: torch.Tensor, positions: torch.Tensor, slot: int, mask: torch.Tensor, cache: StaticCache):
-        seen = self._positions[: slot + 1]
-        torch._dynamo.mark_dynamic(seen, 0)
-        arguments = (tokens, positions, self._positions[slot : slot + 1].clone(), mask, cache, seen)
-        try:
-            return self._rows_step(*arguments)
-        except Exception as error:
-            if self._rows_step == self._rows_one_token:
-                raise
-            log.warning("the compiled batch step failed, continuing without it: %s", error)
-            self._rows_step = self._rows_one_token
-            return self._rows_step(*arguments)
+        arguments = (tokens, positions, self._positions[slot : slot + 1].clone(), mask, cache, self._seen(slot))
+        return self._run_step("_rows_step", self._rows_one_token, arguments, "batch step")
 
     def _rows_one_token(self, tokens, positions, slot, mask, cache, seen) -> torch.Tensor:
         output = self.batch_model(
@@ -340,19 +331,29 @@ class FastDecoder:
         return reply.generated
 
     def _next_logits(self, token: torch.Tensor, position: int, cache: StaticCache) -> torch.Tensor:
-        seen = self._positions[: position + 1]  # this token's position and all before it
-        torch._dynamo.mark_dynamic(seen, 0)  # one graph for every length, not one per length
-        position = torch.tensor([position], device=self.device)
+        arguments = (token, torch.tensor([position], device=self.device), cache, self._seen(position))
+        return self._run_step("_step", self._one_token, arguments, "decode step")
+
+    def _seen(self, position: int) -> torch.Tensor:
+        """The positions a token at `position` attends to: it and all before it; one dynamic length
+        for torch.compile, so that every length is one graph, not one each."""
+        seen = self._positions[: position + 1]
+        torch._dynamo.mark_dynamic(seen, 0)
+        return seen
+
+    def _run_step(self, attribute: str, eager, arguments: tuple, what: str) -> torch.Tensor:
+        """The step held in `attribute`; if the compiled one fails (a bigger cache bucket is a new
+        graph, which may not compile), the eager one from then on, which costs speed, not the reply:
+        this position is written again, so the cache stays whole."""
+        step = getattr(self, attribute)
         try:
-            return self._step(token, position, cache, seen)
+            return step(*arguments)
         except Exception as error:
-            if self._step == self._one_token:
+            if step == eager:
                 raise
-            # A compile that fails later (a bigger cache bucket is a new graph) costs speed, not the
-            # reply: this position is written again by the eager step, so the cache stays whole.
-            log.warning("the compiled decode step failed, continuing without it: %s", error)
-            self._step = self._one_token
-            return self._step(token, position, cache, seen)
+            log.warning("the compiled %s failed, continuing without it: %s", what, error)
+            setattr(self, attribute, eager)
+            return eager(*arguments)
 
     def _prefill(self, inputs_embeds: torch.Tensor, cache: StaticCache) -> torch.Tensor:
         positions = torch.arange(inputs_embeds.shape[1], device=self.device)
