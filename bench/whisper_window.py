@@ -2,14 +2,22 @@
 default speech backend (faster-whisper, Whisper base, int8, beam 5) for spoken questions of 1-5 s,
 with the encoder on the full 30-s window and on shorter windows fitted to each clip.
 
-    python bench/whisper_window.py [--threads 2] [--floors 2000,1500,1200,1000,800,600] [--beam 5] [--detect] [--out FILE]
+    python bench/whisper_window.py [--threads 2] [--floors 2000,1500,1200,1000,800,600] [--margins 200]
+                                   [--piper-takes 1] [--question TEXT ...] [--silence 0.3,0.6] [--beam 5]
+                                   [--detect] [--out FILE]
 
 The questions are spoken by two voices at several speeds: espeak-ng (en-us at 130 and 175 words a
 minute, en-gb at 155) and the piper voice the app speaks with (speed 0.9, 1.0, 1.25), each clip with
-0.3 s of silence before and 0.6 s after, as a microphone records it. Each window setting transcribes
+0.3 s of silence before and 0.6 s after, as a microphone records it (`--silence 0,0`: none, as the
+spoken-reply tests feed the voice's own output back to Whisper). The piper voice adds noise of
+its own, so each take of a question differs: `--piper-takes` speaks each one several times
+(`--question`, repeated, replaces the questions, to study one that goes wrong now and then). Each
+window setting transcribes
 every clip through the project's transcriber (`FasterWhisperTranscriber.transcribe`, VAD on, the
 app's default); one warm-up run first. Rows: the full 30-s path (the baseline, same run) and each
-floor (window = max(floor, speech + margin)). WER pools all clips (Whisper's English normaliser).
+floor and margin (window = max(floor, speech + margin)). WER pools all clips (Whisper's English
+normaliser); "doubled or lost" counts transcripts with over 1.5 times the words spoken (Whisper said
+the question twice) or none.
 With `--detect`, the language is detected on the window instead of given, and the table also
 counts clips whose language was detected wrong.
 """
@@ -37,7 +45,6 @@ from assistant.speech.window import ShortWindow
 
 SAMPLE_RATE = 16_000
 LEAD_S, TAIL_S = 0.3, 0.6  # silence around each question, as a microphone records it
-MARGIN_FRAMES = ShortWindow().margin_frames
 # Extra questions, short and long, so that clips span 1-5 s at every speed.
 MORE_QUESTIONS = (
     "What is this?",
@@ -50,6 +57,8 @@ MORE_QUESTIONS = (
     "What does the red sign on the left side of the road say?",
     "Count the apples on the table, please.",
     "Why is the sky blue in the afternoon but orange at sunset?",
+    # Some piper takes of this one came back said twice on a 6-s window (the spoken-reply test caught it).
+    "The library has a large collection of old maps.",
 )
 ESPEAK_VOICES = (("en-us", 130), ("en-us", 175), ("en-gb", 155))
 PIPER_SPEEDS = (0.9, 1.0, 1.25)
@@ -77,16 +86,17 @@ class Row:
         return float(np.percentile(self.times, q))
 
 
-def clips() -> list[Clip]:
-    """Every question in every voice, with a microphone's silence around it."""
-    questions = (*tts.QUESTIONS, *MORE_QUESTIONS)
-    lead, tail = np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), np.zeros(int(TAIL_S * SAMPLE_RATE), np.float32)
+def clips(questions: tuple[str, ...] = (), piper_takes: int = 1, lead_s: float = LEAD_S, tail_s: float = TAIL_S) -> list[Clip]:
+    """Every question (default: the built-in ones) in every voice (`piper_takes` times in piper's),
+    with a microphone's silence around it."""
+    questions = questions or (*tts.QUESTIONS, *MORE_QUESTIONS)
+    lead, tail = np.zeros(int(lead_s * SAMPLE_RATE), np.float32), np.zeros(int(tail_s * SAMPLE_RATE), np.float32)
     made = []
     for voice, wpm in ESPEAK_VOICES:
         made += [Clip(q, f"espeak-ng {voice} {wpm} wpm", tts.speak(q, voice, wpm)) for q in questions]
     piper = load_synthesizer()
     for speed in PIPER_SPEEDS:
-        for q in questions:
+        for q in questions * piper_takes:
             wav, _ = encode_speech(piper.synthesize(q, speed), "wav")
             made.append(Clip(q, f"piper {piper.name} x{speed}", decode_audio(wav)))
     return [Clip(c.text, c.voice, np.concatenate([lead, c.samples, tail])) for c in made]
@@ -103,23 +113,29 @@ def measure(transcriber: FasterWhisperTranscriber, window: ShortWindow | None, a
         times.append(time.perf_counter() - started)
         texts.append(transcript.text)
         languages.append(transcript.language)
-    name = "30 s (full window)" if window is None else f"floor {window.floor_frames} frames ({window.floor_frames / 100:g} s)"
+    name = "30 s (full window)" if window is None else f"floor {window.floor_frames / 100:g} s, margin {window.margin_frames / 100:g} s"
     return Row(name, times, texts, languages)
 
 
 def table(rows: list[Row], audio: list[Clip], normalize, detect: bool) -> list[str]:
     references = [normalize(clip.text) for clip in audio]
     full = rows[0]
-    header = "| encoder window | median s | p95 s | vs full (median) | WER |" + (" wrong language |" if detect else "")
-    lines = [header, "|---|---:|---:|---:|---:|" + ("---:|" if detect else "")]
+    header = "| encoder window | median s | p95 s | vs full (median) | WER | doubled or lost |" + (" wrong language |" if detect else "")
+    lines = [header, "|---|---:|---:|---:|---:|---:|" + ("---:|" if detect else "")]
     for row in rows:
         rate = jiwer.wer(references, [normalize(text) or "-" for text in row.texts])
         speed_up = statistics.median(full.times) / statistics.median(row.times)
-        line = f"| {row.name} | {statistics.median(row.times):.3f} | {row.percentile(95):.3f} | {speed_up:.1f}x | {rate:.3f} |"
+        doubled_or_lost = sum(is_doubled_or_lost(reference, normalize(text)) for reference, text in zip(references, row.texts))
+        line = f"| {row.name} | {statistics.median(row.times):.3f} | {row.percentile(95):.3f} | {speed_up:.1f}x | {rate:.3f} | {doubled_or_lost} |"
         if detect:
             line += f" {sum(language != 'en' for language in row.languages)} |"
         lines.append(line)
     return lines
+
+
+def is_doubled_or_lost(reference: str, heard: str) -> bool:
+    """Whether Whisper said a question twice (over 1.5 times its words) or not at all."""
+    return not heard or len(heard.split()) > 1.5 * len(reference.split())
 
 
 def by_voice(rows: list[Row], audio: list[Clip], normalize) -> list[str]:
@@ -139,17 +155,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--floors", default="2000,1500,1200,1000,800,600", help="window floors to try, in feature frames (100 a second)")
+    parser.add_argument("--margins", default="200", help="window margins after the speech to try, in feature frames")
+    parser.add_argument("--piper-takes", type=int, default=1, help="takes of each question in the piper voice (each differs)")
+    parser.add_argument("--question", action="append", help="a question to speak instead of the built-in ones (repeatable)")
+    parser.add_argument("--silence", default=f"{LEAD_S},{TAIL_S}", help="seconds of silence before and after each question")
     parser.add_argument("--detect", action="store_true", help="detect the language on the window instead of giving it")
     parser.add_argument("--beam", type=int, default=5, help="beam size (1: greedy)")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     args = parser.parse_args(argv)
     load_before = speech_bench.load_average()
-    audio = clips()
+    lead_s, tail_s = (float(seconds) for seconds in args.silence.split(","))
+    audio = clips(tuple(args.question or ()), args.piper_takes, lead_s, tail_s)
     seconds = [clip.seconds for clip in audio]
     print(f"{len(audio)} clips, {min(seconds):.1f}-{max(seconds):.1f} s with silence", file=sys.stderr)
     transcriber = FasterWhisperTranscriber.load(SpeechModelSpec(model="base", device="cpu", cpu_threads=args.threads))
     language = None if args.detect else "en"
-    windows = [None, *(ShortWindow(int(floor), MARGIN_FRAMES) for floor in args.floors.split(","))]
+    windows = [None, *(ShortWindow(int(floor), int(margin)) for floor in args.floors.split(",") for margin in args.margins.split(","))]
     rows = []
     for window in windows:
         rows.append(measure(transcriber, window, audio, language, args.beam))
@@ -160,10 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `python bench/whisper_window.py {shlex.join(argv if argv is not None else sys.argv[1:])}`",
         "",
-        f"{len(audio)} spoken questions ({len(audio) // (len(ESPEAK_VOICES) + len(PIPER_SPEEDS))} texts x "
-        f"{len(ESPEAK_VOICES) + len(PIPER_SPEEDS)} voices and speeds), {min(seconds):.1f}-{max(seconds):.1f} s each "
-        f"including {LEAD_S} s of silence before and {TAIL_S} s after; Whisper base, int8, beam {args.beam}, VAD on, "
-        f"language {'detected' if args.detect else 'given (en)'}; window = max(floor, speech + {MARGIN_FRAMES} frames). "
+        f"{len(audio)} spoken questions ({len(set(clip.text for clip in audio))} texts x {len(ESPEAK_VOICES) + len(PIPER_SPEEDS)} "
+        f"voices and speeds, {args.piper_takes} take(s) each in piper's), {min(seconds):.1f}-{max(seconds):.1f} s each "
+        f"including {lead_s:g} s of silence before and {tail_s:g} s after; Whisper base, int8, beam {args.beam}, VAD on, "
+        f"language {'detected' if args.detect else 'given (en)'}; window = max(floor, speech + margin). "
         f"Times are per question, transcription only (the audio is already decoded). WER: {normalizer_name}.",
         "",
         *table(rows, audio, normalize, args.detect),

@@ -4,12 +4,18 @@ Whisper's encoder reads a fixed 30-s window (3000 feature frames), padding a 3-s
 of silence, and its cost follows the window, not the speech: ~1.1 s for a 3-s question with base on
 2 CPU threads. CTranslate2's encoder takes a shorter window, so a clip whose speech fits gets
 `ShortWindow.frames_for(speech)` frames: the speech plus a margin, never below a floor. The floor
-and margin come from the sweep in bench/whisper_window.py (bench/results/whisper_window*.md): over
+and margin come from the sweeps in bench/whisper_window.py (bench/results/whisper_window*.md): over
 144 questions of 1-5 s (espeak-ng and piper, six voices and speeds), the word error rate stayed at
 the 30-s window's down to a 6-s floor (0.055 at beam 5, 0.061 greedy), while the median time fell
 from 0.94 s to 0.33 s (beam 5) and 0.24 s (greedy). The remaining time is mostly the decoder, so a
 short clip is decoded greedily by default (`speech_short_beam_size`): 0.006 more word errors than the
 30-s window with beam 5, for a transcript in a quarter of a second.
+The floor is 8 s, not 6: with little room after ~3 s of speech, Whisper now and then wrote the
+sentence twice. Piper's "The library has a large collection of old maps." with no silence around it
+(whisper_window_said_twice.md): 6 of 45 takes came back doubled on the 6-s window, none on 8 s or on
+the 30-s window; a 6.5-s window already had none in a sweep of 152 takes. Over all 225 bare takes of
+the questions (whisper_window_bare.md), 8 s cost 0.02 s a question (median 0.211 s against 0.192 s)
+and had fewer word errors (WER 0.048 against 0.064).
 
 Everything after the encoder is faster-whisper's own: its decoding with temperature fallback,
 timestamps, word alignment and the no-speech and compression checks (`generate_segments`, given our
@@ -51,7 +57,7 @@ NARROWBAND_ENERGY_SHARE = 1e-4
 class ShortWindow:
     """How the encoder window follows a clip: speech + margin, at least the floor (feature frames)."""
 
-    floor_frames: int = 600
+    floor_frames: int = 800  # 6 s (600) doubled some 3-s sentences: see the module docstring
     margin_frames: int = 200
 
     def frames_for(self, speech_frames: int) -> int | None:
