@@ -24,6 +24,7 @@ one more compile (Dynamo then marks the cache's size dynamic), not one per size.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import shutil
@@ -208,30 +209,25 @@ class FastDecoder:
         use_model_threads()  # the compiled loops are written for this many threads
         with self._lock, torch.inference_mode():
             embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
-            self._compile_one_token_step(embeddings)
+            hooks = _Hooks(LogitsProcessorList(), StoppingCriteriaList(), None)
+            one_reply = functools.partial(self._decode, embeddings, 3, hooks, eos_token_ids=[])
+            self._try_compile("decode step", "_step", self._one_token, one_reply)
             if self.speed.batch > 1 and self._rows_step is not self._rows_one_token:
-                self._compile_batch_step(embeddings)
+                requests = [GenerationRequest(None, 3, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in range(2)]
+                batch = functools.partial(self._decode_batch, [embeddings, embeddings[:, :2]], requests, eos_token_ids=[])
+                self._try_compile("batch step", "_rows_step", self._rows_one_token, batch)
 
-    def _compile_one_token_step(self, embeddings: torch.Tensor) -> None:
+    def _try_compile(self, what: str, attribute: str, eager, run) -> None:
+        """Compile the step held in `attribute` by running it (`run`); if that fails, the eager step
+        from then on, which costs speed only."""
         started = time.perf_counter()
         try:
-            self._decode(embeddings, 3, _Hooks(LogitsProcessorList(), StoppingCriteriaList(), None), eos_token_ids=[])
-        except Exception as error:  # noqa: BLE001 - costs speed only: replies use the eager step
-            log.warning("compiling the decode step failed, answering without it: %s", error)
-            self._step = self._one_token
+            run()
+        except Exception as error:  # noqa: BLE001 - costs speed only: the eager step answers
+            log.warning("compiling the %s failed, continuing without it: %s", what, error)
+            setattr(self, attribute, eager)
         else:
-            log.info("decode step compiled in %.1f s", time.perf_counter() - started)
-
-    def _compile_batch_step(self, embeddings: torch.Tensor) -> None:
-        started = time.perf_counter()
-        requests = [GenerationRequest(None, 3, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in range(2)]
-        try:
-            self._decode_batch([embeddings, embeddings[:, :2]], requests, eos_token_ids=[])
-        except Exception as error:  # noqa: BLE001 - costs speed only: batches use the eager step
-            log.warning("compiling the batch step failed, batching without it: %s", error)
-            self._rows_step = self._rows_one_token
-        else:
-            log.info("batch step compiled in %.1f s", time.perf_counter() - started)
+            log.info("%s compiled in %.1f s", what, time.perf_counter() - started)
 
     @torch.inference_mode()
     def generate(
