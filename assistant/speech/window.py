@@ -10,12 +10,13 @@ the 30-s window's down to a 6-s floor (0.055 at beam 5, 0.061 greedy), while the
 from 0.94 s to 0.33 s (beam 5) and 0.24 s (greedy). The remaining time is mostly the decoder, so a
 short clip is decoded greedily by default (`speech_short_beam_size`): 0.006 more word errors than the
 30-s window with beam 5, for a transcript in a quarter of a second.
-The floor is 8 s, not 6: with little room after ~3 s of speech, Whisper now and then wrote the
-sentence twice. Piper's "The library has a large collection of old maps." with no silence around it
-(whisper_window_said_twice.md): 6 of 45 takes came back doubled on the 6-s window, none on 8 s or on
-the 30-s window; a 6.5-s window already had none in a sweep of 152 takes. Over all 225 bare takes of
-the questions (whisper_window_bare.md), 8 s cost 0.02 s a question (median 0.211 s against 0.192 s)
-and had fewer word errors (WER 0.048 against 0.064).
+Known, not fixed: on ~3 s of speech the 6-s window now and then makes Whisper write the sentence
+twice (piper's "The library has a large collection of old maps.", no silence around it: 6 of 45 takes,
+none on 8 s; whisper_window_said_twice.md). An 8-s floor was tried and taken back: on a recording of a
+question looped 1.6-2.2 times (what the browser test's fake microphone records), Whisper's decode
+loops, fails the compression check at every temperature and the whole recording is dropped as "no
+speech" in 7 of 18 cuts against 4 of 18 on 6 s, and the browser test failed in 2 of 2 CI runs.
+The fix belongs in the hallucination rule (faster.is_hallucination), not in the window.
 
 Everything after the encoder is faster-whisper's own: its decoding with temperature fallback,
 timestamps, word alignment and the no-speech and compression checks (`generate_segments`, given our
@@ -57,7 +58,7 @@ NARROWBAND_ENERGY_SHARE = 1e-4
 class ShortWindow:
     """How the encoder window follows a clip: speech + margin, at least the floor (feature frames)."""
 
-    floor_frames: int = 800  # 6 s (600) doubled some 3-s sentences: see the module docstring
+    floor_frames: int = 600
     margin_frames: int = 200
 
     def frames_for(self, speech_frames: int) -> int | None:
