@@ -1,6 +1,13 @@
 """A multimodal virtual assistant: text, photos and voice in, a streamed answer out.
 
-The public face: settings, the conversation model, the engine and the model loader.
+The public face is `assistant.core` (what the browser chat, the HTTP API and the command line use),
+with the reply's events in `assistant.events`, the errors in `assistant.errors` and the settings in
+`assistant.settings`. Importing the package loads nothing heavy: events and settings need no torch.
+
+    from assistant.core import Assistant
+    from assistant.settings import load_settings
+
+    assistant = Assistant.from_settings(load_settings())
 """
 
 import logging
@@ -10,20 +17,3 @@ import logging
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 # torch.compile on a CPU-only machine says it found no CUDA runtime, which is expected.
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-
-from .conversation import Conversation, Image, Message, Text
-from .engine import Engine, GenerationOptions
-from .errors import AssistantError
-from .settings import Settings, load_settings
-
-__all__ = [
-    "AssistantError",
-    "Conversation",
-    "Engine",
-    "GenerationOptions",
-    "Image",
-    "Message",
-    "Settings",
-    "Text",
-    "load_settings",
-]

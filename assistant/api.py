@@ -50,11 +50,20 @@ UNSUPPORTED = {  # request fields this server cannot honour, and why
 }
 TRANSCRIPT_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 # OpenAI's voice names; clients send one by default, so each is read as "this server's voice".
-SPEECH_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse", "marin", "cedar"})
+SPEECH_VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse", "marin", "cedar"}
+)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None, kind: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
 
@@ -119,7 +128,9 @@ def build_api(assistant: Assistant) -> APIRouter:
                 # (too long for the context, say) still gets an error status, not a broken stream.
                 events = iter(reply)
                 first = await run_in_threadpool(next, events)
-                return _stream(first, events, assistant.model.name, (chat.stream_options or {}).get("include_usage", False))
+                return _stream(
+                    first, events, assistant.model.name, (chat.stream_options or {}).get("include_usage", False)
+                )
             return await run_in_threadpool(_whole, reply, assistant.model.name)
 
         return await _answering(request, assistant, answer)
@@ -136,7 +147,9 @@ def build_api(assistant: Assistant) -> APIRouter:
     @router.post("/audio/speech")
     async def speech(request: Request) -> Response:
         async def answer() -> Response:
-            return await run_in_threadpool(_speech, assistant, _parse_json(await limits.read_body(request), SpeechRequest))
+            return await run_in_threadpool(
+                _speech, assistant, _parse_json(await limits.read_body(request), SpeechRequest)
+            )
 
         return await _answering(request, assistant, answer)
 
@@ -177,7 +190,9 @@ class _RequestLimits:
         """The body, refused (413) as soon as it is over the limit, whatever Content-Length says."""
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            raise ApiError(413, f"the request is {int(declared):,} bytes; the limit is {self.max_bytes:,}", code="too_large")
+            raise ApiError(
+                413, f"the request is {int(declared):,} bytes; the limit is {self.max_bytes:,}", code="too_large"
+            )
         if not keep:
             return b""
         body = bytearray()
@@ -248,7 +263,11 @@ def _conversation_and_options(assistant: Assistant, chat: ChatRequest):
             if text := reader.text_only(message.get("content"), where):
                 conversation.add(Message.assistant(text))
         else:
-            raise ApiError(400, f"{where}.role {role!r} is not supported; use system, developer, user or assistant", param=f"{where}.role")
+            raise ApiError(
+                400,
+                f"{where}.role {role!r} is not supported; use system, developer, user or assistant",
+                param=f"{where}.role",
+            )
     if conversation is None or not conversation.messages or conversation.messages[-1].role != "user":
         raise ApiError(400, "the last message must be the user's", param="messages")
     if system:
@@ -270,7 +289,11 @@ class _MessageReader:
     def __init__(self, assistant: Assistant):
         self.assistant = assistant
         settings = assistant.settings
-        self.fetch = (parse_hosts(settings.image_url_hosts), settings.image_url_timeout_s, settings.max_image_bytes) if settings.image_urls else None
+        self.fetch = (
+            (parse_hosts(settings.image_url_hosts), settings.image_url_timeout_s, settings.max_image_bytes)
+            if settings.image_urls
+            else None
+        )
 
     def text_only(self, content, where: str) -> str:
         if content is None or isinstance(content, str):
@@ -278,7 +301,11 @@ class _MessageReader:
         parts = self._parts(content, where)
         for index, part in enumerate(parts):
             if part.get("type") != "text":
-                raise ApiError(400, f"{where}.content.{index}: only text parts are allowed here", param=f"{where}.content.{index}.type")
+                raise ApiError(
+                    400,
+                    f"{where}.content.{index}: only text parts are allowed here",
+                    param=f"{where}.content.{index}.type",
+                )
         return "\n".join(part.get("text", "") for part in parts)
 
     def user(self, content, where: str):
@@ -295,7 +322,11 @@ class _MessageReader:
             elif kind == "input_audio":
                 recordings.append(self._audio(part, at))
             else:
-                raise ApiError(400, f"{at}.type {kind!r} is not supported; the part types are text, image_url and input_audio", param=f"{at}.type")
+                raise ApiError(
+                    400,
+                    f"{at}.type {kind!r} is not supported; the part types are text, image_url and input_audio",
+                    param=f"{at}.type",
+                )
         return self.assistant.user_message_from_bytes("\n".join(texts), images, recordings)
 
     def _parts(self, content, where: str) -> list[dict]:
@@ -311,7 +342,12 @@ class _MessageReader:
         if url.startswith("data:"):
             return _data_url_bytes(url, f"{at}.image_url.url")
         if self.fetch is None:
-            raise ApiError(400, "image URLs are not fetched by this server; send the image as a data URL (data:image/png;base64,...)", param=f"{at}.image_url.url", code="image_urls_disabled")
+            raise ApiError(
+                400,
+                "image URLs are not fetched by this server; send the image as a data URL (data:image/png;base64,...)",
+                param=f"{at}.image_url.url",
+                code="image_urls_disabled",
+            )
         return fetch_image_url(url, *self.fetch)
 
     def _audio(self, part: dict, at: str) -> bytes:
@@ -403,13 +439,24 @@ def _speech(assistant: Assistant, request: SpeechRequest) -> Response:
         raise ApiError(400, "input is empty: give the text to speak", param="input")
     limit = assistant.settings.max_speech_chars
     if len(request.input) > limit:
-        raise ApiError(400, f"input is {len(request.input):,} characters; the limit is {limit:,}", param="input", code="too_long")
+        raise ApiError(
+            400, f"input is {len(request.input):,} characters; the limit is {limit:,}", param="input", code="too_long"
+        )
     if request.response_format not in SPEECH_FORMATS:
-        raise ApiError(400, f"response_format {request.response_format!r} is not supported; use one of {', '.join(SPEECH_FORMATS)}", param="response_format")
+        raise ApiError(
+            400,
+            f"response_format {request.response_format!r} is not supported; use one of {', '.join(SPEECH_FORMATS)}",
+            param="response_format",
+        )
     if not 0.25 <= request.speed <= 4.0:
         raise ApiError(400, f"speed must be between 0.25 and 4.0, got {request.speed}", param="speed")
     if request.voice and request.voice not in SPEECH_VOICES and request.voice != assistant.synthesizer.name:
-        raise ApiError(400, f"unknown voice {request.voice!r}; this server speaks with {assistant.synthesizer.name} (OpenAI's voice names are accepted as aliases)", param="voice")
+        raise ApiError(
+            400,
+            f"unknown voice {request.voice!r}; this server speaks with {assistant.synthesizer.name} "
+            "(OpenAI's voice names are accepted as aliases)",
+            param="voice",
+        )
     data, media_type = encode_speech(assistant.speak(request.input, request.speed), request.response_format)
     return Response(data, media_type=media_type)
 
@@ -423,12 +470,18 @@ def _transcribe(assistant: Assistant, form) -> Response:
         raise ApiError(400, "send the recording as a multipart file field named 'file'", param="file")
     response_format: Literal["json", "text", "verbose_json", "srt", "vtt"] = form.get("response_format") or "json"
     if response_format not in TRANSCRIPT_FORMATS:
-        raise ApiError(400, f"response_format {response_format!r} is not supported; use one of {', '.join(TRANSCRIPT_FORMATS)}", param="response_format")
+        raise ApiError(
+            400,
+            f"response_format {response_format!r} is not supported; use one of {', '.join(TRANSCRIPT_FORMATS)}",
+            param="response_format",
+        )
     language = form.get("language") or None
     if language is not None and not (language.isalpha() and 2 <= len(language) <= 3):
         raise ApiError(400, f"language {language!r} is not an ISO 639-1 code such as 'en'", param="language")
     data = upload.file.read()
-    transcript = assistant.transcribe_bytes(data, language=language, timestamps=response_format in ("verbose_json", "srt", "vtt"))
+    transcript = assistant.transcribe_bytes(
+        data, language=language, timestamps=response_format in ("verbose_json", "srt", "vtt")
+    )
     return _transcript_response(transcript, response_format)
 
 
@@ -440,8 +493,16 @@ def _transcript_response(transcript: Transcript, response_format: str) -> Respon
     if response_format == "vtt":
         return PlainTextResponse("WEBVTT\n\n" + _subtitles(transcript, ".", numbered=False), media_type="text/vtt")
     if response_format == "verbose_json":
-        segments = [{"id": i, "start": s.start, "end": s.end, "text": s.text} for i, s in enumerate(transcript.segments)]
-        body = {"task": "transcribe", "language": transcript.language, "duration": transcript.duration, "text": transcript.text, "segments": segments}
+        segments = [
+            {"id": i, "start": s.start, "end": s.end, "text": s.text} for i, s in enumerate(transcript.segments)
+        ]
+        body = {
+            "task": "transcribe",
+            "language": transcript.language,
+            "duration": transcript.duration,
+            "text": transcript.text,
+            "segments": segments,
+        }
         return JSONResponse(body)
     return JSONResponse({"text": transcript.text})
 

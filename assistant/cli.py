@@ -1,7 +1,8 @@
 """The `assistant` command: serve the browser chat, or ask one question from the terminal.
 
     assistant serve [--host 127.0.0.1] [--port 7860] [--profile NAME] ...
-    assistant ask [--image PATH]... [--audio PATH] [--profile NAME] [--persona NAME] [--max-new-tokens N] [--seed N] "question"
+    assistant ask [--image PATH]... [--audio PATH] [--profile NAME] [--persona NAME] [--max-new-tokens N]
+                  [--seed N] "question"
     assistant transcribe PATH [--language xx] [--timestamps] [--backend NAME] [--profile NAME]
 
 Every setting is also a flag (see `assistant ask --help`); flags win over ASSISTANT_* variables,
@@ -13,8 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import AssistantError
 from .profiles import PROFILE_NAMES
@@ -44,40 +45,65 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistant", description="A multimodal virtual assistant.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", parents=[_model_flags(), _generation_flags(), _speech_flags()], help="start the browser chat")
+    serve = commands.add_parser(
+        "serve", parents=[_model_flags(), _generation_flags(), _speech_flags()], help="start the browser chat"
+    )
     serve.add_argument("--host", default=argparse.SUPPRESS, help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", default=argparse.SUPPRESS, help="port to listen on (default 7860)")
     serve.add_argument("--queue-size", default=argparse.SUPPRESS, help="requests that may wait for the model")
-    serve.add_argument("--max-batch", default=argparse.SUPPRESS, help="replies decoded together when several users ask at once (default 4)")
+    serve.add_argument(
+        "--max-batch",
+        default=argparse.SUPPRESS,
+        help="replies decoded together when several users ask at once (default 4)",
+    )
     flag = _setting_adder(serve)
     flag("--auth", help="USER:PASSWORD asked by the page (or ASSISTANT_AUTH); needed beyond 127.0.0.1")
     flag("--share", action="store_const", const=True, help="also serve on a public gradio.live link (needs --auth)")
     flag("--insecure", action="store_const", const=True, help="allow another --host or --share without --auth")
-    flag("--image-urls", action="store_const", const=True, help="let API clients send http(s) image URLs (public hosts only)")
+    flag(
+        "--image-urls",
+        action="store_const",
+        const=True,
+        help="let API clients send http(s) image URLs (public hosts only)",
+    )
     flag("--image-url-hosts", help="with --image-urls: the only hosts to fetch from, comma-separated")
     serve.set_defaults(run=_serve)
 
-    ask = commands.add_parser("ask", parents=[_model_flags(), _generation_flags(), _speech_flags()], help="ask one question")
+    ask = commands.add_parser(
+        "ask", parents=[_model_flags(), _generation_flags(), _speech_flags()], help="ask one question"
+    )
     ask.add_argument("question", nargs="?", default="", help="the question (may be left out when --audio is given)")
     ask.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo; repeat for several")
-    ask.add_argument("--audio", action="append", default=[], metavar="PATH", help="a spoken question (any common format)")
-    ask.add_argument("--speak", default=None, metavar="FILE", help="also write the answer as speech (.wav, .mp3, .flac, .opus)")
+    ask.add_argument(
+        "--audio", action="append", default=[], metavar="PATH", help="a spoken question (any common format)"
+    )
+    ask.add_argument(
+        "--speak", default=None, metavar="FILE", help="also write the answer as speech (.wav, .mp3, .flac, .opus)"
+    )
     _voice_flags(ask)
     ask.set_defaults(run=_ask)
 
     say = commands.add_parser("say", help="speak a text with the piper voice")
     say.add_argument("text", help="what to say (Markdown is fine: code, links and emoji are not read out)")
-    say.add_argument("-o", "--output", required=True, metavar="FILE", help="the audio file to write: .wav, .mp3, .flac or .opus")
+    say.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="the audio file to write: .wav, .mp3, .flac or .opus"
+    )
     say.add_argument("--config", default=None, metavar="PATH", help="TOML config file")
     _voice_flags(say)
     say.set_defaults(run=_say)
 
-    transcribe = commands.add_parser("transcribe", parents=[_speech_flags()], help="print the transcript of a recording")
+    transcribe = commands.add_parser(
+        "transcribe", parents=[_speech_flags()], help="print the transcript of a recording"
+    )
     transcribe.add_argument("path", help="an audio file: wav, flac, mp3, ogg/opus, webm, m4a")
     transcribe.add_argument("--timestamps", action="store_true", help="print each segment with its start and end")
     transcribe.add_argument("--config", default=None, metavar="PATH", help="TOML config file")
     flag = _setting_adder(transcribe)
-    flag("--backend", dest="speech_backend", help="same as --speech-backend: faster-whisper (default), transformers, openai-whisper")
+    flag(
+        "--backend",
+        dest="speech_backend",
+        help="same as --speech-backend: faster-whisper (default), transformers, openai-whisper",
+    )
     flag("--profile", help=f"profile whose speech model to use: {', '.join(PROFILE_NAMES)}")
     flag("--device", help="auto, cpu, cuda or cuda:N")
     flag("--cache-dir", help="where the joined Whisper weights are cached")
@@ -88,14 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("eval", parents=[_model_flags()], help="accuracy and F1 on held-out questions")
-    evaluate.add_argument("--data", default=None, metavar="PATH", help="a dataset folder, .jsonl or LLaVA .json (default: synthetic scenes)")
+    evaluate.add_argument(
+        "--data",
+        default=None,
+        metavar="PATH",
+        help="a dataset folder, .jsonl or LLaVA .json (default: synthetic scenes)",
+    )
     evaluate.add_argument("--scenes", type=int, default=200, help="synthetic test scenes (default 200)")
-    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"), help="synthetic split (default test)")
+    evaluate.add_argument(
+        "--split", default="test", choices=("train", "val", "test"), help="synthetic split (default test)"
+    )
     evaluate.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data (default 0)")
-    evaluate.add_argument("--types", default=None, help="only these question types, comma-separated (e.g. colour,shape)")
+    evaluate.add_argument(
+        "--types", default=None, help="only these question types, comma-separated (e.g. colour,shape)"
+    )
     evaluate.add_argument("--limit", type=int, default=None, help="at most this many questions")
     evaluate.add_argument("--out", default=None, metavar="FILE", help="also write the Markdown table here")
-    evaluate.add_argument("--mistakes", type=int, default=0, metavar="N", help="also list the N most frequent wrong answers")
+    evaluate.add_argument(
+        "--mistakes", type=int, default=0, metavar="N", help="also list the N most frequent wrong answers"
+    )
     evaluate.set_defaults(run=_eval)
 
     # Listed for --help; main() hands `assistant bench ...` to bench/suite.py, which parses its own flags.
@@ -108,33 +145,69 @@ def _train_flags(train: argparse.ArgumentParser) -> None:
     from .vision.colour import COLOUR_LAYOUTS
 
     defaults = TrainConfig(output=Path("."))
-    train.add_argument("--fusion", choices=("mlp", "resampler"), default=defaults.fusion, help="mlp (concatenated tokens) or resampler (attention)")
-    train.add_argument("--image-tokens", type=int, default=None, help="image tokens per image (default: 16 for mlp, 8 for resampler)")
-    train.add_argument("--encoder", default=defaults.encoder, help="vision encoder: efficientnet-lite0 or a Hugging Face vision model")
-    train.add_argument("--language-model", default=defaults.language_model, help="smollm2-135m, a .gguf file, a hub id or a local dir")
     train.add_argument(
-        "--colour-features", choices=COLOUR_LAYOUTS, default=defaults.colour_features,
-        help="what each patch's colours add to its features: histogram (default), mean or none (see assistant/vision/colour.py)",
+        "--fusion",
+        choices=("mlp", "resampler"),
+        default=defaults.fusion,
+        help="mlp (concatenated tokens) or resampler (attention)",
     )
     train.add_argument(
-        "--colour-gain", type=float, default=None,
+        "--image-tokens", type=int, default=None, help="image tokens per image (default: 16 for mlp, 8 for resampler)"
+    )
+    train.add_argument(
+        "--encoder", default=defaults.encoder, help="vision encoder: efficientnet-lite0 or a Hugging Face vision model"
+    )
+    train.add_argument(
+        "--language-model", default=defaults.language_model, help="smollm2-135m, a .gguf file, a hub id or a local dir"
+    )
+    train.add_argument(
+        "--colour-features",
+        choices=COLOUR_LAYOUTS,
+        default=defaults.colour_features,
+        help="what each patch's colours add to its features: histogram (default), mean or none "
+        "(see assistant/vision/colour.py)",
+    )
+    train.add_argument(
+        "--colour-gain",
+        type=float,
+        default=None,
         help="what the colour features are multiplied by (default: 40 for histogram, 4 for mean)",
     )
     train.add_argument(
-        "--no-object-hints", action="store_true", help="do not name the encoder's ImageNet labels in prompts (see README)"
+        "--no-object-hints",
+        action="store_true",
+        help="do not name the encoder's ImageNet labels in prompts (see README)",
     )
-    train.add_argument("--data", default=None, metavar="PATH", help="a dataset folder, .jsonl or LLaVA .json (default: synthetic scenes)")
-    train.add_argument("--types", default=None, help="train only on these question types, comma-separated (e.g. colour,shape)")
-    train.add_argument("--scenes", type=int, default=defaults.scenes, help=f"synthetic training scenes (default {defaults.scenes})")
+    train.add_argument(
+        "--data",
+        default=None,
+        metavar="PATH",
+        help="a dataset folder, .jsonl or LLaVA .json (default: synthetic scenes)",
+    )
+    train.add_argument(
+        "--types", default=None, help="train only on these question types, comma-separated (e.g. colour,shape)"
+    )
+    train.add_argument(
+        "--scenes", type=int, default=defaults.scenes, help=f"synthetic training scenes (default {defaults.scenes})"
+    )
     train.add_argument("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default {defaults.steps})")
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
     train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     train.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    train.add_argument("--seed", type=int, default=defaults.seed, help="fixes the data, the initial weights and the batch order")
+    train.add_argument(
+        "--seed", type=int, default=defaults.seed, help="fixes the data, the initial weights and the batch order"
+    )
     train.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
-    train.add_argument("--stop-after", type=int, default=None, metavar="STEP", help="end this run at STEP (resume later)")
+    train.add_argument(
+        "--stop-after", type=int, default=None, metavar="STEP", help="end this run at STEP (resume later)"
+    )
     train.add_argument("--lm-dtype", choices=("bfloat16", "float32"), default=defaults.lm_dtype)
-    train.add_argument("--output", required=True, metavar="DIR", help="the composed model directory to write (resumes from its checkpoint)")
+    train.add_argument(
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="the composed model directory to write (resumes from its checkpoint)",
+    )
     train.add_argument("--cache-dir", default=None, metavar="DIR", help="where features and converted LMs are cached")
     train.add_argument("--config", default=None, metavar="PATH", help="TOML config file")
 
@@ -179,10 +252,25 @@ def _speech_flags() -> argparse.ArgumentParser:
     flag = _setting_adder(flags)
     flag("--speech-backend", help="faster-whisper (default), transformers, openai-whisper")
     flag("--speech-model", help="Whisper model: base, tiny.en (both work offline), a hub id or a local path")
-    flag("--language", "--speech-language", dest="speech_language", help="force the spoken language (ISO 639-1, e.g. en)")
-    flag("--translate", "--speech-translate", dest="speech_translate", action="store_const", const=True, help="write English whatever is spoken")
+    flag(
+        "--language", "--speech-language", dest="speech_language", help="force the spoken language (ISO 639-1, e.g. en)"
+    )
+    flag(
+        "--translate",
+        "--speech-translate",
+        dest="speech_translate",
+        action="store_const",
+        const=True,
+        help="write English whatever is spoken",
+    )
     flag("--beam-size", "--speech-beam-size", dest="speech_beam_size", help="Whisper beam size (1 is greedy)")
-    flag("--full-window", dest="speech_short_window", action="store_const", const=False, help="always run Whisper's encoder on 30 s, even for short clips")
+    flag(
+        "--full-window",
+        dest="speech_short_window",
+        action="store_const",
+        const=False,
+        help="always run Whisper's encoder on 30 s, even for short clips",
+    )
     return flags
 
 
@@ -229,7 +317,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _bench(argv: list[str]) -> int:
     bench_dir = Path(__file__).resolve().parent.parent / "bench"
     if not (bench_dir / "suite.py").is_file():
-        print(f"error: assistant bench runs the scripts in bench/ of a source checkout; {bench_dir} has none", file=sys.stderr)
+        print(
+            f"error: assistant bench runs the scripts in bench/ of a source checkout; {bench_dir} has none",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     _quiet_libraries()
     sys.path.insert(0, str(bench_dir))
@@ -240,7 +331,6 @@ def _bench(argv: list[str]) -> int:
 
 def _ask(settings: Settings, args: argparse.Namespace) -> int:
     from .engine import TextDelta, TurnsDropped, Usage
-
     from .speech.spoken_reply import SpeechChunk
 
     speak_to = _speech_file(args.speak) if args.speak else None
@@ -323,7 +413,9 @@ def _eval(settings: Settings, args: argparse.Namespace) -> int:
         assistant.close()
     table = report.markdown()
     if args.mistakes and report.mistakes:
-        table += f"\n\nMost frequent mistakes ({len(report.mistakes)} in all):\n\n" + report.common_mistakes(args.mistakes)
+        table += f"\n\nMost frequent mistakes ({len(report.mistakes)} in all):\n\n" + report.common_mistakes(
+            args.mistakes
+        )
     print(table)
     if args.out:
         Path(args.out).write_text(table + "\n", encoding="utf-8")
@@ -392,7 +484,10 @@ def _clock(seconds: float) -> str:
 def _load(settings: Settings):
     from .core import Assistant
 
-    print(f"loading profile {settings.profile}{f' with model {settings.model}' if settings.model else ''}…", file=sys.stderr)
+    print(
+        f"loading profile {settings.profile}{f' with model {settings.model}' if settings.model else ''}…",
+        file=sys.stderr,
+    )
     assistant = Assistant.from_settings(settings)
     model = assistant.model
     print(
@@ -403,8 +498,11 @@ def _load(settings: Settings):
     if "decode" in model.details:
         print(f"decoding: {model.details['decode']}", file=sys.stderr)
     if assistant.engine.warming_up is not None:
-        print("compiling the decode steps in the background (a few minutes the first time, about a minute after); "
-              "a question asked meanwhile waits for them", file=sys.stderr)
+        print(
+            "compiling the decode steps in the background (a few minutes the first time, about a minute after); "
+            "a question asked meanwhile waits for them",
+            file=sys.stderr,
+        )
     return assistant
 
 

@@ -16,17 +16,17 @@ from .engine import Engine, Reply
 from .errors import AssistantError, MediaError
 from .media import ImageLimits, decode_image, read_image_file
 from .models import LoadedModel, load_model
-from .remote import load_remote
 from .personas import Persona, available_personas, load_persona
+from .remote import load_remote
 from .sampling import GenerationOptions
 from .settings import Settings
 from .speech import SpeechError, TranscribeOptions, Transcriber, Transcript, load_speech, transcribe_options
-from .speech.speakable import speakable
-from .speech.spoken_reply import spoken
-from .threads import reserve_for_model
-from .speech.synthesizer import Speech, SynthesisError, Synthesizer, load_synthesizer
 from .speech.audio import SAMPLE_RATE, AudioLimits, decode_audio, read_audio_file
 from .speech.live import Heard, LiveTranscription
+from .speech.speakable import speakable
+from .speech.spoken_reply import spoken
+from .speech.synthesizer import Speech, SynthesisError, Synthesizer, load_synthesizer
+from .threads import reserve_for_model
 
 log = logging.getLogger(__name__)
 NO_SPEECH = "no speech detected in the recording; try again, closer to the microphone"
@@ -48,7 +48,9 @@ class Assistant:
         else:
             reserve_for_model()  # this thread loads; the engine's worker computes (see threads.py)
             model, workers = load_model(settings), 1
-        return cls(settings, Engine(model, queue_size=settings.queue_size, workers=workers, max_batch=settings.max_batch))
+        return cls(
+            settings, Engine(model, queue_size=settings.queue_size, workers=workers, max_batch=settings.max_batch)
+        )
 
     @property
     def model(self) -> LoadedModel:
@@ -132,20 +134,31 @@ class Assistant:
         recordings = [read_audio_file(path, audio_limits) for path in audio_paths]
         return self._compose(text, images, recordings, language_hint, heard)
 
-    def user_message_from_bytes(self, text: str, images: Iterable[bytes] = (), recordings: Iterable[bytes] = ()) -> Message:
+    def user_message_from_bytes(
+        self, text: str, images: Iterable[bytes] = (), recordings: Iterable[bytes] = ()
+    ) -> Message:
         """The same from media received as bytes (the HTTP API): validated, decoded, transcribed."""
         images = list(images)
         self._check_image_count(len(images))
         limits = ImageLimits.from_settings(self.settings)
         audio_limits = AudioLimits.from_settings(self.settings)
-        return self._compose(text, [Image(decode_image(data, limits)) for data in images], [decode_audio(data, audio_limits) for data in recordings])
+        return self._compose(
+            text,
+            [Image(decode_image(data, limits)) for data in images],
+            [decode_audio(data, audio_limits) for data in recordings],
+        )
 
     def transcribe_bytes(self, data: bytes, **overrides) -> Transcript:
         """Transcribe an uploaded recording (any common format); `overrides` as for `transcribe`."""
         return self.transcribe(decode_audio(data, AudioLimits.from_settings(self.settings)), **overrides)
 
     def _compose(
-        self, text: str, images: list[Image], recordings: list[np.ndarray], language_hint: str | None = None, heard: Heard | None = None
+        self,
+        text: str,
+        images: list[Image],
+        recordings: list[np.ndarray],
+        language_hint: str | None = None,
+        heard: Heard | None = None,
     ) -> Message:
         spoken, language = [], language_hint
         if heard is not None and heard.text:

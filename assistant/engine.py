@@ -26,8 +26,8 @@ from .conversation import Conversation, fit_to_context
 from .detokenize import IncrementalDetokenizer, StopStrings
 from .errors import BusyError, ContextOverflowError
 from .models.base import Encoded, GenerationRequest, LoadedModel
-from .threads import use_model_threads
 from .sampling import GenerationOptions, SeededSampler
+from .threads import use_model_threads
 
 # While several people are asking (the last batch had more than one reply), the engine waits this
 # long for the rest of a batch: their next requests come back within milliseconds of the batch's end,
@@ -50,7 +50,9 @@ class TurnsDropped:
     @property
     def message(self) -> str:
         turns = "turn" if self.count == 1 else "turns"
-        return f"the {self.count} oldest {turns} of this conversation no longer fit the model's context and were left out"
+        return (
+            f"the {self.count} oldest {turns} of this conversation no longer fit the model's context and were left out"
+        )
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,9 @@ class Engine:
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self._running = 0
         self._lock = threading.Lock()
-        self._workers = [threading.Thread(target=self._serve, name=f"assistant-engine-{i}", daemon=True) for i in range(workers)]
+        self._workers = [
+            threading.Thread(target=self._serve, name=f"assistant-engine-{i}", daemon=True) for i in range(workers)
+        ]
         for worker in self._workers:
             worker.start()
         self.warming_up = getattr(model, "warm_up", lambda: None)()  # a compile thread, or None
@@ -199,7 +203,11 @@ class Engine:
     def _generate_locally(self, job: _Job) -> None:
         request = self._prepare(job)
         self.model.generate(
-            request.encoded, request.max_new_tokens, request.logits_processor, request.stopping_criteria, request.streamer
+            request.encoded,
+            request.max_new_tokens,
+            request.logits_processor,
+            request.stopping_criteria,
+            request.streamer,
         )
 
     def _generate_together(self, jobs: list[_Job]) -> None:
@@ -226,7 +234,13 @@ class Engine:
             job.events.put(TurnsDropped(dropped, self.model.context_tokens))
         # 2. Generate, streaming each token's text as soon as it forms whole characters; the stream
         #    says how it went (Usage) when the reply ends.
-        stream = _TokenStream(job, IncrementalDetokenizer(self.model.tokenizer), self.model.eos_token_ids, StopStrings(job.options.stop), encoded)
+        stream = _TokenStream(
+            job,
+            IncrementalDetokenizer(self.model.tokenizer),
+            self.model.eos_token_ids,
+            StopStrings(job.options.stop),
+            encoded,
+        )
         return GenerationRequest(
             encoded,
             job.options.max_new_tokens,
@@ -241,13 +255,22 @@ class _StopWhenAsked(StoppingCriteria):
         self.stop_requested = stop_requested
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.stop_requested.is_set(), dtype=torch.bool, device=input_ids.device)
+        return torch.full(
+            (input_ids.shape[0],), self.stop_requested.is_set(), dtype=torch.bool, device=input_ids.device
+        )
 
 
 class _TokenStream(BaseStreamer):
     """Receives token ids from `generate` and turns them into TextDelta events with timings."""
 
-    def __init__(self, job: _Job, detokenizer: IncrementalDetokenizer, eos_token_ids: list[int], stops: StopStrings, encoded: Encoded):
+    def __init__(
+        self,
+        job: _Job,
+        detokenizer: IncrementalDetokenizer,
+        eos_token_ids: list[int],
+        stops: StopStrings,
+        encoded: Encoded,
+    ):
         self.job = job
         self.encoded = encoded
         self.ended = False

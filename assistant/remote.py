@@ -62,7 +62,9 @@ class RemoteModel:
         except openai.APITimeoutError:
             raise RemoteModelError(f"the model server at {self.client.base_url} did not answer in time") from None
         except (openai.APIConnectionError, httpx.HTTPError) as error:
-            raise RemoteModelError(f"lost the connection to the model server at {self.client.base_url} ({_reason(error)}); is it running?") from None
+            raise RemoteModelError(
+                f"lost the connection to the model server at {self.client.base_url} ({_reason(error)}); is it running?"
+            ) from None
         except openai.APIError as error:  # an error event inside the stream
             raise RemoteModelError(f"the model server reported an error: {error.message}") from None
         if finish is None:
@@ -99,7 +101,11 @@ def load_remote(settings: Settings) -> RemoteModel:
     reason = f"generation on {settings.base_url} (--backend openai)"
     details = {"profile": "remote", "reason": reason, "backend": "openai", "base_url": settings.base_url}
     return RemoteModel(
-        name, client, context_tokens=settings.context_tokens or UNBOUNDED_CONTEXT, load_seconds=time.perf_counter() - started, details=details
+        name,
+        client,
+        context_tokens=settings.context_tokens or UNBOUNDED_CONTEXT,
+        load_seconds=time.perf_counter() - started,
+        details=details,
     )
 
 
@@ -126,9 +132,13 @@ def _first_model(client: openai.OpenAI, base_url: str) -> str:
     try:
         models = client.models.list().data
     except openai.APIStatusError as error:
-        raise ModelUnavailableError(f"the model server at {base_url} answered HTTP {error.status_code}: {_message(error)}") from None
+        raise ModelUnavailableError(
+            f"the model server at {base_url} answered HTTP {error.status_code}: {_message(error)}"
+        ) from None
     except (openai.APIConnectionError, httpx.HTTPError) as error:
-        raise ModelUnavailableError(f"cannot reach the model server at {base_url} ({_reason(error)}); is it running?") from None
+        raise ModelUnavailableError(
+            f"cannot reach the model server at {base_url} ({_reason(error)}); is it running?"
+        ) from None
     if not models:
         raise ModelUnavailableError(f"the model server at {base_url} serves no model")
     return models[0].id

@@ -28,13 +28,19 @@ class GenerationOptions:
 
     def __post_init__(self) -> None:
         checks = [
-            (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1, "max_new_tokens must be an integer >= 1"),
+            (
+                isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+                "max_new_tokens must be an integer >= 1",
+            ),
             (0.0 <= self.temperature <= 5.0, "temperature must be between 0 (greedy) and 5"),
             (0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
             (isinstance(self.top_k, int) and self.top_k >= 0, "top_k must be an integer >= 0 (0 turns it off)"),
             (0.0 < self.repetition_penalty <= 10.0, "repetition_penalty must be in (0, 10] (1 turns it off)"),
             (self.seed is None or (isinstance(self.seed, int) and self.seed >= 0), "seed must be an integer >= 0"),
-            (len(self.stop) <= MAX_STOP_STRINGS and all(isinstance(s, str) and s for s in self.stop), f"stop takes at most {MAX_STOP_STRINGS} non-empty strings"),
+            (
+                len(self.stop) <= MAX_STOP_STRINGS and all(isinstance(s, str) and s for s in self.stop),
+                f"stop takes at most {MAX_STOP_STRINGS} non-empty strings",
+            ),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import SettingsError
@@ -131,7 +131,6 @@ class Settings(BaseModel):
             raise ValueError(f"unknown profile {name!r}; the profiles are: {', '.join(PROFILE_NAMES)}")
         return name
 
-
     @field_validator("auth")
     @classmethod
     def _user_and_password(cls, value: str | None) -> str | None:
@@ -190,8 +189,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     unknown = sorted(set(data) - set(SETTING_NAMES))
     if unknown:
         raise SettingsError(
-            f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
-            f"the settings are: {', '.join(SETTING_NAMES)}"
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; the settings are: {', '.join(SETTING_NAMES)}"
         )
     return data
 

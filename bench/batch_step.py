@@ -36,12 +36,16 @@ def main() -> None:
             decoder.generate(prompt, new_tokens, LogitsProcessorList(), StoppingCriteriaList(), None, [])
 
     def as_one_batch(new_tokens: int) -> None:
-        requests = [GenerationRequest(None, new_tokens, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in prompts]
+        requests = [
+            GenerationRequest(None, new_tokens, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in prompts
+        ]
         decoder.generate_batch(prompts, requests, [])
 
     for name, decode in (("one after another", one_after_another), ("as one batch", as_one_batch)):
         step_s = _seconds_per_step(decode)
-        print(f"{name}: {len(prompts) / step_s:.0f} tokens/s over {len(prompts)} replies, {1000 * step_s:.1f} ms for a token of each")
+        print(
+            f"{name}: {len(prompts) / step_s:.0f} tokens/s over {len(prompts)} replies, {1000 * step_s:.1f} ms for a token of each"
+        )
 
 
 def _seconds_per_step(decode, runs: int = 3) -> float:

@@ -65,13 +65,24 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=3000)
     args = parser.parse_args()
     singles = [scene for scene in make_split("train", args.scenes, seed=0) if scene.kind == "single"]
-    rgb = torch.stack([torch.from_numpy(np.array(scene.image.convert("RGB").resize((224, 224)))).permute(2, 0, 1).float() / 255 for scene in singles])
+    rgb = torch.stack(
+        [
+            torch.from_numpy(np.array(scene.image.convert("RGB").resize((224, 224)))).permute(2, 0, 1).float() / 255
+            for scene in singles
+        ]
+    )
     names = sorted({scene.objects[0].colour for scene in singles})
     labels = torch.tensor([names.index(scene.objects[0].colour) for scene in singles])
-    layouts = {"mean (12)": mean_colours((rgb * 255 - LITE0_MEAN) / LITE0_STD, GRID), "histogram (64)": colour_histograms(rgb, GRID)}
+    layouts = {
+        "mean (12)": mean_colours((rgb * 255 - LITE0_MEAN) / LITE0_STD, GRID),
+        "histogram (64)": colour_histograms(rgb, GRID),
+    }
     print(f"{len(singles)} single-object scenes, {len(names)} colours\n\n| layout | 4x4 | 2x2 |\n|---|---:|---:|")
     for name, features in layouts.items():
-        scores = [probe_accuracy(pool_patch_grid(features, GRID, grid), labels, len(names), int(len(singles) * 0.8)) for grid in (4, 2)]
+        scores = [
+            probe_accuracy(pool_patch_grid(features, GRID, grid), labels, len(names), int(len(singles) * 0.8))
+            for grid in (4, 2)
+        ]
         print(f"| {name} | " + " | ".join(f"{score:.3f}" for score in scores) + " |")
     print_gain_table(make_split("train", GAIN_SCENES, seed=0))
 
@@ -80,9 +91,14 @@ def print_gain_table(scenes: list) -> None:
     """Colour and shape read from the Lite0 features and the histograms at each gain (4x4 grid)."""
     encoder = load_vision_encoder("efficientnet-lite0")
     with torch.no_grad():
-        batches = [encoder.preprocess([scene.image for scene in scenes[start : start + 32]]) for start in range(0, len(scenes), 32)]
+        batches = [
+            encoder.preprocess([scene.image for scene in scenes[start : start + 32]])
+            for start in range(0, len(scenes), 32)
+        ]
         cnn = pool_patch_grid(torch.cat([encoder.features(batch).float() for batch in batches]), GRID, 4)
-        histograms = pool_patch_grid(torch.cat([colour_histograms(encoder.rgb(batch), GRID) for batch in batches]), GRID, 4)
+        histograms = pool_patch_grid(
+            torch.cat([colour_histograms(encoder.rgb(batch), GRID) for batch in batches]), GRID, 4
+        )
     print(f"\n{len(scenes)} scenes, CNN features (norm {cnn.norm(dim=-1).mean():.1f} a token) beside histograms\n")
     print("| histogram gain | colour | shape |\n|---:|---:|---:|")
     for gain in GAINS:

@@ -98,7 +98,9 @@ def forced_length(model):
     return dataclasses.replace(model, eos_token_ids=[NEVER])
 
 
-def engine_run(model, conversation: Conversation, new_tokens: int, name: str, prompt: str, runtime: str) -> tuple[DecodeResult, str]:
+def engine_run(
+    model, conversation: Conversation, new_tokens: int, name: str, prompt: str, runtime: str
+) -> tuple[DecodeResult, str]:
     engine = Engine(forced_length(model))
     try:
         if engine.warming_up is not None:
@@ -118,14 +120,22 @@ def engine_run(model, conversation: Conversation, new_tokens: int, name: str, pr
     )
     language_model = model.model.language_model  # a fast decoder converts this very module in place
     result = DecodeResult(
-        name, prompt, runtime, usage.prompt_tokens, usage.completion_tokens, usage.time_to_first_token_s,
-        usage.tokens_per_s, weight_bytes_per_token(language_model),
+        name,
+        prompt,
+        runtime,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.time_to_first_token_s,
+        usage.tokens_per_s,
+        weight_bytes_per_token(language_model),
         linear_layers_bytes_per_s=run_in_model_thread(linear_layers_speed, language_model),
     )
     return result, text
 
 
-def composed_baseline_run(model, conversation: Conversation, new_tokens: int, name: str, prompt: str) -> tuple[DecodeResult, list[int]]:
+def composed_baseline_run(
+    model, conversation: Conversation, new_tokens: int, name: str, prompt: str
+) -> tuple[DecodeResult, list[int]]:
     """transformers' generate on the composed model's LM, given the same prompt embeddings."""
     language_model = model.model.language_model
 
@@ -138,8 +148,12 @@ def composed_baseline_run(model, conversation: Conversation, new_tokens: int, na
             features = None if pixel_values is None else model.model.patch_features(pixel_values.to(model.dtype))
             embeddings = model.model.embed(inputs["input_ids"], inputs["image_mask"], features)
             output = language_model.generate(
-                inputs_embeds=embeddings, attention_mask=inputs["attention_mask"], max_new_tokens=count,
-                do_sample=False, eos_token_id=NEVER, pad_token_id=model.eos_token_ids[0],
+                inputs_embeds=embeddings,
+                attention_mask=inputs["attention_mask"],
+                max_new_tokens=count,
+                do_sample=False,
+                eos_token_id=NEVER,
+                pad_token_id=model.eos_token_ids[0],
             )
         return time.perf_counter() - started, output[0]
 
@@ -149,8 +163,14 @@ def composed_baseline_run(model, conversation: Conversation, new_tokens: int, na
     total_s, ids = statistics.median(seconds for seconds, _ in totals), totals[0][1]
     prompt_tokens = model.encode(conversation).prompt_tokens
     result = DecodeResult(
-        name, prompt, "baseline: transformers generate, float32", prompt_tokens, new_tokens, first_s,
-        (new_tokens - 1) / (total_s - first_s), weight_bytes_per_token(language_model),
+        name,
+        prompt,
+        "baseline: transformers generate, float32",
+        prompt_tokens,
+        new_tokens,
+        first_s,
+        (new_tokens - 1) / (total_s - first_s),
+        weight_bytes_per_token(language_model),
         linear_layers_bytes_per_s=linear_layers_speed(language_model),
     )
     return result, ids.tolist()
@@ -180,7 +200,9 @@ def starter(settings_for, photo, new_tokens: int) -> list[DecodeResult]:
     engine_model = load_model(settings_for(compile_decode="on"))
     runtime = f"engine: {engine_model.details['decode']}"
     for prompt, conversation in questions.items():
-        baseline, baseline_ids = run_in_model_thread(composed_baseline_run, baseline_model, conversation, new_tokens, "starter", prompt)
+        baseline, baseline_ids = run_in_model_thread(
+            composed_baseline_run, baseline_model, conversation, new_tokens, "starter", prompt
+        )
         engine, text = engine_run(engine_model, conversation, new_tokens, "starter", prompt, runtime)
         engine.same_tokens_as_baseline = agreement(baseline_model.tokenizer, text, baseline_ids)
         results += [baseline, engine]
@@ -189,8 +211,16 @@ def starter(settings_for, photo, new_tokens: int) -> list[DecodeResult]:
 
 # LLaVA-OneVision-0.5B's language model (Qwen2-0.5B), the `cpu` profile's: sizes from its config.json.
 QWEN2_05B = dict(
-    hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-    vocab_size=151647, max_position_embeddings=32768, rope_theta=1_000_000.0, tie_word_embeddings=True, rms_norm_eps=1e-6,
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    vocab_size=151647,
+    max_position_embeddings=32768,
+    rope_theta=1_000_000.0,
+    tie_word_embeddings=True,
+    rms_norm_eps=1e-6,
 )
 
 
@@ -218,9 +248,19 @@ def hub_language_model(new_tokens: int, device: torch.device) -> list[DecodeResu
         return first, statistics.median(baseline(new_tokens) for _ in range(RUNS)), linear_layers_speed(model)
 
     first_s, total_s, linear_speed = run_in_model_thread(baseline_times)
-    results = [DecodeResult(name, runtime_name, "baseline: transformers generate, float32", 48, new_tokens, first_s,
-                            (new_tokens - 1) / (total_s - first_s), weight_bytes_per_token(model),
-                            linear_layers_bytes_per_s=linear_speed)]
+    results = [
+        DecodeResult(
+            name,
+            runtime_name,
+            "baseline: transformers generate, float32",
+            48,
+            new_tokens,
+            first_s,
+            (new_tokens - 1) / (total_s - first_s),
+            weight_bytes_per_token(model),
+            linear_layers_bytes_per_s=linear_speed,
+        )
+    ]
     compile_step = device.type == "cuda" or can_compile()
     speed = DecodeSpeed("int8", compile=compile_step, batch=1)  # one reply at a time: no batch step to compile
     decoder = FastDecoder(model, speed)
@@ -228,6 +268,7 @@ def hub_language_model(new_tokens: int, device: torch.device) -> list[DecodeResu
         thread.join()
     with torch.inference_mode():
         embeddings = decoder.language_model.get_input_embeddings()(ids)
+
     def fast_times() -> tuple[float, float]:
         decoder.generate(embeddings, 8, LogitsProcessorList(), StoppingCriteriaList(), None, [])
         firsts, speeds = [], []
@@ -241,8 +282,18 @@ def hub_language_model(new_tokens: int, device: torch.device) -> list[DecodeResu
 
     first_s, tokens_per_s = run_in_model_thread(fast_times)
     runtime = f"fast decode: int8 weights, {'compiled' if compile_step else 'eager'} static-cache step"
-    results.append(DecodeResult(name, runtime_name, runtime, 48, new_tokens, first_s, tokens_per_s,
-                                weight_bytes_per_token(decoder.language_model)))
+    results.append(
+        DecodeResult(
+            name,
+            runtime_name,
+            runtime,
+            48,
+            new_tokens,
+            first_s,
+            tokens_per_s,
+            weight_bytes_per_token(decoder.language_model),
+        )
+    )
     return results
 
 

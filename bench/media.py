@@ -40,8 +40,14 @@ def starter_encoder(photo: Image.Image, runs: int) -> EncoderResult:
 
 
 # SigLIP so400m/14 at 384 px: LLaVA-OneVision's vision tower, sizes from its config.json.
-SIGLIP_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                     image_size=384, patch_size=14)
+SIGLIP_SO400M = dict(
+    hidden_size=1152,
+    intermediate_size=4304,
+    num_hidden_layers=27,
+    num_attention_heads=16,
+    image_size=384,
+    patch_size=14,
+)
 
 
 def hub_encoder(runs: int, device: torch.device) -> EncoderResult:
@@ -87,9 +93,14 @@ def speech_backends(threads: int, seconds: float = 30.0) -> list[SpeechResult]:
     normalize, _ = speech_bench.normalizer()
     results = speech_bench.measure(speech_bench.cases(ct2_dir, hf_dir, pt_file, threads), audio.samples, runs=1)
     return [
-        SpeechResult(f"Whisper base, {r.case.label} {r.case.compute}", audio.seconds, r.median_s,
-                     speech_bench.word_error_rate(audio.text, r.text, normalize))
-        for r in results if not r.error
+        SpeechResult(
+            f"Whisper base, {r.case.label} {r.case.compute}",
+            audio.seconds,
+            r.median_s,
+            speech_bench.word_error_rate(audio.text, r.text, normalize),
+        )
+        for r in results
+        if not r.error
     ]
 
 

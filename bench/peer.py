@@ -16,8 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-INSTALL = ('CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON '
-           '-DGGML_AVX512=ON" pip install --no-cache-dir llama-cpp-python')
+INSTALL = (
+    'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON '
+    '-DGGML_AVX512=ON" pip install --no-cache-dir llama-cpp-python'
+)
 
 
 @dataclass
@@ -65,5 +67,11 @@ def llama_cpp(prompt: list[int], new_tokens: int, threads: int | None = None) ->
 
     run(8)  # warm-up
     first_s, rest_s = run(new_tokens)
-    return PeerResult(f"llama.cpp {llama_cpp.__version__} (llama-cpp-python), {threads} threads", len(prompt), new_tokens,
-                      first_s, (new_tokens - 1) / rest_s, path.stat().st_size)
+    return PeerResult(
+        f"llama.cpp {llama_cpp.__version__} (llama-cpp-python), {threads} threads",
+        len(prompt),
+        new_tokens,
+        first_s,
+        (new_tokens - 1) / rest_s,
+        path.stat().st_size,
+    )

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 
 import requests
-
 from whisper_api import serve
 
 REQUEST_TIMEOUT_S = 120
@@ -44,8 +43,13 @@ class LoadResult:
 
 def stream_chat(url: str, question: str, max_tokens: int) -> float:
     """Seconds to the first streamed text of one reply (the reply is read to its end)."""
-    body = {"model": "assistant", "messages": [{"role": "user", "content": question}], "stream": True,
-            "max_tokens": max_tokens, "temperature": 0}
+    body = {
+        "model": "assistant",
+        "messages": [{"role": "user", "content": question}],
+        "stream": True,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
     started = time.perf_counter()
     first = None
     with requests.post(f"{url}/chat/completions", json=body, stream=True, timeout=REQUEST_TIMEOUT_S) as response:
@@ -85,7 +89,9 @@ def load_test(url: str, clients: int, requests_each: int, max_tokens: int) -> Lo
     return LoadResult(clients, len(first_text), len(errors), time.perf_counter() - started, first_text)
 
 
-def concurrent_clients(profile: str, counts: tuple[int, ...], requests_each: int, max_tokens: int, extra: list[str]) -> list[LoadResult]:
+def concurrent_clients(
+    profile: str, counts: tuple[int, ...], requests_each: int, max_tokens: int, extra: list[str]
+) -> list[LoadResult]:
     server, url = serve(profile, extra)
     try:
         stream_chat(url, "Hello!", 4)  # waits for the decode step's compile, which belongs to start-up

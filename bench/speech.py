@@ -28,9 +28,9 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import torch
-
 import tts
 import whisper_convert
+
 from assistant.speech.transcriber import SpeechError, SpeechModelSpec, TranscribeOptions, load_transcriber
 
 PAUSE_S = 0.6  # silence between two questions, seconds: a short breath, not a VAD-sized gap
@@ -82,7 +82,9 @@ def cases(ct2_dir: Path, hf_dir: Path, pt_file: Path, threads: int) -> list[Case
     """The backends to compare, all on the base weights of `ct2_dir`, on CPU with `threads` threads."""
 
     def spec(backend: str, model: Path, compute_type: str) -> SpeechModelSpec:
-        return SpeechModelSpec(backend=backend, model=str(model), device="cpu", compute_type=compute_type, cpu_threads=threads)
+        return SpeechModelSpec(
+            backend=backend, model=str(model), device="cpu", compute_type=compute_type, cpu_threads=threads
+        )
 
     return [
         Case("faster-whisper", "int8", spec("faster-whisper", ct2_dir, "int8")),
@@ -113,7 +115,9 @@ def measure(cases: list[Case], audio: np.ndarray, runs: int) -> list[Result]:
     times, texts = [[] for _ in cases], [""] * len(cases)
     for run in range(-1, runs):  # run -1 is the warm-up: first-call allocations, kernel choice
         for i in ready:
-            print(f"run {run + 1}/{runs} (0: warm-up): {cases[i].label} {cases[i].compute}", file=sys.stderr, flush=True)
+            print(
+                f"run {run + 1}/{runs} (0: warm-up): {cases[i].label} {cases[i].compute}", file=sys.stderr, flush=True
+            )
             started = time.perf_counter()
             texts[i] = loaded[i][0].transcribe(audio, options[i]).text
             if run >= 0:
@@ -148,7 +152,11 @@ def load_average() -> str:
 def machine_details(threads: int, load_before: str) -> list[str]:
     """Markdown bullet lines: CPU model, cores, threads, load, Python and library versions."""
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor() or "unknown",
     )
     versions = []
@@ -189,7 +197,9 @@ def table(results: list[Result], audio: Audio, normalize) -> list[str]:
 
 def targets(results: list[Result], audio_s: float) -> list[str]:
     """Pass/fail lines for the project's targets on faster-whisper int8 (VAD off, as transformers)."""
-    int8 = next((r for r in results if r.case.label == "faster-whisper" and r.case.compute == "int8" and r.runs_s), None)
+    int8 = next(
+        (r for r in results if r.case.label == "faster-whisper" and r.case.compute == "int8" and r.runs_s), None
+    )
     baseline = next((r for r in results if r.case.label == BASELINE and r.runs_s), None)
     if int8 is None or baseline is None:
         return ["- Targets not checked: faster-whisper int8 or transformers did not run."]
@@ -201,7 +211,9 @@ def targets(results: list[Result], audio_s: float) -> list[str]:
     ]
 
 
-def report(command: str, args, load_before: str, audio: Audio, results: list[Result], normalize, normalizer_name: str) -> str:
+def report(
+    command: str, args, load_before: str, audio: Audio, results: list[Result], normalize, normalizer_name: str
+) -> str:
     """The whole Markdown report."""
     lines = [
         "# Speech backends: real-time factor on Whisper base (CPU)",
@@ -241,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every backend")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per backend (median reported)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/speech.md"))
-    parser.add_argument("--work-dir", type=Path, default=whisper_convert.default_work_dir(), help="converted models go here")
+    parser.add_argument(
+        "--work-dir", type=Path, default=whisper_convert.default_work_dir(), help="converted models go here"
+    )
     args = parser.parse_args(argv)
     command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", "bench/speech.py", *argv])
     torch.set_num_threads(args.threads)

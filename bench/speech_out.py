@@ -60,7 +60,9 @@ def _limit_threads(synthesizer, threads: int) -> None:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = synthesizer.voice.session
-    synthesizer.voice.session = onnxruntime.InferenceSession(session._model_path, sess_options=options, providers=["CPUExecutionProvider"])
+    synthesizer.voice.session = onnxruntime.InferenceSession(
+        session._model_path, sess_options=options, providers=["CPUExecutionProvider"]
+    )
 
 
 def measure(synthesizer, reply: str, runs: int) -> dict:

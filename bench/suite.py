@@ -50,7 +50,11 @@ def run(args) -> dict:
     reserve_for_model()  # as the app does: this thread loads, other threads compute (assistant/threads.py)
     device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
     bandwidth = run_in_model_thread(machine.read_bandwidth, device)
-    report: dict = {"command": args.command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine.details(device, bandwidth)}
+    report: dict = {
+        "command": args.command,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine.details(device, bandwidth),
+    }
 
     def section(name: str, work):
         if name in args.skip:
@@ -98,7 +102,10 @@ def _peer(args) -> dict:
 
     _, tokenizer = load_causal_lm("smollm2-135m", cache_dir=_cache_dir(args), progress=None)
     prompt_ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": decode.TEXT_QUESTION}], add_generation_prompt=True, tokenize=True, return_dict=False
+        [{"role": "user", "content": decode.TEXT_QUESTION}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
     )
     return dataclasses.asdict(peer.llama_cpp(list(prompt_ids), args.tokens))
 
@@ -106,7 +113,10 @@ def _peer(args) -> dict:
 def _images(device) -> list[dict]:
     import media
 
-    return [dataclasses.asdict(media.starter_encoder(red_circle(), runs=5)), dataclasses.asdict(media.hub_encoder(2, device))]
+    return [
+        dataclasses.asdict(media.starter_encoder(red_circle(), runs=5)),
+        dataclasses.asdict(media.hub_encoder(2, device)),
+    ]
 
 
 def _speech(args) -> list[dict]:
@@ -122,11 +132,22 @@ def _http(args) -> list[dict]:
     extra = ["--cache-dir", args.cache_dir] if args.cache_dir else []
     rows = []
     # The baseline answers one request at a time; the engine batches what waits (serve's default).
-    for decoding, flags in (("one at a time (baseline)", ["--max-batch", "1"]), ("batched, up to 4", ["--max-batch", "4"])):
+    for decoding, flags in (
+        ("one at a time (baseline)", ["--max-batch", "1"]),
+        ("batched, up to 4", ["--max-batch", "4"]),
+    ):
         results = serving.concurrent_clients("starter", (1, 4, 8), requests_each=2, max_tokens=32, extra=extra + flags)
         rows += [
-            {"clients": r.clients, "decoding": decoding, "replies": r.replies, "errors": r.errors, "seconds": r.seconds,
-             "replies_per_s": r.replies_per_s, "first_text_p50_s": r.percentile(0.5), "first_text_p95_s": r.percentile(0.95)}
+            {
+                "clients": r.clients,
+                "decoding": decoding,
+                "replies": r.replies,
+                "errors": r.errors,
+                "seconds": r.seconds,
+                "replies_per_s": r.replies_per_s,
+                "first_text_p50_s": r.percentile(0.5),
+                "first_text_p95_s": r.percentile(0.95),
+            }
             for r in results
         ]
     baseline = {row["clients"]: row["replies_per_s"] for row in rows if "baseline" in row["decoding"]}
@@ -162,13 +183,19 @@ def markdown(report: dict) -> str:
     bandwidth = report["machine"]["measured read bandwidth GB/s"] * 1e9
     if "decode" in report:
         lines += _decode_table(report["decode"], bandwidth, report.get("peer"))
-    for name, title, render in (("http", "Several users at once (HTTP API, starter)", _http_table),
-                                ("images", "Image encoding", _images_table),
-                                ("speech", "Speech", _speech_table),
-                                ("memory", "Peak memory per profile (load + one reply, fresh process)", _memory_table)):
+    for name, title, render in (
+        ("http", "Several users at once (HTTP API, starter)", _http_table),
+        ("images", "Image encoding", _images_table),
+        ("speech", "Speech", _speech_table),
+        ("memory", "Peak memory per profile (load + one reply, fresh process)", _memory_table),
+    ):
         if name in report:
             lines += [f"## {title}", ""]
-            lines += [f"Not measured: {report[name]['error']}", ""] if isinstance(report[name], dict) and "error" in report[name] else render(report[name])
+            lines += (
+                [f"Not measured: {report[name]['error']}", ""]
+                if isinstance(report[name], dict) and "error" in report[name]
+                else render(report[name])
+            )
     lines += ["## Machine", ""] + [f"- {key}: {value}" for key, value in report["machine"].items()] + [""]
     return "\n".join(lines)
 
@@ -177,22 +204,30 @@ def _decode_table(rows, bandwidth: float, peer_result) -> list[str]:
     lines = ["## Language model: decode and time to first token", ""]
     if isinstance(rows, dict):
         return lines + [f"Not measured: {rows['error']}", ""]
-    lines += ["| model | prompt | runtime | first token (s) | decode tok/s | vs baseline | weights read per token (MB) | % of bandwidth limit | linear layers alone, eager, % of bandwidth | greedy tokens as baseline |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [
+        "| model | prompt | runtime | first token (s) | decode tok/s | vs baseline | weights read per token (MB) | % of bandwidth limit | linear layers alone, eager, % of bandwidth | greedy tokens as baseline |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     baselines = {(r["model"], r["prompt"]): r for r in rows if r["runtime"].startswith("baseline")}
     for r in rows:
         base = baselines.get((r["model"], r["prompt"]))
         ratio = r["tokens_per_s"] / base["tokens_per_s"] if base else math.nan
         percent = 100.0 * r["tokens_per_s"] * r["weight_bytes_per_token"] / bandwidth
-        lines.append(f"| {r['model']} | {r['prompt']} | {r['runtime']} | {r['time_to_first_token_s']:.2f} | {r['tokens_per_s']:.1f} | "
-                     f"{ratio:.2f}x | {r['weight_bytes_per_token'] / MB:.0f} | {percent:.0f}% | "
-                     f"{_percent_or_dash(r['linear_layers_bytes_per_s'], bandwidth)} | {r['same_tokens_as_baseline'] or '-'} |")
+        lines.append(
+            f"| {r['model']} | {r['prompt']} | {r['runtime']} | {r['time_to_first_token_s']:.2f} | {r['tokens_per_s']:.1f} | "
+            f"{ratio:.2f}x | {r['weight_bytes_per_token'] / MB:.0f} | {percent:.0f}% | "
+            f"{_percent_or_dash(r['linear_layers_bytes_per_s'], bandwidth)} | {r['same_tokens_as_baseline'] or '-'} |"
+        )
     if isinstance(peer_result, dict) and "error" not in peer_result:
         base = baselines.get(("starter", "text"))
         ratio = peer_result["tokens_per_s"] / base["tokens_per_s"] if base else math.nan
-        percent = 100.0 * peer_result["tokens_per_s"] * peer_result["file_bytes"] / bandwidth  # the tied head reads it all
-        lines.append(f"| SmolLM2-135M Q4_1 GGUF | text | peer: {peer_result['name']} | {peer_result['time_to_first_token_s']:.2f} | "
-                     f"{peer_result['tokens_per_s']:.1f} | {ratio:.2f}x | {peer_result['file_bytes'] / MB:.0f} (file) | {percent:.0f}% | - | - |")
+        percent = (
+            100.0 * peer_result["tokens_per_s"] * peer_result["file_bytes"] / bandwidth
+        )  # the tied head reads it all
+        lines.append(
+            f"| SmolLM2-135M Q4_1 GGUF | text | peer: {peer_result['name']} | {peer_result['time_to_first_token_s']:.2f} | "
+            f"{peer_result['tokens_per_s']:.1f} | {ratio:.2f}x | {peer_result['file_bytes'] / MB:.0f} (file) | {percent:.0f}% | - | - |"
+        )
     elif isinstance(peer_result, dict):
         lines += ["", f"Peer not measured: {peer_result['error']}"]
     lines += ["", *_targets(rows, bandwidth), ""]
@@ -228,7 +263,10 @@ def _ratio(value: float | None) -> str:
 
 
 def _http_table(rows) -> list[str]:
-    lines = ["| clients | decoding | replies | errors | replies/s | vs baseline | first text p50 (s) | first text p95 (s) |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| clients | decoding | replies | errors | replies/s | vs baseline | first text p50 (s) | first text p95 (s) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
     lines += [
         f"| {r['clients']} | {r.get('decoding', '-')} | {r['replies']} | {r['errors']} | {r['replies_per_s']:.2f} | "
         f"{_ratio(r.get('vs_baseline'))} | {r['first_text_p50_s']:.2f} | {r['first_text_p95_s']:.2f} |"
@@ -246,26 +284,36 @@ def _speech_table(rows) -> list[str]:
     lines = ["| runtime | audio (s) | seconds | real-time factor | WER |", "|---|---:|---:|---:|---:|"]
     for r in rows:
         wer = "-" if math.isnan(r["word_error_rate"]) else f"{r['word_error_rate']:.3f}"
-        lines.append(f"| {r['runtime']} | {r['audio_s']:.1f} | {r['seconds']:.2f} | {r['real_time_factor']:.3f} | {wer} |")
+        lines.append(
+            f"| {r['runtime']} | {r['audio_s']:.1f} | {r['seconds']:.2f} | {r['real_time_factor']:.3f} | {wer} |"
+        )
     return lines + [""]
 
 
 def _memory_table(rows) -> list[str]:
     lines = ["| profile | load (s) | peak memory (MiB) |", "|---|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['profile']} | {r['load_s']:.1f} | {r['peak_mib']:.0f} |" if "error" not in r else f"| {r['profile']} | not measured: {r['error']} | |")
+        lines.append(
+            f"| {r['profile']} | {r['load_s']:.1f} | {r['peak_mib']:.0f} |"
+            if "error" not in r
+            else f"| {r['profile']} | not measured: {r['error']} | |"
+        )
     return lines + [""]
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="assistant bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench/results/bench.md"), help="the Markdown report (JSON beside it)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench/results/bench.md"), help="the Markdown report (JSON beside it)"
+    )
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per measured reply (default 64)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--skip", default="", help=f"sections to leave out, comma-separated: {','.join(SECTIONS)}")
     parser.add_argument("--quick", action="store_true", help="the starter only in the decode section")
-    parser.add_argument("--fast-decode", default="auto", help="the engine's weights for the starter: auto (int8), bfloat16, float32")
+    parser.add_argument(
+        "--fast-decode", default="auto", help="the engine's weights for the starter: auto (int8), bfloat16, float32"
+    )
     parser.add_argument("--cache-dir", default=None, help="the assistant's cache (converted LMs)")
     return parser
 

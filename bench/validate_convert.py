@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 import tts
 import whisper_convert
 
@@ -192,10 +191,14 @@ def main(argv: list[str] | None = None) -> int:
             text = backend.transcribe(samples)
             same = text == expected[phrase]
             failures += not same
-            print(f"  {'same' if same else 'DIFF'}  spoken: {phrase!r}\n        faster-whisper: {expected[phrase]!r}\n        {name}: {text!r}")
+            print(
+                f"  {'same' if same else 'DIFF'}  spoken: {phrase!r}\n        faster-whisper: {expected[phrase]!r}\n        {name}: {text!r}"
+            )
         language = backend.language(french)
         failures += language != expected_language
-        print(f"  {'same' if language == expected_language else 'DIFF'}  language of a French phrase: faster-whisper {expected_language!r}, {name} {language!r}")
+        print(
+            f"  {'same' if language == expected_language else 'DIFF'}  language of a French phrase: faster-whisper {expected_language!r}, {name} {language!r}"
+        )
     print("all match" if not failures else f"{failures} mismatches")
     return 1 if failures else 0
 

@@ -30,7 +30,6 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import requests
-
 import speech as speech_bench
 import whisper_window
 
@@ -91,7 +90,12 @@ def wait_until_quiet(limit_s: float = 300, interval_s: float = 2.0, busy_share: 
 
 def transcribe(url: str, data: bytes) -> tuple[float, str]:
     started = time.perf_counter()
-    response = requests.post(f"{url}/audio/transcriptions", files={"file": ("question.wav", data, "audio/wav")}, data={"model": "whisper-1"}, timeout=120)
+    response = requests.post(
+        f"{url}/audio/transcriptions",
+        files={"file": ("question.wav", data, "audio/wav")},
+        data={"model": "whisper-1"},
+        timeout=120,
+    )
     elapsed = time.perf_counter() - started
     response.raise_for_status()
     return elapsed, response.json()["text"]
@@ -144,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     machine = speech_bench.machine_details(0, load_before)
-    whisper_window.publish(report, [line if not line.startswith("- Threads") else "- Threads: the server's defaults" for line in machine], args.out)
+    whisper_window.publish(
+        report,
+        [line if not line.startswith("- Threads") else "- Threads: the server's defaults" for line in machine],
+        args.out,
+    )
     return 0
 
 

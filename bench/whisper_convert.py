@@ -307,10 +307,15 @@ def build_tokenizer(ct2_dir: Path, dims: WhisperDims):
 
     path = ct2_dir / "tokenizer.json"
     specials = [content for content, _ in sorted(token_ids(json.loads(path.read_text())).items(), key=lambda kv: kv[1])]
-    tokenizer = WhisperTokenizer(tokenizer_file=str(path), extra_special_tokens=[t for t in specials if t != "<|endoftext|>"])
+    tokenizer = WhisperTokenizer(
+        tokenizer_file=str(path), extra_special_tokens=[t for t in specials if t != "<|endoftext|>"]
+    )
     timestamps = dims.n_vocab - len(tokenizer)
     tokenizer.add_tokens(
-        [AddedToken(f"<|{i * TIMESTAMP_STEP_S:.2f}|>", lstrip=False, rstrip=False, normalized=False, special=False) for i in range(timestamps)]
+        [
+            AddedToken(f"<|{i * TIMESTAMP_STEP_S:.2f}|>", lstrip=False, rstrip=False, normalized=False, special=False)
+            for i in range(timestamps)
+        ]
     )
     if len(tokenizer) != dims.n_vocab:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens, the model {dims.n_vocab}")
@@ -417,7 +422,9 @@ def write_transformers(ct2_dir: Path, out_dir: Path) -> Path:
     model.generation_config = generation_config(tokenizer, ct2.config, ct2.dims)
     model.save_pretrained(out_dir)
     # Feature extractor defaults are Whisper's: 16 kHz, 25 ms window, 10 ms hop, 30 s chunks.
-    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=ct2.dims.n_mels), tokenizer=tokenizer)
+    processor = WhisperProcessor(
+        feature_extractor=WhisperFeatureExtractor(feature_size=ct2.dims.n_mels), tokenizer=tokenizer
+    )
     processor.save_pretrained(out_dir)
     return out_dir
 

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import jiwer
 import numpy as np
-
 import speech as speech_bench
 import tts
+
 from assistant.speech.audio import decode_audio
 from assistant.speech.faster import FasterWhisperTranscriber
 from assistant.speech.synthesizer import encode_speech, load_synthesizer
@@ -86,7 +86,9 @@ class Row:
         return float(np.percentile(self.times, q))
 
 
-def clips(questions: tuple[str, ...] = (), piper_takes: int = 1, lead_s: float = LEAD_S, tail_s: float = TAIL_S) -> list[Clip]:
+def clips(
+    questions: tuple[str, ...] = (), piper_takes: int = 1, lead_s: float = LEAD_S, tail_s: float = TAIL_S
+) -> list[Clip]:
     """Every question (default: the built-in ones) in every voice (`piper_takes` times in piper's),
     with a microphone's silence around it."""
     questions = questions or (*tts.QUESTIONS, *MORE_QUESTIONS)
@@ -102,9 +104,17 @@ def clips(questions: tuple[str, ...] = (), piper_takes: int = 1, lead_s: float =
     return [Clip(c.text, c.voice, np.concatenate([lead, c.samples, tail])) for c in made]
 
 
-def measure(transcriber: FasterWhisperTranscriber, window: ShortWindow | None, audio: list[Clip], language: str | None, beam: int) -> Row:
+def measure(
+    transcriber: FasterWhisperTranscriber,
+    window: ShortWindow | None,
+    audio: list[Clip],
+    language: str | None,
+    beam: int,
+) -> Row:
     transcriber.short_window = window or ShortWindow()
-    options = TranscribeOptions(language=language, beam_size=beam, short_beam_size=beam, short_window=window is not None)
+    options = TranscribeOptions(
+        language=language, beam_size=beam, short_beam_size=beam, short_window=window is not None
+    )
     transcriber.transcribe(audio[0].samples, options)  # warm-up
     times, texts, languages = [], [], []
     for clip in audio:
@@ -113,19 +123,27 @@ def measure(transcriber: FasterWhisperTranscriber, window: ShortWindow | None, a
         times.append(time.perf_counter() - started)
         texts.append(transcript.text)
         languages.append(transcript.language)
-    name = "30 s (full window)" if window is None else f"floor {window.floor_frames / 100:g} s, margin {window.margin_frames / 100:g} s"
+    name = (
+        "30 s (full window)"
+        if window is None
+        else f"floor {window.floor_frames / 100:g} s, margin {window.margin_frames / 100:g} s"
+    )
     return Row(name, times, texts, languages)
 
 
 def table(rows: list[Row], audio: list[Clip], normalize, detect: bool) -> list[str]:
     references = [normalize(clip.text) for clip in audio]
     full = rows[0]
-    header = "| encoder window | median s | p95 s | vs full (median) | WER | doubled or lost |" + (" wrong language |" if detect else "")
+    header = "| encoder window | median s | p95 s | vs full (median) | WER | doubled or lost |" + (
+        " wrong language |" if detect else ""
+    )
     lines = [header, "|---|---:|---:|---:|---:|---:|" + ("---:|" if detect else "")]
     for row in rows:
         rate = jiwer.wer(references, [normalize(text) or "-" for text in row.texts])
         speed_up = statistics.median(full.times) / statistics.median(row.times)
-        doubled_or_lost = sum(is_doubled_or_lost(reference, normalize(text)) for reference, text in zip(references, row.texts))
+        doubled_or_lost = sum(
+            is_doubled_or_lost(reference, normalize(text)) for reference, text in zip(references, row.texts)
+        )
         line = f"| {row.name} | {statistics.median(row.times):.3f} | {row.percentile(95):.3f} | {speed_up:.1f}x | {rate:.3f} | {doubled_or_lost} |"
         if detect:
             line += f" {sum(language != 'en' for language in row.languages)} |"
@@ -146,7 +164,9 @@ def by_voice(rows: list[Row], audio: list[Clip], normalize) -> list[str]:
         cells = []
         for voice in voices:
             picked = [i for i, clip in enumerate(audio) if clip.voice == voice]
-            cells.append(f"{jiwer.wer([normalize(audio[i].text) for i in picked], [normalize(row.texts[i]) or '-' for i in picked]):.3f}")
+            cells.append(
+                f"{jiwer.wer([normalize(audio[i].text) for i in picked], [normalize(row.texts[i]) or '-' for i in picked]):.3f}"
+            )
         lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -154,11 +174,19 @@ def by_voice(rows: list[Row], audio: list[Clip], normalize) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--floors", default="2000,1500,1200,1000,800,600", help="window floors to try, in feature frames (100 a second)")
+    parser.add_argument(
+        "--floors", default="2000,1500,1200,1000,800,600", help="window floors to try, in feature frames (100 a second)"
+    )
     parser.add_argument("--margins", default="200", help="window margins after the speech to try, in feature frames")
-    parser.add_argument("--piper-takes", type=int, default=1, help="takes of each question in the piper voice (each differs)")
-    parser.add_argument("--question", action="append", help="a question to speak instead of the built-in ones (repeatable)")
-    parser.add_argument("--silence", default=f"{LEAD_S},{TAIL_S}", help="seconds of silence before and after each question")
+    parser.add_argument(
+        "--piper-takes", type=int, default=1, help="takes of each question in the piper voice (each differs)"
+    )
+    parser.add_argument(
+        "--question", action="append", help="a question to speak instead of the built-in ones (repeatable)"
+    )
+    parser.add_argument(
+        "--silence", default=f"{LEAD_S},{TAIL_S}", help="seconds of silence before and after each question"
+    )
     parser.add_argument("--detect", action="store_true", help="detect the language on the window instead of giving it")
     parser.add_argument("--beam", type=int, default=5, help="beam size (1: greedy)")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
@@ -170,7 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(audio)} clips, {min(seconds):.1f}-{max(seconds):.1f} s with silence", file=sys.stderr)
     transcriber = FasterWhisperTranscriber.load(SpeechModelSpec(model="base", device="cpu", cpu_threads=args.threads))
     language = None if args.detect else "en"
-    windows = [None, *(ShortWindow(int(floor), int(margin)) for floor in args.floors.split(",") for margin in args.margins.split(","))]
+    windows = [
+        None,
+        *(
+            ShortWindow(int(floor), int(margin))
+            for floor in args.floors.split(",")
+            for margin in args.margins.split(",")
+        ),
+    ]
     rows = []
     for window in windows:
         rows.append(measure(transcriber, window, audio, language, args.beam))

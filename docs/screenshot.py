@@ -1,6 +1,6 @@
 """Make docs/chat.png, the README's picture: the starter profile answering about the example photo.
 
-    python docs/screenshot.py        (needs /usr/bin/chromium and `pip install playwright`)
+python docs/screenshot.py        (needs /usr/bin/chromium and `pip install playwright`)
 """
 
 import time
@@ -21,7 +21,9 @@ def main() -> None:
     assistant = Assistant.from_settings(settings)
     app = launch(assistant, prevent_thread_lock=True, quiet=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu"])
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
         page = browser.new_page(viewport={"width": 1280, "height": 760})
         page.goto(app.local_url)
         page.wait_for_selector("textarea")

@@ -53,7 +53,11 @@ def tiny_assistant(make_settings, engine):
 def photo_files(tmp_path):
     """Three small photos of different sizes and colours, as files a user would upload."""
     paths = []
-    for name, size, colour in (("red.png", (64, 48), (220, 30, 30)), ("green.jpg", (40, 40), (30, 200, 60)), ("blue.png", (30, 70), (20, 40, 230))):
+    for name, size, colour in (
+        ("red.png", (64, 48), (220, 30, 30)),
+        ("green.jpg", (40, 40), (30, 200, 60)),
+        ("blue.png", (30, 70), (20, 40, 230)),
+    ):
         path = tmp_path / name
         PILImage.new("RGB", size, colour).save(path)
         paths.append(path)

@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)"
+)
+needs_ffmpeg = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (apt-get install ffmpeg)"
+)
 
 # Questions a user would ask the assistant: about photos, the weather, arithmetic, everyday things.
 PHRASES = (
@@ -32,12 +36,28 @@ PHRASES = (
 
 def speak(text: str, path: Path, voice: str = "en-us", words_per_minute: int = 150) -> Path:
     """Write `text` spoken by espeak-ng to a 22.05 kHz mono WAV file at `path`."""
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(words_per_minute), "-w", str(path), text], check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(words_per_minute), "-w", str(path), text], check=True, capture_output=True
+    )
     return path
 
 
 def encode(source: Path, target: Path, sample_rate: int, channels: int, extra: tuple[str, ...] = ()) -> Path:
     """Re-encode `source` with ffmpeg; the codec follows `target`'s extension unless `extra` says."""
-    command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-ar", str(sample_rate), "-ac", str(channels), *extra, str(target)]
+    command = [
+        "ffmpeg",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-i",
+        str(source),
+        "-ar",
+        str(sample_rate),
+        "-ac",
+        str(channels),
+        *extra,
+        str(target),
+    ]
     subprocess.run(command, check=True, capture_output=True)
     return target

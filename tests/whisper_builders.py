@@ -85,7 +85,9 @@ def _make_tokenizer() -> transformers.WhisperTokenizer:
     merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in trained["merges"]]
     specials = _special_tokens()
     tokenizer = transformers.WhisperTokenizer(
-        vocab=trained["vocab"], merges=merges, extra_special_tokens=specials[1:]  # [0] is bos/eos/unk
+        vocab=trained["vocab"],
+        merges=merges,
+        extra_special_tokens=specials[1:],  # [0] is bos/eos/unk
     )
     tokenizer.add_tokens(_timestamp_tokens())
     _check_order(tokenizer, specials)

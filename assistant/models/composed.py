@@ -80,7 +80,9 @@ class ComposedVLM(nn.Module):
         self.language_model = language_model.requires_grad_(False)
         self.tokenizer = tokenizer
         self.projector = build_projector(spec.projector)
-        self._hints: dict[int, tuple[object, str]] = {}  # id(image) -> (image, hint); holds the image so its id stays its own
+        self._hints: dict[
+            int, tuple[object, str]
+        ] = {}  # id(image) -> (image, hint); holds the image so its id stays its own
         _check_parts_agree(spec, encoder, language_model)
 
     @property
@@ -206,7 +208,9 @@ class ComposedModel(LoadedModel):
     def encode(self, conversation: Conversation) -> Encoded:
         chat, images = to_chat_messages(conversation)
         chat = with_object_hints(chat, [self.model.object_hint(image) for image in images])
-        ids, mask = tokenize_with_images(self.tokenizer, render_prompt(self.tokenizer, chat), self.model.tokens_per_image)
+        ids, mask = tokenize_with_images(
+            self.tokenizer, render_prompt(self.tokenizer, chat), self.model.tokens_per_image
+        )
         inputs = {
             "input_ids": torch.tensor([ids]),
             "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
@@ -227,7 +231,9 @@ class ComposedModel(LoadedModel):
         embeddings = self._embeddings(encoded)
         with torch.inference_mode():
             if self.decoder is not None:
-                self.decoder.generate(embeddings, max_new_tokens, logits_processor, stopping_criteria, streamer, self.eos_token_ids)
+                self.decoder.generate(
+                    embeddings, max_new_tokens, logits_processor, stopping_criteria, streamer, self.eos_token_ids
+                )
                 return
             self.model.language_model.generate(
                 inputs_embeds=embeddings,
@@ -319,11 +325,17 @@ def _check_parts_agree(spec: ComposedSpec, encoder, language_model) -> None:
     expected_features = encoder.feature_dim + colour_channels(spec.colour_features)
     problems = []
     if projector.feature_dim != expected_features:
-        problems.append(f"the projector takes {projector.feature_dim}-wide features but {spec.encoder} gives {expected_features}")
+        problems.append(
+            f"the projector takes {projector.feature_dim}-wide features but {spec.encoder} gives {expected_features}"
+        )
     if projector.num_patches != encoder.num_patches:
-        problems.append(f"the projector expects {projector.num_patches} patches but {spec.encoder} gives {encoder.num_patches}")
+        problems.append(
+            f"the projector expects {projector.num_patches} patches but {spec.encoder} gives {encoder.num_patches}"
+        )
     embed_dim = language_model.get_input_embeddings().embedding_dim
     if projector.embed_dim != embed_dim:
-        problems.append(f"the projector writes {projector.embed_dim}-wide tokens but {spec.language_model} embeds in {embed_dim}")
+        problems.append(
+            f"the projector writes {projector.embed_dim}-wide tokens but {spec.language_model} embeds in {embed_dim}"
+        )
     if problems:
         raise ModelUnavailableError("the parts of this composed model do not fit together: " + "; ".join(problems))

@@ -44,7 +44,9 @@ def decode_step_attention(
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     if seen_positions is None or query.shape[2] != 1:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     # One new token a row: every filled slot comes before it, so slicing is the causal mask (the
     # attention mask still hides a batch's left padding).
     seen = seen_positions.shape[0]
@@ -52,7 +54,9 @@ def decode_step_attention(
     if attention_mask is not None:
         attention_mask = attention_mask[..., :seen]
     if not torch.compiler.is_compiling():  # the eager fallback: PyTorch's kernel, no big temporaries
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, is_causal=False, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, is_causal=False, **kwargs
+        )
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
     return _fused_one_query(query, key, value, attention_mask, scaling), None
 

@@ -183,7 +183,9 @@ class FastDecoder:
         # each decoder keeps its own (isolate_recompiles): another model's frozen weights would
         # answer otherwise.
         compiled = torch.compile(
-            one_token_step, fullgraph=True, isolate_recompiles=True,
+            one_token_step,
+            fullgraph=True,
+            isolate_recompiles=True,
             options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe},
         )
 
@@ -213,8 +215,12 @@ class FastDecoder:
             one_reply = functools.partial(self._decode, embeddings, 3, hooks, eos_token_ids=[])
             self._try_compile("decode step", "_step", self._one_token, one_reply)
             if self.speed.batch > 1 and self._rows_step is not self._rows_one_token:
-                requests = [GenerationRequest(None, 3, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in range(2)]
-                batch = functools.partial(self._decode_batch, [embeddings, embeddings[:, :2]], requests, eos_token_ids=[])
+                requests = [
+                    GenerationRequest(None, 3, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in range(2)
+                ]
+                batch = functools.partial(
+                    self._decode_batch, [embeddings, embeddings[:, :2]], requests, eos_token_ids=[]
+                )
                 self._try_compile("batch step", "_rows_step", self._rows_one_token, batch)
 
     def _try_compile(self, what: str, attribute: str, eager, run) -> None:
@@ -241,10 +247,14 @@ class FastDecoder:
     ) -> torch.Tensor:
         """Greedy over the processors' scores, like `generate(do_sample=False)`; returns the new ids."""
         with self._lock:
-            return self._decode(inputs_embeds, max_new_tokens, _Hooks(logits_processor, stopping_criteria, streamer), eos_token_ids)
+            return self._decode(
+                inputs_embeds, max_new_tokens, _Hooks(logits_processor, stopping_criteria, streamer), eos_token_ids
+            )
 
     @torch.inference_mode()
-    def generate_batch(self, prompts: list[torch.Tensor], requests: list[GenerationRequest], eos_token_ids: list[int]) -> None:
+    def generate_batch(
+        self, prompts: list[torch.Tensor], requests: list[GenerationRequest], eos_token_ids: list[int]
+    ) -> None:
         """Greedy replies to several prompts [1, L_i, H] at once, each as `generate` would give it
         alone (up to float rounding: a batch multiplies matrices of another shape). Prompts whose
         slots would not fit the context together are answered one after another."""
@@ -252,12 +262,16 @@ class FastDecoder:
         fits = max(prompt.shape[1] for prompt in prompts) + budget <= self.context_tokens
         if len(prompts) == 1 or not fits:
             for prompt, r in zip(prompts, requests):
-                self.generate(prompt, r.max_new_tokens, r.logits_processor, r.stopping_criteria, r.streamer, eos_token_ids)
+                self.generate(
+                    prompt, r.max_new_tokens, r.logits_processor, r.stopping_criteria, r.streamer, eos_token_ids
+                )
             return
         with self._lock:
             self._decode_batch(prompts, requests, eos_token_ids)
 
-    def _decode_batch(self, prompts: list[torch.Tensor], requests: list[GenerationRequest], eos_token_ids: list[int]) -> None:
+    def _decode_batch(
+        self, prompts: list[torch.Tensor], requests: list[GenerationRequest], eos_token_ids: list[int]
+    ) -> None:
         replies = [
             _ReplyInProgress(_Hooks(r.logits_processor, r.stopping_criteria, r.streamer), r.max_new_tokens, self.device)
             for r in requests
@@ -272,8 +286,13 @@ class FastDecoder:
         mask = prompt_mask.new_zeros(rows, cache.get_max_length())
         mask[:, :width] = prompt_mask
         output = self.batch_model(
-            inputs_embeds=embeddings, attention_mask=mask, position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
-            cache_position=self._positions[:width], cache=cache, use_cache=True, logits_to_keep=1,
+            inputs_embeds=embeddings,
+            attention_mask=mask,
+            position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+            cache_position=self._positions[:width],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
         logits = output.logits[:, -1]
         lengths = prompt_mask.sum(-1, keepdim=True)
@@ -281,7 +300,10 @@ class FastDecoder:
         # computes is ignored.
         filler = eos_token_ids[0] if eos_token_ids else 0
         for step in range(budget):
-            tokens = [reply.take(logits[i : i + 1], eos_token_ids) if reply.active else filler for i, reply in enumerate(replies)]
+            tokens = [
+                reply.take(logits[i : i + 1], eos_token_ids) if reply.active else filler
+                for i, reply in enumerate(replies)
+            ]
             if not any(reply.active for reply in replies):
                 return
             token_ids = torch.tensor(tokens + [filler] * (rows - len(tokens)), device=self.device)[:, None]
@@ -289,14 +311,21 @@ class FastDecoder:
             mask[:, slot] = 1
             logits = self._next_rows_logits(token_ids, lengths + step, slot, mask, cache)
 
-    def _next_rows_logits(self, tokens: torch.Tensor, positions: torch.Tensor, slot: int, mask: torch.Tensor, cache: StaticCache):
+    def _next_rows_logits(
+        self, tokens: torch.Tensor, positions: torch.Tensor, slot: int, mask: torch.Tensor, cache: StaticCache
+    ):
         arguments = (tokens, positions, self._positions[slot : slot + 1].clone(), mask, cache, self._seen(slot))
         return self._run_step("_rows_step", self._rows_one_token, arguments, "batch step")
 
     def _rows_one_token(self, tokens, positions, slot, mask, cache, seen) -> torch.Tensor:
         output = self.batch_model(
-            input_ids=tokens, attention_mask=mask, position_ids=positions, cache_position=slot, cache=cache,
-            use_cache=True, seen_positions=seen,
+            input_ids=tokens,
+            attention_mask=mask,
+            position_ids=positions,
+            cache_position=slot,
+            cache=cache,
+            use_cache=True,
+            seen_positions=seen,
         )
         return output.logits[:, -1]
 
@@ -312,7 +341,9 @@ class FastDecoder:
             mask[i, width - prompt.shape[1] :] = 1
         return batch, mask
 
-    def _decode(self, inputs_embeds: torch.Tensor, max_new_tokens: int, hooks: _Hooks, eos_token_ids: list[int]) -> torch.Tensor:
+    def _decode(
+        self, inputs_embeds: torch.Tensor, max_new_tokens: int, hooks: _Hooks, eos_token_ids: list[int]
+    ) -> torch.Tensor:
         prompt_length = inputs_embeds.shape[1]
         end = prompt_length + max_new_tokens
         cache = self._cache_for(end)
@@ -358,8 +389,12 @@ class FastDecoder:
         )
         return output.logits[:, -1]
 
-    def _one_token(self, token: torch.Tensor, position: torch.Tensor, cache: StaticCache, seen: torch.Tensor) -> torch.Tensor:
-        output = self.language_model(input_ids=token, cache_position=position, cache=cache, use_cache=True, seen_positions=seen)
+    def _one_token(
+        self, token: torch.Tensor, position: torch.Tensor, cache: StaticCache, seen: torch.Tensor
+    ) -> torch.Tensor:
+        output = self.language_model(
+            input_ids=token, cache_position=position, cache=cache, use_cache=True, seen_positions=seen
+        )
         return output.logits[:, -1]
 
     def _cache_for(self, tokens: int, batch: int = 1) -> StaticCache:
@@ -369,7 +404,9 @@ class FastDecoder:
         size = min(size, self.context_tokens)
         key = size if batch == 1 else (size, batch)  # a cache's batch size is fixed when it is first filled
         if key not in self._caches:
-            self._caches[key] = StaticCache(config=self.language_model.config, max_cache_len=size)  # placed on first use
+            self._caches[key] = StaticCache(
+                config=self.language_model.config, max_cache_len=size
+            )  # placed on first use
         cache = self._caches[key]
         cache.reset()
         return cache

@@ -108,7 +108,9 @@ def load_causal_lm(
     except OSError as error:
         raise ModelUnavailableError(_unavailable_message(source, model_dir, error)) from None
     except ValueError as error:
-        raise ModelUnavailableError(f"{source} is not a causal language model that transformers can load here ({str(error).splitlines()[0]})") from None
+        raise ModelUnavailableError(
+            f"{source} is not a causal language model that transformers can load here ({str(error).splitlines()[0]})"
+        ) from None
     model.to(device).eval()
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise ModelUnavailableError(
@@ -133,7 +135,10 @@ def packaged_gguf_path(name: str) -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / packaged.file
     if not path.is_file():
-        raise ModelUnavailableError(f"the packaged language model {name} is damaged ({path} is missing); reinstall it: {packaged.install} --force-reinstall")
+        raise ModelUnavailableError(
+            f"the packaged language model {name} is damaged ({path} is missing); "
+            f"reinstall it: {packaged.install} --force-reinstall"
+        )
     return path
 
 
@@ -198,7 +203,11 @@ def _is_converted(target: Path, digest: str) -> bool:
         marker = json.loads((target / CONVERTED_MARKER).read_text())
     except (OSError, ValueError):
         return False
-    return marker.get("gguf_sha256") == digest and marker.get("version") == CONVERSION_VERSION and (target / "config.json").is_file()
+    return (
+        marker.get("gguf_sha256") == digest
+        and marker.get("version") == CONVERSION_VERSION
+        and (target / "config.json").is_file()
+    )
 
 
 def _converted_from(lm_dir: Path, name: str, gguf_path: Path, stat: os.stat_result) -> Path | None:
@@ -222,7 +231,9 @@ def _converted_from(lm_dir: Path, name: str, gguf_path: Path, stat: os.stat_resu
     return None
 
 
-def _convert(gguf_path: Path, digest: str, target: Path, what: str, eos_token: str | None, progress: Progress | None) -> None:
+def _convert(
+    gguf_path: Path, digest: str, target: Path, what: str, eos_token: str | None, progress: Progress | None
+) -> None:
     """Dequantize `gguf_path` with transformers and save it as safetensors into `target`, atomically."""
     say = _reporter(progress)
     say(f"converting {gguf_path.name} to safetensors ({what}; once, cached in {target})")
@@ -231,7 +242,10 @@ def _convert(gguf_path: Path, digest: str, target: Path, what: str, eos_token: s
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     except OSError as error:
-        raise ModelUnavailableError(f"cannot write the converted model into {target.parent} ({error.strerror or error}); set cache_dir to a writable directory") from None
+        raise ModelUnavailableError(
+            f"cannot write the converted model into {target.parent} ({error.strerror or error}); "
+            "set cache_dir to a writable directory"
+        ) from None
     try:
         _convert_into(gguf_path, staging, eos_token)
         stat = gguf_path.stat()
@@ -248,7 +262,10 @@ def _convert(gguf_path: Path, digest: str, target: Path, what: str, eos_token: s
             if not _is_converted(target, digest):  # not a lost race with another process
                 raise
     except OSError as error:
-        raise ModelUnavailableError(f"cannot write the converted model into {target} ({error.strerror or error}); set cache_dir to a writable directory with space") from None
+        raise ModelUnavailableError(
+            f"cannot write the converted model into {target} ({error.strerror or error}); "
+            "set cache_dir to a writable directory with space"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     say(f"converted {gguf_path.name} in {time.perf_counter() - started:.1f} s")
@@ -273,7 +290,11 @@ def _convert_into(gguf_path: Path, staging: Path, eos_token: str | None) -> None
         _set_eos(model, tokenizer, eos_token)
     model.save_pretrained(staging)  # safetensors
     tokenizer.save_pretrained(staging)  # tokenizer.json, tokenizer_config.json, chat_template.jinja
-    if tokenizer.chat_template and not (staging / "chat_template.jinja").is_file() and "chat_template" not in (staging / "tokenizer_config.json").read_text():
+    if (
+        tokenizer.chat_template
+        and not (staging / "chat_template.jinja").is_file()
+        and "chat_template" not in (staging / "tokenizer_config.json").read_text()
+    ):
         raise ModelUnavailableError(f"converting {gguf_path.name}: the chat template was not saved with the tokenizer")
 
 
@@ -319,7 +340,10 @@ def _reporter(progress: Progress | None) -> Progress:
 
 def _unavailable_message(source: str, model_dir: Path | str, error: OSError) -> str:
     if isinstance(model_dir, Path):  # a conversion in the cache
-        return f"could not load the converted {source} from {model_dir} ({error}); delete that directory to convert it again"
+        return (
+            f"could not load the converted {source} from {model_dir} ({error}); "
+            "delete that directory to convert it again"
+        )
     if Path(source).expanduser().exists():
         return f"could not load the language model in {source}: {error}"
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")

@@ -1,8 +1,8 @@
 """The one entry point that turns settings into a loaded model.
 
-    settings.profile / settings.model -> a source (hub id, local dir, or tiny:<family>)
-        -> device and dtype for this machine -> AutoProcessor + AutoModelForImageTextToText
-        -> cross-part checks (image token in the vocabulary, tokenizer fits the embeddings)
+settings.profile / settings.model -> a source (hub id, local dir, or tiny:<family>)
+    -> device and dtype for this machine -> AutoProcessor + AutoModelForImageTextToText
+    -> cross-part checks (image token in the vocabulary, tokenizer fits the embeddings)
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def load_model(settings: Settings) -> LoadedModel:
     device = pick_device(settings.device)
     dtype_name = settings.dtype if settings.dtype != "auto" else resolved.profile.dtype
     if is_composed_dir(source):
-        loaded = load_composed(source, device, pick_dtype(dtype_name, device), settings.cache_dir, decode_speed(settings, device))
+        loaded = load_composed(
+            source, device, pick_dtype(dtype_name, device), settings.cache_dir, decode_speed(settings, device)
+        )
         loaded.details.update(profile=resolved.profile.name, reason=resolved.reason)
         return loaded
     loaded = load_pretrained(
@@ -64,7 +66,9 @@ def pick_device(setting: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(setting)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelUnavailableError(f"device {setting!r} was asked for, but no CUDA GPU is available (use --device cpu)")
+        raise ModelUnavailableError(
+            f"device {setting!r} was asked for, but no CUDA GPU is available (use --device cpu)"
+        )
     return device
 
 
@@ -74,7 +78,9 @@ def decode_speed(settings: Settings, device: torch.device) -> DecodeSpeed | None
         return None
     compile_step = settings.compile_decode == "on"
     if compile_step and not can_compile():
-        log.warning("no C++ compiler found (g++): decoding without compiling, which is slower; install g++ for full speed")
+        log.warning(
+            "no C++ compiler found (g++): decoding without compiling, which is slower; install g++ for full speed"
+        )
         compile_step = False
     weights = settings.fast_decode if settings.fast_decode != "auto" else "int8" if compile_step else "bfloat16"
     return DecodeSpeed(weights=weights, compile=compile_step, batch=settings.max_batch)

@@ -214,9 +214,7 @@ def _build_llava_onevision() -> tuple[transformers.PreTrainedModel, transformers
     """
     tile, patch_size = 16, 8
     pinpoints = [[tile, tile], [tile, 2 * tile], [2 * tile, tile], [2 * tile, 2 * tile]]
-    tokenizer = _make_tokenizer(
-        eos="<|im_end|>", pad="<|endoftext|>", extra=["<|im_start|>", "<image>", "<video>"]
-    )
+    tokenizer = _make_tokenizer(eos="<|im_end|>", pad="<|endoftext|>", extra=["<|im_start|>", "<image>", "<video>"])
     size = {"height": tile, "width": tile}
     processor = transformers.LlavaOnevisionProcessor(
         image_processor=transformers.LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=pinpoints),
@@ -296,9 +294,7 @@ def _build_idefics3_style(
     scale_factor = _IDEFICS3_STYLE_SCALE_FACTOR
     image_seq_len = (image_size // patch_size) ** 2 // scale_factor**2
     longest_edge = {"longest_edge": image_size}
-    image_processor = image_processor_class(
-        size=longest_edge, max_image_size=longest_edge, do_image_splitting=False
-    )
+    image_processor = image_processor_class(size=longest_edge, max_image_size=longest_edge, do_image_splitting=False)
     videos = {}
     if video_processor_class is not None:
         videos["video_processor"] = video_processor_class(

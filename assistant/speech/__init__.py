@@ -1,8 +1,8 @@
 """Speech: Whisper transcription behind one interface, with several backends.
 
-    transcriber = load_speech(settings)        # the profile's model, or settings.speech_model
-    samples = read_audio_file("question.webm")  # any common format -> float32 mono 16 kHz
-    transcriber.transcribe(samples, transcribe_options(settings)).text
+transcriber = load_speech(settings)        # the profile's model, or settings.speech_model
+samples = read_audio_file("question.webm")  # any common format -> float32 mono 16 kHz
+transcriber.transcribe(samples, transcribe_options(settings)).text
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def load_speech(settings) -> Transcriber:
     except SpeechError as error:
         if not _may_fall_back(settings, spec):
             raise
-        log.warning("speech model %s unavailable (%s); using the packaged Whisper %s", spec.model, error, OFFLINE_SPEECH_MODEL)
+        log.warning(
+            "speech model %s unavailable (%s); using the packaged Whisper %s", spec.model, error, OFFLINE_SPEECH_MODEL
+        )
         return load_transcriber(replace(spec, backend="faster-whisper", model=OFFLINE_SPEECH_MODEL))
 
 

@@ -96,7 +96,9 @@ def _open(data: bytes) -> av.container.InputContainer:
     try:
         return av.open(io.BytesIO(data), metadata_errors="ignore", options=OPEN_OPTIONS)
     except UNREADABLE:
-        raise MediaError(f"not an audio file we can read (unknown format or damaged header; supported: {SUPPORTED})") from None
+        raise MediaError(
+            f"not an audio file we can read (unknown format or damaged header; supported: {SUPPORTED})"
+        ) from None
     except av.error.FFmpegError as error:
         # A header that ends early (EOFError) or asks for absurd allocations (MemoryError), and
         # whatever else a damaged header makes a demuxer return (fuzzing gave EIO): all damage.
@@ -122,7 +124,9 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.audio.s
     return None
 
 
-def _decode(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, limits: AudioLimits) -> np.ndarray:
+def _decode(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream, limits: AudioLimits
+) -> np.ndarray:
     """All of `stream` as float32 mono at SAMPLE_RATE, shape (n,); stops once past limits.max_seconds."""
     chunks = list(_resampled(_limited(_frames(container, stream), limits.max_seconds)))
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)

@@ -45,9 +45,8 @@ import numpy as np
 from faster_whisper import WhisperModel, available_models, download_model
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-from .packaged import PACKAGED, is_packaged, packaged_model_dir
 from .audio import SAMPLE_RATE as SAMPLE_RATE_HZ
-from .window import FRAMES_PER_SECOND, ShortWindow, is_narrowband, speech_only, transcribe_window
+from .packaged import PACKAGED, is_packaged, packaged_model_dir
 from .transcriber import (
     Segment,
     SpeechError,
@@ -58,13 +57,17 @@ from .transcriber import (
     mono_samples,
     silent_transcript,
 )
+from .window import FRAMES_PER_SECOND, ShortWindow, is_narrowband, speech_only, transcribe_window
 
 log = logging.getLogger(__name__)
 
 CPU_COMPUTE_TYPE = "int8"  # 1.3-2x faster than float32 here (2 cores), same words on a 30-s clip
 CUDA_COMPUTE_TYPE = "float16"
 # CTranslate2's wheels (4.8) are built against CUDA 12 and open its cuBLAS at run time.
-CUDA_HINT = "; CTranslate2 needs CUDA 12's cuBLAS (pip install nvidia-cublas-cu12, its lib folder on LD_LIBRARY_PATH), or use device cpu"
+CUDA_HINT = (
+    "; CTranslate2 needs CUDA 12's cuBLAS (pip install nvidia-cublas-cu12, its lib folder on LD_LIBRARY_PATH), "
+    "or use device cpu"
+)
 VAD_OPTIONS = VadOptions()  # faster-whisper's defaults: speech probability 0.5, 2 s of silence splits
 # Whisper's own decoding thresholds, passed explicitly: a window whose mean log-probability per
 # token is below -1.0 or whose text compresses more than 2.4x (gzip) is decoded again, hotter.
@@ -143,7 +146,9 @@ class FasterWhisperTranscriber:
         segments = tuple(_segment(piece, duration) for piece in kept)
         return Transcript(" ".join(s.text for s in segments), language, duration, segments, probability)
 
-    def _decode(self, audio: np.ndarray, speech_chunks: list[dict] | None, options: TranscribeOptions) -> tuple[list, str, float | None]:
+    def _decode(
+        self, audio: np.ndarray, speech_chunks: list[dict] | None, options: TranscribeOptions
+    ) -> tuple[list, str, float | None]:
         """(segments, language, its probability) from the short window when the speech fits one,
         else from faster-whisper's 30-s windows."""
         speech = speech_only(audio, speech_chunks) if speech_chunks else audio
@@ -209,15 +214,21 @@ def _cpu_threads() -> int:
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
-def _whisper_model(name: str, path: str, device: str, device_index: int, compute_type: str, cpu_threads: int) -> WhisperModel:
+def _whisper_model(
+    name: str, path: str, device: str, device_index: int, compute_type: str, cpu_threads: int
+) -> WhisperModel:
     try:
-        model = WhisperModel(path, device=device, device_index=device_index, compute_type=compute_type, cpu_threads=cpu_threads)
+        model = WhisperModel(
+            path, device=device, device_index=device_index, compute_type=compute_type, cpu_threads=cpu_threads
+        )
         if device == "cuda":
             _encode_silence(model)
         return model
     except (RuntimeError, ValueError) as error:  # what CTranslate2 raises for a bad model, device or type
         hint = CUDA_HINT if device == "cuda" else ""
-        raise SpeechError(f"could not load the Whisper model {name} on {device} as {compute_type}: {error}{hint}") from None
+        raise SpeechError(
+            f"could not load the Whisper model {name} on {device} as {compute_type}: {error}{hint}"
+        ) from None
 
 
 def _encode_silence(model: WhisperModel) -> None:
@@ -239,7 +250,9 @@ def _pick_device(device: str) -> tuple[str, int]:
         return "cpu", 0
     kind, _, index = device.partition(":")
     if kind != "cuda" or not (index or "0").isdigit():
-        raise SpeechError(f"faster-whisper runs on cpu or cuda, not {device!r}; use the transformers speech backend for other devices")
+        raise SpeechError(
+            f"faster-whisper runs on cpu or cuda, not {device!r}; use the transformers speech backend for other devices"
+        )
     if int(index or 0) >= cuda_count:
         raise SpeechError(f"{device} was asked for, but CTranslate2 sees {cuda_count} CUDA device(s)")
     return "cuda", int(index or 0)

@@ -226,10 +226,6 @@ def cut_points(audio: np.ndarray) -> list[tuple[int, int]]:
     return ranges
 
 
-
-
-
-
 def resolve_source(model: str) -> str:
     """A size name (large-v3-turbo, turbo, base.en) -> its hub id; anything else is kept as given."""
     name = "large-v3-turbo" if model == "turbo" else model

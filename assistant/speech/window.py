@@ -103,7 +103,9 @@ def transcribe_window(
     features = model.feature_extractor(speech)
     encoder_output = model.encode(pad_or_trim(features, window_frames))
     language, probability = _language(model, encoder_output, arguments.get("language"), language_hint)
-    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=arguments.get("task", "transcribe"), language=language)
+    tokenizer = Tokenizer(
+        model.hf_tokenizer, model.model.is_multilingual, task=arguments.get("task", "transcribe"), language=language
+    )
     options = transcription_options(arguments, tokenizer)
     segments = model.generate_segments(features, tokenizer, options, False, encoder_output)
     if speech_chunks:

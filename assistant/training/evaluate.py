@@ -70,7 +70,10 @@ class EvalReport:
         model's errors concentrate (red read as orange, or one answer given to everything)."""
         pairs = Counter((expected, predicted.strip()) for _, expected, predicted in self.mistakes)
         lines = ["| expected | answered | times |", "|---|---|---:|"]
-        lines += [f"| {expected} | {predicted or '(nothing)'} | {times} |" for (expected, predicted), times in pairs.most_common(limit)]
+        lines += [
+            f"| {expected} | {predicted or '(nothing)'} | {times} |"
+            for (expected, predicted), times in pairs.most_common(limit)
+        ]
         return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """Answer metrics (seed §3.4): normalised exact match (accuracy) and token-level F1, as in SQuAD/VQA.
 
-    normalize_answer("The Red!") == "red";  normalize_answer("three") == "3"
+normalize_answer("The Red!") == "red";  normalize_answer("three") == "3"
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from collections import Counter
 
 ARTICLES = re.compile(r"\b(a|an|the)\b")
 NUMBER_WORDS = {
-    word: str(value)
-    for value, word in enumerate("zero one two three four five six seven eight nine ten".split())
+    word: str(value) for value, word in enumerate("zero one two three four five six seven eight nine ten".split())
 }
 SPELLINGS = {"color": "colour", "grey": "gray", "centre": "center", "middle": "center"}  # one form per word
 PUNCTUATION = str.maketrans("", "", string.punctuation)

@@ -64,8 +64,26 @@ MARGIN = 0.02  # fraction of the side kept clear at the image border
 GAP = 0.03  # fraction of the side kept clear between shapes, so they never touch
 MAX_TARGETS = 4  # a count scene has 1..MAX_TARGETS shapes of the asked-about kind
 MAX_DISTRACTORS = 2  # ... and 0..MAX_DISTRACTORS of another shape in another colour
-WORDS = ("CAT", "DOG", "STOP", "OPEN", "SALE", "EXIT", "PUSH", "PULL", "BUS", "TAXI", "MILK", "BOOK",
-         "SUN", "FISH", "HOTEL", "FOOD", "PARK", "HELLO")
+WORDS = (
+    "CAT",
+    "DOG",
+    "STOP",
+    "OPEN",
+    "SALE",
+    "EXIT",
+    "PUSH",
+    "PULL",
+    "BUS",
+    "TAXI",
+    "MILK",
+    "BOOK",
+    "SUN",
+    "FISH",
+    "HOTEL",
+    "FOOD",
+    "PARK",
+    "HELLO",
+)
 DIGIT_HEIGHT = (0.30, 0.60)  # ink height of a digit, fraction of the side
 WORD_WIDTH = (0.45, 0.85)  # ink width of a word, fraction of the side
 WORD_MAX_HEIGHT = 0.40  # fraction of the side, for short words that would otherwise grow tall

@@ -137,13 +137,19 @@ def build_for_training(config: TrainConfig) -> ComposedVLM:
 
 
 def _training_examples(config: TrainConfig) -> list[VQAExample]:
-    examples = load_dataset(config.data) if config.data else scenes_to_examples(make_split("train", config.scenes, seed=config.seed))
+    examples = (
+        load_dataset(config.data)
+        if config.data
+        else scenes_to_examples(make_split("train", config.scenes, seed=config.seed))
+    )
     if config.question_types is None:
         return examples
     kept = [example for example in examples if example.question_type in config.question_types]
     if not kept:
         found = sorted({example.question_type for example in examples})
-        raise DatasetError(f"no training question is of type {', '.join(config.question_types)}; the data has: {', '.join(found)}")
+        raise DatasetError(
+            f"no training question is of type {', '.join(config.question_types)}; the data has: {', '.join(found)}"
+        )
     return kept
 
 
@@ -165,7 +171,12 @@ def prepare_examples(vlm: ComposedVLM, examples: list[VQAExample], config: Train
 def tokenize_example(vlm: ComposedVLM, example: VQAExample) -> tuple[list[int], list[int], list[bool]]:
     """The prompt exactly as inference renders it, then the answer and the end-of-turn token; only
     the answer (and the end of turn) are supervised."""
-    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{example.question}\n{SHORT_ANSWER}"}]}]
+    chat = [
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": f"{example.question}\n{SHORT_ANSWER}"}],
+        }
+    ]
     prompt_ids, mask = tokenize_with_images(vlm.tokenizer, render_prompt(vlm.tokenizer, chat), vlm.tokens_per_image)
     answer_ids = vlm.tokenizer.encode(example.answer, add_special_tokens=False) + [vlm.tokenizer.eos_token_id]
     ids = prompt_ids + answer_ids
@@ -193,7 +204,9 @@ def cached_features(vlm: ComposedVLM, image_examples: list[VQAExample], config: 
     if path.is_file():
         return load_file(path)["features"]
     chunks = []
-    for start in tqdm(range(0, len(image_examples), FEATURE_BATCH), desc="encoding images", unit="batch", file=sys.stderr):
+    for start in tqdm(
+        range(0, len(image_examples), FEATURE_BATCH), desc="encoding images", unit="batch", file=sys.stderr
+    ):
         batch = [example.load_image() for example in image_examples[start : start + FEATURE_BATCH]]
         chunks.append(vlm.patch_features(vlm.encoder.preprocess(batch)))
     features = torch.cat(chunks)
@@ -259,7 +272,9 @@ def _config_fingerprint(config: TrainConfig) -> str:
     return json.dumps(relevant, sort_keys=True)
 
 
-def _loop(vlm, examples: TrainingExamples, optimizer, scheduler, step: int, generator, config: TrainConfig) -> list[float]:
+def _loop(
+    vlm, examples: TrainingExamples, optimizer, scheduler, step: int, generator, config: TrainConfig
+) -> list[float]:
     losses: list[float] = []
     vlm.language_model.to(getattr(torch, config.lm_dtype))
     vlm.projector.train()

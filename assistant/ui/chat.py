@@ -73,7 +73,9 @@ def to_conversation(chat: list[Bubble], assistant: Assistant, persona: str | Non
     for role, bubbles in _messages(chat):
         texts = [b["content"] for b in bubbles if b["kind"] in ("text", "spoken")]
         if role == "user":
-            photos = [b["content"]["path"] for b in bubbles if b["kind"] == "file" and not is_recording(b["content"]["path"])]
+            photos = [
+                b["content"]["path"] for b in bubbles if b["kind"] == "file" and not is_recording(b["content"]["path"])
+            ]
             conversation.add(assistant.user_message("\n".join(texts), photos))
         elif texts:
             conversation.add(Message.assistant("\n".join(texts)))
@@ -97,7 +99,9 @@ def from_conversation(conversation: Conversation, photo_folder: Path) -> list[Bu
 
 def last_user_message(chat: list[Bubble]) -> int | None:
     """Index of the first bubble of the last user message, or None when there is none."""
-    starts = [i for i, bubble in enumerate(chat) if bubble["role"] == "user" and (i == 0 or chat[i - 1]["role"] != "user")]
+    starts = [
+        i for i, bubble in enumerate(chat) if bubble["role"] == "user" and (i == 0 or chat[i - 1]["role"] != "user")
+    ]
     return starts[-1] if starts else None
 
 

@@ -57,7 +57,12 @@ class Panel:
         return voiced if self.speak is None else self.speak
 
     def generation_overrides(self) -> dict:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens, "seed": self.seed}
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "seed": self.seed,
+        }
 
 
 @dataclass
@@ -88,7 +93,9 @@ class ChatHandlers:
         try:
             hint = bubbles.last_spoken_language(chat)
             to_transcribe = [path for path in recordings if path not in live[:1]]
-            sent = self.assistant.user_message(message.get("text") or "", photos, to_transcribe, language_hint=hint, heard=heard)
+            sent = self.assistant.user_message(
+                message.get("text") or "", photos, to_transcribe, language_hint=hint, heard=heard
+            )
         except AssistantError as error:
             yield Update([*chat, bubbles.error_bubble(str(error))], input=message)
             return
@@ -126,7 +133,9 @@ class ChatHandlers:
         while len(self._heard) > KEPT_TRANSCRIPTS:
             self._heard.pop(next(iter(self._heard)))  # the oldest: a recording never sent
         message = message or EMPTY_INPUT
-        return Update([], input={"text": message.get("text") or "", "files": [*_paths(message.get("files") or []), path]})
+        return Update(
+            [], input={"text": message.get("text") or "", "files": [*_paths(message.get("files") or []), path]}
+        )
 
     def retry(self, chat: list[Bubble], panel: Panel) -> Iterator[Update]:
         """Answer the last user message again (whatever came after it is replaced)."""
@@ -139,7 +148,9 @@ class ChatHandlers:
     def edit(self, chat: list[Bubble], index: int, text: str, panel: Panel) -> Iterator[Update]:
         """Replace the words of the user bubble at `index`, forget what came after it, answer again."""
         if not 0 <= index < len(chat) or chat[index]["role"] != "user" or chat[index]["kind"] == "file":
-            yield Update([*chat, bubbles.error_bubble(f"message {index} is not one of your messages with words to edit")])
+            yield Update(
+                [*chat, bubbles.error_bubble(f"message {index} is not one of your messages with words to edit")]
+            )
             return
         edited = [*chat[:index], {**chat[index], "kind": "text", "content": text}]
         edited += [b for b in chat[index + 1 : bubbles.end_of_message(chat, index)] if b["kind"] == "file"]
@@ -164,7 +175,10 @@ class ChatHandlers:
                 else:
                     yield Update(shown)
             if said:
-                shown = [*shown, bubbles.file_bubble("assistant", str(self._keep_audio(Speech.join(said), "answer")))]  # to replay
+                shown = [
+                    *shown,
+                    bubbles.file_bubble("assistant", str(self._keep_audio(Speech.join(said), "answer"))),
+                ]  # to replay
             yield Update(shown, usage=usage)
         except AssistantError as error:
             if restore_on_error is not None and shown is asked:

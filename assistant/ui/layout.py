@@ -14,8 +14,8 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 
 from ..core import Assistant
-from . import chat as bubbles
 from ..speech.synthesizer import encode_speech
+from . import chat as bubbles
 from .handlers import ChatHandlers, Panel, reply_stats
 
 TITLE = "Multimodal assistant"
@@ -40,18 +40,46 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         gr.Markdown(f"## {TITLE}")
         gr.Markdown(DESCRIPTION)
         chatbot = gr.Chatbot(
-            label="Chat", editable="user", scale=1, height="70vh", buttons=["copy", "copy_all"],
+            label="Chat",
+            editable="user",
+            scale=1,
+            height="70vh",
+            buttons=["copy", "copy_all"],
             placeholder="**Ask a question**, attach photos, or record a voice question. Or try one of these:",
             examples=_examples(),
         )
         textbox = gr.MultimodalTextbox(
-            sources=["upload"], file_types=["image", "audio"], file_count="multiple", elem_id="input",
-            placeholder="Ask something, or attach photos and recordings…", show_label=False, stop_btn=False, autofocus=True,
+            sources=["upload"],
+            file_types=["image", "audio"],
+            file_count="multiple",
+            elem_id="input",
+            placeholder="Ask something, or attach photos and recordings…",
+            show_label=False,
+            stop_btn=False,
+            autofocus=True,
         )
         microphone, heard = _microphone()
-        speaker = gr.Audio(label="Spoken answer", streaming=True, autoplay=True, interactive=False, visible=True, show_label=False, elem_id="speaker")
+        speaker = gr.Audio(
+            label="Spoken answer",
+            streaming=True,
+            autoplay=True,
+            interactive=False,
+            visible=True,
+            show_label=False,
+            elem_id="speaker",
+        )
         speak_box.input(lambda choice: choice, [speak_box], [speak_choice], queue=False, api_visibility="undocumented")
-        _wire_chat(handlers, chatbot, textbox, chat_state, usages, stats, [speak_choice, *panel], (speaker, speak_box), (microphone, heard))
+        _wire_chat(
+            handlers,
+            chatbot,
+            textbox,
+            chat_state,
+            usages,
+            stats,
+            [speak_choice, *panel],
+            (speaker, speak_box),
+            (microphone, heard),
+        )
         _wire_history(handlers, app, chatbot, chat_state, saved, history_controls, persona=panel[0])
     return app
 
@@ -63,16 +91,29 @@ def _side_panel(assistant: Assistant):
         model = assistant.model
         profile = model.details.get("profile", settings.profile)
         gr.Markdown(f"**Model:** `{model.name}` (profile `{profile}`)\n\n{model.details.get('reason', '')}")
-        speak_box = gr.Checkbox(False, label="Speak answers", info="on after a voice question, off after a typed one, until you choose")
+        speak_box = gr.Checkbox(
+            False, label="Speak answers", info="on after a voice question, off after a typed one, until you choose"
+        )
         persona = gr.Dropdown(
-            [(p.name, key) for key, p in personas.items()], value=settings.persona, label="Persona",
+            [(p.name, key) for key, p in personas.items()],
+            value=settings.persona,
+            label="Persona",
             info=personas[settings.persona].description if settings.persona in personas else None,
         )
         with gr.Accordion("Generation", open=False):
-            temperature = gr.Slider(0.0, 2.0, value=settings.temperature, step=0.05, label="Temperature", info="0 always picks the likeliest word")
+            temperature = gr.Slider(
+                0.0,
+                2.0,
+                value=settings.temperature,
+                step=0.05,
+                label="Temperature",
+                info="0 always picks the likeliest word",
+            )
             top_p = gr.Slider(0.05, 1.0, value=settings.top_p, step=0.05, label="Top-p")
             max_new_tokens = gr.Slider(1, 4096, value=settings.max_new_tokens, step=1, label="Longest reply (tokens)")
-            seed = gr.Number(value=settings.seed, label="Seed", info="empty: a new one each reply", precision=0, minimum=0)
+            seed = gr.Number(
+                value=settings.seed, label="Seed", info="empty: a new one each reply", precision=0, minimum=0
+            )
         gr.Markdown("**Replies**")
         stats = gr.Markdown(reply_stats([]))
         with gr.Accordion("History", open=False):
@@ -81,7 +122,12 @@ def _side_panel(assistant: Assistant):
                 export_markdown = gr.Button("Export Markdown", size="sm")
             exported = gr.File(label="Download", visible=False, interactive=False)
             import_button = gr.UploadButton("Import JSON", file_types=[".json"], size="sm")
-    return [persona, temperature, top_p, max_new_tokens, seed], stats, (export_json, export_markdown, exported, import_button), speak_box
+    return (
+        [persona, temperature, top_p, max_new_tokens, seed],
+        stats,
+        (export_json, export_markdown, exported, import_button),
+        speak_box,
+    )
 
 
 def _microphone():
@@ -89,8 +135,14 @@ def _microphone():
     below it, and sent (with whatever is in the input box) when they stop."""
     with gr.Row(equal_height=True):
         microphone = gr.Audio(
-            sources=["microphone"], type="numpy", streaming=True, show_label=False, label="Speak", scale=1,
-            elem_id="microphone", waveform_options=gr.WaveformOptions(show_recording_waveform=False),
+            sources=["microphone"],
+            type="numpy",
+            streaming=True,
+            show_label=False,
+            label="Speak",
+            scale=1,
+            elem_id="microphone",
+            waveform_options=gr.WaveformOptions(show_recording_waveform=False),
         )
         heard = gr.Markdown("", elem_id="heard", min_height=0)
     return microphone, heard
@@ -122,14 +174,16 @@ def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, sta
         return [], [], [], reply_stats([])
 
     sending = textbox.submit(send, [textbox, chat_state, usages, *panel], streamed, api_name="send")
-    example_sending = chatbot.example_select(_example_input, None, [textbox], queue=False, api_visibility="undocumented").then(
-        send, [textbox, chat_state, usages, *panel], streamed, api_visibility="undocumented"
-    )
+    example_sending = chatbot.example_select(
+        _example_input, None, [textbox], queue=False, api_visibility="undocumented"
+    ).then(send, [textbox, chat_state, usages, *panel], streamed, api_visibility="undocumented")
     retrying = chatbot.retry(retry, [chat_state, usages, *panel], streamed, api_name="retry")
     editing = chatbot.edit(edit_from_chat, [chat_state, usages, *panel], streamed, api_visibility="undocumented")
     # The same edit for API clients, which have no chat to click in.
     edit_index, edit_text = gr.Number(visible=False, precision=0), gr.Textbox(visible=False)
-    api_editing = gr.Button(visible=False).click(edit, [chat_state, usages, edit_index, edit_text, *panel], streamed, api_name="edit")
+    api_editing = gr.Button(visible=False).click(
+        edit, [chat_state, usages, edit_index, edit_text, *panel], streamed, api_name="edit"
+    )
     chatbot.undo(undo, [chat_state], [chat_state, chatbot, textbox], api_name="undo")
     chatbot.clear(clear, None, [chat_state, chatbot, usages, stats], api_name="clear")
     _wire_microphone(handlers, microphone, heard, textbox, chat_state)
@@ -167,10 +221,18 @@ def _wire_microphone(handlers: ChatHandlers, microphone, heard, textbox, chat_st
 
     microphone.start_recording(handlers.start_listening, [chat_state], [live], api_visibility="undocumented")
     microphone.stream(
-        listen, [microphone, live], [live, heard], stream_every=0.5, time_limit=300, concurrency_limit=None,
-        show_progress="hidden", api_visibility="undocumented",
+        listen,
+        [microphone, live],
+        [live, heard],
+        stream_every=0.5,
+        time_limit=300,
+        concurrency_limit=None,
+        show_progress="hidden",
+        api_visibility="undocumented",
     )
-    handed_over = microphone.stop_recording(finish, [live, textbox], [textbox, live, heard], api_visibility="undocumented")
+    handed_over = microphone.stop_recording(
+        finish, [live, textbox], [textbox, live, heard], api_visibility="undocumented"
+    )
     handed_over.then(lambda: None, None, microphone, queue=False, api_visibility="undocumented").then(
         None, [heard], None, js=SUBMIT_HEARD, queue=False, api_visibility="undocumented"
     )
@@ -182,7 +244,13 @@ def _stop_button(textbox, speaker, generating) -> None:
     engine ends it at once; the send button comes back however the reply ended. Stop also
     silences the spoken answer."""
     for event in generating:
-        event.then(lambda: gr.MultimodalTextbox(submit_btn=True, stop_btn=False), None, textbox, queue=False, api_visibility="undocumented")
+        event.then(
+            lambda: gr.MultimodalTextbox(submit_btn=True, stop_btn=False),
+            None,
+            textbox,
+            queue=False,
+            api_visibility="undocumented",
+        )
     textbox.stop(lambda: None, None, speaker, cancels=generating, queue=False, api_visibility="undocumented")
 
 
@@ -195,7 +263,9 @@ def _wire_history(handlers: ChatHandlers, app, chatbot, chat_state, saved, contr
         return chat, bubbles.for_display(chat)
 
     def export(kind):
-        return lambda chat, persona: gr.File(value=str(handlers.export(chat, Panel(persona=persona), kind)), visible=True)
+        return lambda chat, persona: gr.File(
+            value=str(handlers.export(chat, Panel(persona=persona), kind)), visible=True
+        )
 
     def import_conversation(file, chat):
         chat = handlers.import_file(file if isinstance(file, str) else file.name, chat)
@@ -206,7 +276,9 @@ def _wire_history(handlers: ChatHandlers, app, chatbot, chat_state, saved, contr
     chat_state.change(lambda chat: chat, [chat_state], [saved], queue=False, api_visibility="undocumented")
     export_json.click(export("json"), [chat_state, persona], [exported], api_name="export_json")
     export_markdown.click(export("markdown"), [chat_state, persona], [exported], api_name="export_markdown")
-    import_button.upload(import_conversation, [import_button, chat_state], [chat_state, chatbot], api_name="import_json")
+    import_button.upload(
+        import_conversation, [import_button, chat_state], [chat_state, chatbot], api_name="import_json"
+    )
 
 
 def _streamed(updates, done: list):
@@ -247,7 +319,11 @@ def _edited_text(value) -> str:
 def _examples() -> list[dict]:
     """What a new user can click: a photo question, a voice question and a text question."""
     return [
-        {"text": "What animal is this?", "files": [str(EXAMPLES_FOLDER / "cat.jpg")], "display_text": "Photo: What animal is this?"},
+        {
+            "text": "What animal is this?",
+            "files": [str(EXAMPLES_FOLDER / "cat.jpg")],
+            "display_text": "Photo: What animal is this?",
+        },
         {"text": "", "files": [str(EXAMPLES_FOLDER / "question.wav")], "display_text": "Voice: a spoken question"},
         {"text": "Write a haiku about the sea.", "display_text": "Text: write a haiku about the sea"},
     ]

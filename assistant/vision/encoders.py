@@ -173,7 +173,9 @@ class EfficientNetLite0Encoder:
     def _check_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
         expected = (3, self.image_size, self.image_size)
         if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != expected:
-            raise ValueError(f"EfficientNet-Lite0 takes [N, 3, 224, 224] (from preprocess), not {list(pixel_values.shape)}")
+            raise ValueError(
+                f"EfficientNet-Lite0 takes [N, 3, 224, 224] (from preprocess), not {list(pixel_values.shape)}"
+            )
         return pixel_values.to(device=self.device, dtype=self.dtype)
 
 
@@ -259,7 +261,9 @@ class HFVisionEncoder:
         self._forward_kwargs = {"interpolate_pos_encoding": True} if accepts and native != image_size else {}
 
     @classmethod
-    def load(cls, source: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False) -> HFVisionEncoder:
+    def load(
+        cls, source: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False
+    ) -> HFVisionEncoder:
         from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
         started = time.perf_counter()
@@ -283,9 +287,18 @@ class HFVisionEncoder:
         tower = tower.to(device=device, dtype=dtype).eval()
         size = _processed_size(source, processor)
         if size[0] % patch_size or size[1] % patch_size:
-            raise ModelUnavailableError(f"{source}: its image processor makes {size[1]}x{size[0]} images, not a whole number of {patch_size}-pixel patches")
+            raise ModelUnavailableError(
+                f"{source}: its image processor makes {size[1]}x{size[0]} images, "
+                f"not a whole number of {patch_size}-pixel patches"
+            )
         encoder = cls(source, tower, processor, patch_size, size, device, dtype)
-        log.info("loaded vision encoder %s (%d patches of %d) in %.1f s", source, encoder.num_patches, encoder.feature_dim, time.perf_counter() - started)
+        log.info(
+            "loaded vision encoder %s (%d patches of %d) in %.1f s",
+            source,
+            encoder.num_patches,
+            encoder.feature_dim,
+            time.perf_counter() - started,
+        )
         return encoder
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
@@ -306,7 +319,9 @@ class HFVisionEncoder:
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if pixel_values.dim() != 4 or tuple(pixel_values.shape[2:]) != self.input_size:
             height, width = self.input_size
-            raise ValueError(f"{self.name} takes [N, 3, {height}, {width}] (from preprocess), not {list(pixel_values.shape)}")
+            raise ValueError(
+                f"{self.name} takes [N, 3, {height}, {width}] (from preprocess), not {list(pixel_values.shape)}"
+            )
         outputs = self.model(pixel_values=pixel_values.to(device=self.device, dtype=self.dtype), **self._forward_kwargs)
         hidden = outputs.last_hidden_state
         extra = hidden.shape[1] - self.num_patches  # CLS (CLIP, ViT) and register tokens (DINOv2) lead
@@ -321,7 +336,9 @@ def _vision_tower(source: str, model):
     if getattr(config, "vision_config", None) is not None:
         tower = getattr(model, "vision_model", None)
         if tower is None:
-            raise ModelUnavailableError(f"{source} has a vision config but no .vision_model to take the image features from")
+            raise ModelUnavailableError(
+                f"{source} has a vision config but no .vision_model to take the image features from"
+            )
         if not hasattr(tower, "config"):
             tower.config = config.vision_config
         return tower

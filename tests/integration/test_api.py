@@ -57,31 +57,67 @@ def test_models_lists_the_served_model(client, api_assistant):
 def test_a_streamed_reply_is_the_whole_reply_in_pieces(client):
     question = [{"role": "user", "content": "Tell me about the sea."}]
     whole = client.chat.completions.create(model="any", messages=question, max_tokens=16, temperature=0, seed=1)
-    chunks = list(client.chat.completions.create(model="any", messages=question, max_tokens=16, temperature=0, seed=1, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="any",
+            messages=question,
+            max_tokens=16,
+            temperature=0,
+            seed=1,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
-    assert len(pieces) > 1 and "".join(pieces) == whole.choices[0].message.content, "same seed: the stream adds up to the whole reply"
+    assert len(pieces) > 1 and "".join(pieces) == whole.choices[0].message.content, (
+        "same seed: the stream adds up to the whole reply"
+    )
     assert whole.choices[0].finish_reason == "length" and whole.usage.completion_tokens == 16
     assert chunks[-1].usage.completion_tokens == 16, "include_usage sends the usage last"
 
 
 def test_system_messages_options_and_stop_reach_the_core(client, asked):
     reply = client.chat.completions.create(
-        model="any", max_completion_tokens=9, temperature=0.5, top_p=0.8, seed=4, stop=["\n\n", "###"],
-        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": [{"type": "text", "text": "How are you?"}]}],
+        model="any",
+        max_completion_tokens=9,
+        temperature=0.5,
+        top_p=0.8,
+        seed=4,
+        stop=["\n\n", "###"],
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": [{"type": "text", "text": "How are you?"}]},
+        ],
     )
     conversation, options = asked[0], asked.options[0]
     assert conversation.system_prompt == "Be brief."
-    assert [(m.role, m.text) for m in conversation.messages] == [("user", "Hi"), ("assistant", "Hello!"), ("user", "How are you?")]
+    assert [(m.role, m.text) for m in conversation.messages] == [
+        ("user", "Hi"),
+        ("assistant", "Hello!"),
+        ("user", "How are you?"),
+    ]
     assert options == {"max_new_tokens": 9, "temperature": 0.5, "top_p": 0.8, "seed": 4, "stop": ("\n\n", "###")}
     assert reply.usage.completion_tokens <= 9
 
 
 def test_an_image_part_and_an_audio_part_reach_the_model(client, asked, photo_files):
     reply = client.chat.completions.create(
-        model="any", max_tokens=4, messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": data_url(photo_files[0], "image/png")}},
-            {"type": "input_audio", "input_audio": {"data": base64.b64encode(QUESTION_WAV.read_bytes()).decode(), "format": "wav"}},
-        ]}],
+        model="any",
+        max_tokens=4,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": data_url(photo_files[0], "image/png")}},
+                    {
+                        "type": "input_audio",
+                        "input_audio": {"data": base64.b64encode(QUESTION_WAV.read_bytes()).decode(), "format": "wav"},
+                    },
+                ],
+            }
+        ],
     )
     message = asked[0].messages[0]
     assert len(message.images) == 1 and message.images[0].size == (64, 48)
@@ -92,7 +128,9 @@ def test_an_image_part_and_an_audio_part_reach_the_model(client, asked, photo_fi
 @pytest.mark.parametrize("response_format", ["json", "text", "verbose_json", "srt", "vtt"])
 def test_transcriptions_in_every_format(client, response_format):
     with QUESTION_WAV.open("rb") as audio:
-        result = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format=response_format, language="en")
+        result = client.audio.transcriptions.create(
+            model="whisper-1", file=audio, response_format=response_format, language="en"
+        )
     text = result if isinstance(result, str) else result.text
     assert "tallest mountain" in text.lower(), text
     if response_format == "srt":
@@ -111,10 +149,47 @@ def test_transcriptions_in_every_format(client, response_format):
         ({"max_tokens": "many"}, "max_tokens", "valid integer"),
         ({"temperature": 9}, None, "temperature must be between"),
         ({"stop": ["a", "b", "c", "d", "e"]}, None, "at most 4"),
-        ({"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "x"}}]}]}, "messages.0.content.0.type", "not supported"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}]}, "messages.0.content.0.image_url.url", "not valid base64"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}}]}]}, None, "not a supported image"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://169.254.169.254/a.png"}}]}]}, "messages.0.content.0.image_url.url", "not fetched"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "x"}}]}]},
+            "messages.0.content.0.type",
+            "not supported",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}],
+                    }
+                ]
+            },
+            "messages.0.content.0.image_url.url",
+            "not valid base64",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}}],
+                    }
+                ]
+            },
+            None,
+            "not a supported image",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "http://169.254.169.254/a.png"}}],
+                    }
+                ]
+            },
+            "messages.0.content.0.image_url.url",
+            "not fetched",
+        ),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "not supported"),
         ({"messages": [{"role": "assistant", "content": "x"}]}, "messages", "last message must be the user's"),
     ],
@@ -130,14 +205,32 @@ def test_bad_requests_are_400_with_a_useful_message(client, extra, param, words)
 
 def test_malformed_bodies_and_oversized_payloads(base_url, client):
     for body in (b"{not json", b"[1, 2]", b'{"messages": "hi"}'):
-        response = httpx.post(f"{base_url}/chat/completions", content=body, headers={"content-type": "application/json"})
+        response = httpx.post(
+            f"{base_url}/chat/completions", content=body, headers={"content-type": "application/json"}
+        )
         assert response.status_code == 400 and response.json()["error"]["message"], response.text
     huge = base64.b64encode(bytes(3_000_000)).decode()
-    response = httpx.post(f"{base_url}/chat/completions", json={"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{huge}"}}]}]})
+    response = httpx.post(
+        f"{base_url}/chat/completions",
+        json={
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{huge}"}}],
+                }
+            ]
+        },
+    )
     assert response.status_code == 413 and "limit" in response.json()["error"]["message"]
     with pytest.raises(openai.BadRequestError, match="too long for the model"):
-        list(client.chat.completions.create(model="any", messages=[{"role": "user", "content": "word " * 5000}], max_tokens=2, stream=True))
-    assert client.chat.completions.create(model="any", messages=[{"role": "user", "content": "still up?"}], max_tokens=2).choices, "the server keeps serving"
+        list(
+            client.chat.completions.create(
+                model="any", messages=[{"role": "user", "content": "word " * 5000}], max_tokens=2, stream=True
+            )
+        )
+    assert client.chat.completions.create(
+        model="any", messages=[{"role": "user", "content": "still up?"}], max_tokens=2
+    ).choices, "the server keeps serving"
 
 
 def test_an_api_key_is_required_when_set(make_settings, engine):
@@ -162,7 +255,11 @@ def test_a_full_queue_is_503_with_retry_after_and_the_server_recovers(make_setti
         with httpx.stream("POST", url, json=long, timeout=60) as running:
             lines = running.iter_lines()
             assert '"role": "assistant"' in next(lines), "the stream opens once the first token is there"
-            waiting = threading.Thread(target=httpx.post, args=(url,), kwargs={"json": {"messages": [{"role": "user", "content": "next"}], "max_tokens": 1}, "timeout": 120})
+            waiting = threading.Thread(
+                target=httpx.post,
+                args=(url,),
+                kwargs={"json": {"messages": [{"role": "user", "content": "next"}], "max_tokens": 1}, "timeout": 120},
+            )
             waiting.start()
             deadline = time.monotonic() + 30
             while engine._jobs.empty():  # the second waits in the queue
@@ -172,7 +269,10 @@ def test_a_full_queue_is_503_with_retry_after_and_the_server_recovers(make_setti
         assert refused.status_code == 503 and refused.headers["retry-after"], refused.text
         assert refused.json()["error"]["code"] == "server_busy"
         waiting.join(60)
-        assert httpx.post(url, json={"messages": [{"role": "user", "content": "now?"}], "max_tokens": 1}).status_code == 200
+        assert (
+            httpx.post(url, json={"messages": [{"role": "user", "content": "now?"}], "max_tokens": 1}).status_code
+            == 200
+        )
     finally:
         app.close()
         engine.close()
@@ -184,7 +284,14 @@ def test_image_urls_when_enabled_refuse_private_addresses(make_settings, engine)
         client = openai.OpenAI(base_url=f"{app.local_url}v1", api_key="x", max_retries=0)
         for url in ("http://127.0.0.1:1/cat.png", "http://10.0.0.1/cat.png", "ftp://example.com/cat.png"):
             with pytest.raises(openai.BadRequestError) as caught:
-                client.chat.completions.create(model="any", max_tokens=2, messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
-            assert "private or local address" in caught.value.body["message"] or "only http(s)" in caught.value.body["message"], caught.value.body
+                client.chat.completions.create(
+                    model="any",
+                    max_tokens=2,
+                    messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}],
+                )
+            assert (
+                "private or local address" in caught.value.body["message"]
+                or "only http(s)" in caught.value.body["message"]
+            ), caught.value.body
     finally:
         app.close()

@@ -13,13 +13,19 @@ import wave
 from pathlib import Path
 
 import pytest
-from speech_samples import needs_espeak, speak
 
 from assistant.core import Assistant
 from assistant.ui import launch
+from speech_samples import needs_espeak, speak
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 ARTIFACTS = Path(os.environ.get("ASSISTANT_TEST_ARTIFACTS", Path(__file__).parents[1] / "artifacts"))
 LAPTOP, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
 
@@ -90,7 +96,11 @@ def wait_until(condition, timeout: float = 30, message: str = "") -> None:
 
 def wait_for_reply_end(page, timeout: float = 60) -> None:
     wait_until(lambda: bot_texts(page), timeout, "no reply appeared")
-    wait_until(lambda: page.locator("button.submit-button").count() > 0 and not page.locator("button.stop-button").count(), timeout, "the reply never ended")
+    wait_until(
+        lambda: page.locator("button.submit-button").count() > 0 and not page.locator("button.stop-button").count(),
+        timeout,
+        "the reply never ended",
+    )
 
 
 def record_answer_lengths(page) -> None:
@@ -111,7 +121,9 @@ def test_a_question_with_a_photo_gets_an_answer_that_grows_on_screen(page, photo
     wait_for_reply_end(page)
     lengths = [length for length in page.evaluate("window.answerLengths") if length]
     # Markdown may hide a marker once its closing half arrives, so the shown length can dip by a little.
-    assert len(set(lengths)) >= 3 and lengths[0] < lengths[-1] // 2 and lengths[-1] == max(lengths), f"the answer should grow as it streams: {lengths}"
+    assert len(set(lengths)) >= 3 and lengths[0] < lengths[-1] // 2 and lengths[-1] == max(lengths), (
+        f"the answer should grow as it streams: {lengths}"
+    )
     screenshot(page, "streaming")
     user = page.locator("[data-testid='user']")
     assert user.locator("img").count() == 1, "the photo shows in the chat"
@@ -178,7 +190,8 @@ def test_the_page_fits_a_phone(browser, url):
     centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     wait_until(
         lambda: page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.tagName", centre) == "TEXTAREA",
-        timeout=10, message="nothing (such as the side panel) covers the input box on a phone",
+        timeout=10,
+        message="nothing (such as the side panel) covers the input box on a phone",
     )
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"] + 1, f"no sideways scrolling on a phone (page is {width} px wide)"
@@ -191,7 +204,11 @@ def test_speaking_into_the_microphone_shows_the_words_as_they_come_and_sends_the
     """Chromium's fake microphone plays an espeak-ng question (over and over): the words show under
     the microphone while recording, and Stop sends the recording with its transcript."""
     question = speak("How many people are standing on the beach?", tmp_path / "question.wav")
-    microphone_flags = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={question}"]
+    microphone_flags = [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={question}",
+    ]
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_FLAGS, *microphone_flags])
     try:
         page = browser.new_context(viewport=LAPTOP, permissions=["microphone"]).new_page()
@@ -200,7 +217,11 @@ def test_speaking_into_the_microphone_shows_the_words_as_they_come_and_sends_the
         time.sleep(3)  # the page's load events first (see layout._wire_microphone)
         page.locator("#microphone button.record-button").click()
         heard = page.locator("#heard")
-        wait_until(lambda: "beach" in heard.inner_text().lower(), timeout=20, message="the words should show while the person speaks")
+        wait_until(
+            lambda: "beach" in heard.inner_text().lower(),
+            timeout=20,
+            message="the words should show while the person speaks",
+        )
         screenshot(page, "listening")
         # The fake microphone loops the file from wherever it was when recording began: one more
         # pass makes sure the recording holds the whole question once (a cut "beach" was misheard).
@@ -217,6 +238,8 @@ def test_speaking_into_the_microphone_shows_the_words_as_they_come_and_sends_the
         # live transcript above must have had "beach"); the sent transcript is what is checked here.
         assert re.search(r"how many people are standing on the \w+", user), user
         assert re.search(r"\b0:[0-5]\d\b", user), f"the recording (its length) shows in the chat: {user}"
-        wait_until(lambda: heard.inner_text().strip() == "", timeout=10, message="the live transcript is cleared once sent")
+        wait_until(
+            lambda: heard.inner_text().strip() == "", timeout=10, message="the live transcript is cleared once sent"
+        )
     finally:
         browser.close()

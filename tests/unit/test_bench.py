@@ -22,8 +22,15 @@ from assistant.training.train import TrainConfig, train  # noqa: E402
 
 
 def small_lm(tied: bool):
-    config = transformers.Qwen2Config(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
+    config = transformers.Qwen2Config(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=tied,
+    )
     return transformers.Qwen2ForCausalLM(config)
 
 
@@ -43,17 +50,32 @@ def test_int8_weights_count_their_bytes_and_scales():
     int8_bytes = decode.weight_bytes_per_token(model)
     rows = sum(m.weight.shape[0] for m in model.modules() if isinstance(m, torch.nn.Linear))
     norms = float_bytes - linear_params * 4
-    assert int8_bytes == linear_params + rows * (4 + 1) + norms // 2, "int8 values, a float32 scale and an int8 zero per row; bf16 norms"
+    assert int8_bytes == linear_params + rows * (4 + 1) + norms // 2, (
+        "int8 values, a float32 scale and an int8 zero per row; bf16 norms"
+    )
 
 
 def rows(engine_tokens_per_s, photo_ttft):
     def row(prompt, runtime, tokens_per_s, ttft):
-        return {"model": "starter", "prompt": prompt, "runtime": runtime, "prompt_tokens": 50, "new_tokens": 64,
-                "time_to_first_token_s": ttft, "tokens_per_s": tokens_per_s, "weight_bytes_per_token": 100_000_000,
-                "same_tokens_as_baseline": "" if runtime.startswith("baseline") else "64/64", "linear_layers_bytes_per_s": 4e9}
+        return {
+            "model": "starter",
+            "prompt": prompt,
+            "runtime": runtime,
+            "prompt_tokens": 50,
+            "new_tokens": 64,
+            "time_to_first_token_s": ttft,
+            "tokens_per_s": tokens_per_s,
+            "weight_bytes_per_token": 100_000_000,
+            "same_tokens_as_baseline": "" if runtime.startswith("baseline") else "64/64",
+            "linear_layers_bytes_per_s": 4e9,
+        }
 
-    return [row("text", "baseline: transformers generate, float32", 10.0, 0.5), row("text", "engine: x", engine_tokens_per_s, 0.2),
-            row("photo + text", "baseline: transformers generate, float32", 10.0, 0.6), row("photo + text", "engine: x", engine_tokens_per_s, photo_ttft)]
+    return [
+        row("text", "baseline: transformers generate, float32", 10.0, 0.5),
+        row("text", "engine: x", engine_tokens_per_s, 0.2),
+        row("photo + text", "baseline: transformers generate, float32", 10.0, 0.6),
+        row("photo + text", "engine: x", engine_tokens_per_s, photo_ttft),
+    ]
 
 
 def report(decode_rows, **sections):
@@ -73,24 +95,47 @@ def test_the_report_pairs_each_figure_with_its_baseline_and_judges_the_targets()
 
 
 def test_a_failed_section_says_why_and_the_others_still_report():
-    text = suite.markdown(report(rows(25.0, 0.8), http={"error": "RuntimeError: the server did not start"},
-                                 memory=[{"profile": "tiny", "load_s": 1.0, "peak_mib": 300.0}]))
-    assert "## Several users at once (HTTP API, starter)\n\nNot measured: RuntimeError: the server did not start" in text
+    text = suite.markdown(
+        report(
+            rows(25.0, 0.8),
+            http={"error": "RuntimeError: the server did not start"},
+            memory=[{"profile": "tiny", "load_s": 1.0, "peak_mib": 300.0}],
+        )
+    )
+    assert (
+        "## Several users at once (HTTP API, starter)\n\nNot measured: RuntimeError: the server did not start" in text
+    )
     assert "| tiny | 1.0 | 300 |" in text
 
 
 def test_the_harness_forces_equal_lengths_and_measures_agreement_on_a_real_composed_model(tmp_path, cache_dir):
     vision, lm = build_tiny_parts(tmp_path / "parts")
-    directory = train(TrainConfig(output=tmp_path / "composed", encoder=str(vision), language_model=str(lm), fusion="mlp",
-                                  image_tokens=4, scenes=8, steps=2, batch_size=4, cache_dir=cache_dir, lm_dtype="float32"))
+    directory = train(
+        TrainConfig(
+            output=tmp_path / "composed",
+            encoder=str(vision),
+            language_model=str(lm),
+            fusion="mlp",
+            image_tokens=4,
+            scenes=8,
+            steps=2,
+            batch_size=4,
+            cache_dir=cache_dir,
+            lm_dtype="float32",
+        )
+    )
     conversation = Conversation().add(Message.user("What colour?", [PILImage.new("RGB", (40, 40), "red")]))
     baseline_model = load_composed(directory, torch.device("cpu"), torch.float32, cache_dir)
     baseline, baseline_ids = decode.composed_baseline_run(baseline_model, conversation, 12, "tiny", "photo + text")
-    engine_model = load_composed(directory, torch.device("cpu"), torch.float32, cache_dir, DecodeSpeed("float32", compile=False))
+    engine_model = load_composed(
+        directory, torch.device("cpu"), torch.float32, cache_dir, DecodeSpeed("float32", compile=False)
+    )
     engine, text = decode.engine_run(engine_model, conversation, 12, "tiny", "photo + text", "engine")
     assert baseline.new_tokens == engine.new_tokens == len(baseline_ids) == 12, "both forced to 12 new tokens"
     assert baseline.prompt_tokens == engine.prompt_tokens
-    assert decode.agreement(baseline_model.tokenizer, text, baseline_ids) == "12/12", "same float32 weights, same greedy reply"
+    assert decode.agreement(baseline_model.tokenizer, text, baseline_ids) == "12/12", (
+        "same float32 weights, same greedy reply"
+    )
     assert engine.tokens_per_s > 0 and engine.linear_layers_bytes_per_s > 0
 
 

@@ -7,7 +7,7 @@ import PIL.Image
 import pytest
 import torch
 
-from assistant.models.composed import ComposedSpec, SPEC_FILE
+from assistant.models.composed import SPEC_FILE, ComposedSpec
 from assistant.vision.colour import LEGACY_GAIN, colour_channels, colour_histograms, mean_colours, patch_colours
 from assistant.vision.encoders import load_vision_encoder
 from assistant.vision.projectors import ProjectorConfig, pool_patch_grid
@@ -53,7 +53,12 @@ def test_a_small_red_object_stays_red_when_the_grid_is_pooled():
 def test_a_spec_saved_before_histograms_loads_with_mean_colours(tmp_path):
     projector = ProjectorConfig("mlp", 1292, 576, 49, 16)
     for saved, layout in ((True, "mean"), (False, "none")):
-        data = {"encoder": "efficientnet-lite0", "language_model": "smollm2-135m", "projector": projector.to_dict(), "colour_features": saved}
+        data = {
+            "encoder": "efficientnet-lite0",
+            "language_model": "smollm2-135m",
+            "projector": projector.to_dict(),
+            "colour_features": saved,
+        }
         (tmp_path / SPEC_FILE).write_text(json.dumps(data))
         assert ComposedSpec.load(tmp_path).colour_features == layout
         assert ComposedSpec.load(tmp_path).colour_gain == LEGACY_GAIN, "its colours were multiplied by the old gain"
@@ -61,7 +66,9 @@ def test_a_spec_saved_before_histograms_loads_with_mean_colours(tmp_path):
 
 
 def test_the_colour_gain_is_saved_with_the_spec_and_multiplies_the_colours(tmp_path):
-    spec = ComposedSpec("efficientnet-lite0", "smollm2-135m", ProjectorConfig("mlp", 1344, 576, 49, 16), colour_gain=40.0)
+    spec = ComposedSpec(
+        "efficientnet-lite0", "smollm2-135m", ProjectorConfig("mlp", 1344, 576, 49, 16), colour_gain=40.0
+    )
     spec.save(tmp_path)
     assert ComposedSpec.load(tmp_path).colour_gain == 40.0
     encoder = load_vision_encoder("efficientnet-lite0")
@@ -72,4 +79,6 @@ def test_the_colour_gain_is_saved_with_the_spec_and_multiplies_the_colours(tmp_p
 
 def test_an_unknown_colour_layout_is_named():
     with pytest.raises(ValueError, match="Unknown colour features 'hsv'; the layouts are: histogram, mean, none"):
-        ComposedSpec("efficientnet-lite0", "smollm2-135m", ProjectorConfig("mlp", 1344, 576, 49, 16), colour_features="hsv")
+        ComposedSpec(
+            "efficientnet-lite0", "smollm2-135m", ProjectorConfig("mlp", 1344, 576, 49, 16), colour_features="hsv"
+        )

@@ -13,8 +13,8 @@ from assistant.engine import Engine
 from assistant.models.composed import PROJECTOR_FILE, load_composed
 from assistant.models.tiny import build_tiny_parts
 from assistant.sampling import GenerationOptions
-from assistant.training.train import TrainConfig, build_for_training, prepare_examples, train, training_loss
 from assistant.training import make_split, scenes_to_examples
+from assistant.training.train import TrainConfig, build_for_training, prepare_examples, train, training_loss
 from assistant.vision.projectors import ProjectorConfig, build_projector
 
 
@@ -27,9 +27,19 @@ def parts(tmp_path_factory):
 def config(parts, tmp_path, cache_dir):
     vision, lm = parts
     return TrainConfig(
-        output=tmp_path / "composed", encoder=str(vision), language_model=str(lm), fusion="mlp", image_tokens=4,
-        scenes=12, steps=6, batch_size=4, learning_rate=1e-2, warmup_steps=1, checkpoint_every=3,
-        cache_dir=cache_dir, lm_dtype="float32",
+        output=tmp_path / "composed",
+        encoder=str(vision),
+        language_model=str(lm),
+        fusion="mlp",
+        image_tokens=4,
+        scenes=12,
+        steps=6,
+        batch_size=4,
+        learning_rate=1e-2,
+        warmup_steps=1,
+        checkpoint_every=3,
+        cache_dir=cache_dir,
+        lm_dtype="float32",
     )
 
 
@@ -44,7 +54,9 @@ def test_both_fusion_modes_merge_the_right_number_of_image_tokens(config, fusion
     conversation.add(Message.assistant("ok")).add(Message.user("and this?", photos(1)))
     from assistant.models.composed import ComposedModel
 
-    model = ComposedModel("tiny", vlm, None, torch.device("cpu"), torch.float32, 2048, None, [vlm.tokenizer.eos_token_id])
+    model = ComposedModel(
+        "tiny", vlm, None, torch.device("cpu"), torch.float32, 2048, None, [vlm.tokenizer.eos_token_id]
+    )
     encoded = model.encode(conversation)
     assert encoded.image_tokens == 3 * tokens, f"3 photos x {tokens} tokens, got {encoded.image_tokens}"
     features = vlm.patch_features(encoded.inputs["pixel_values"])
@@ -101,7 +113,9 @@ def test_a_saved_projector_reloads_to_identical_logits_and_answers(config):
     encoded = loaded.encode(conversation)
     inputs = encoded.inputs
     with torch.no_grad():
-        a = loaded.model.embed(inputs["input_ids"], inputs["image_mask"], loaded.model.patch_features(inputs["pixel_values"]))
+        a = loaded.model.embed(
+            inputs["input_ids"], inputs["image_mask"], loaded.model.patch_features(inputs["pixel_values"])
+        )
         b = trained.embed(inputs["input_ids"], inputs["image_mask"], trained.patch_features(inputs["pixel_values"]))
         logits_a = loaded.model.language_model(inputs_embeds=a).logits
         logits_b = trained.language_model(inputs_embeds=b).logits
@@ -127,6 +141,11 @@ def test_object_hints_follow_their_images_in_order_and_empty_ones_are_left_out()
         {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Which?"}]},
     ]
     hinted = with_object_hints(chat, ["(This picture shows: tabby.)", "", "(This picture shows: espresso.)"])
-    assert [part.get("text") for part in hinted[2]["content"]] == [None, None, "(This picture shows: espresso.)", "Which?"]
+    assert [part.get("text") for part in hinted[2]["content"]] == [
+        None,
+        None,
+        "(This picture shows: espresso.)",
+        "Which?",
+    ]
     assert flatten_chat(hinted)[0]["content"] == f"{IMAGE_MARKER}\n(This picture shows: tabby.)\nAnd this?"
     assert with_object_hints(chat, ["", "", ""]) == chat, "no hints: the prompt is unchanged"

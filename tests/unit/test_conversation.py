@@ -55,7 +55,12 @@ def test_turns_group_each_user_message_with_its_replies():
     for i in range(3):
         conversation.add(Message.user(f"q{i}")).add(Message.assistant(f"a{i}"))
     conversation.add(Message.user("q3"))
-    assert [[m.text for m in turn] for turn in conversation.turns()] == [["q0", "a0"], ["q1", "a1"], ["q2", "a2"], ["q3"]]
+    assert [[m.text for m in turn] for turn in conversation.turns()] == [
+        ["q0", "a0"],
+        ["q1", "a1"],
+        ["q2", "a2"],
+        ["q3"],
+    ]
     assert [m.text for m in conversation.without_oldest_turns(2).messages] == ["q2", "a2", "q3"]
 
 

@@ -51,5 +51,7 @@ def test_stop_strings_end_the_text_and_never_show_any_part_of_them():
     almost = StopStrings(("###",))
     assert almost.push("a#") == "a" and almost.push("#b") == "##b" and almost.flush() == ""
     held = StopStrings(("END",))
-    assert held.push("the EN") == "the " and held.flush() == "EN", "held text that never became a stop is shown at the end"
+    assert held.push("the EN") == "the " and held.flush() == "EN", (
+        "held text that never became a stop is shown at the end"
+    )
     assert StopStrings().push("anything") == "anything"

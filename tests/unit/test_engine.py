@@ -68,7 +68,9 @@ def test_stop_ends_the_reply_at_once_and_the_engine_stays_usable(engine):
             reply.stop()
     usage = events[-1]
     assert usage.finish_reason == "cancelled"
-    assert usage.completion_tokens < 50, f"stop should end generation within a token or two, got {usage.completion_tokens}"
+    assert usage.completion_tokens < 50, (
+        f"stop should end generation within a token or two, got {usage.completion_tokens}"
+    )
     assert _wait_idle(engine), "the worker should be free again after a stop"
     assert engine.reply(ask("Still there?"), GREEDY).text(), "the next reply works after a stop"
 

@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 from PIL import Image as PILImage
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from assistant.conversation import Conversation, Message
 from assistant.engine import Engine, TextDelta
@@ -18,15 +19,22 @@ from assistant.models.fast_decode import DecodeSpeed, FastDecoder
 from assistant.models.tiny import build_tiny_parts
 from assistant.sampling import GenerationOptions
 from assistant.training.train import TrainConfig, train
-from transformers import LogitsProcessorList, StoppingCriteriaList
 
 
 @pytest.fixture(scope="module")
 def composed_dir(tmp_path_factory, cache_dir):
     vision, lm = build_tiny_parts(tmp_path_factory.mktemp("parts"))
     config = TrainConfig(
-        output=tmp_path_factory.mktemp("composed"), encoder=str(vision), language_model=str(lm), fusion="mlp",
-        image_tokens=4, scenes=8, steps=2, batch_size=4, cache_dir=cache_dir, lm_dtype="float32",
+        output=tmp_path_factory.mktemp("composed"),
+        encoder=str(vision),
+        language_model=str(lm),
+        fusion="mlp",
+        image_tokens=4,
+        scenes=8,
+        steps=2,
+        batch_size=4,
+        cache_dir=cache_dir,
+        lm_dtype="float32",
     )
     return train(config)
 
@@ -61,7 +69,10 @@ def test_float32_static_cache_answers_exactly_as_generate(composed_dir, cache_di
     reference, reference_usage = answer(load(composed_dir, cache_dir, None), options)
     fast, fast_usage = answer(load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False)), options)
     assert "".join(fast) == "".join(reference) and len(fast) > 1, "same weights, same tokens, streamed in pieces"
-    assert (fast_usage.completion_tokens, fast_usage.finish_reason) == (reference_usage.completion_tokens, reference_usage.finish_reason)
+    assert (fast_usage.completion_tokens, fast_usage.finish_reason) == (
+        reference_usage.completion_tokens,
+        reference_usage.finish_reason,
+    )
     assert fast_usage.image_tokens == 4
 
 
@@ -125,7 +136,9 @@ def test_settings_choose_the_decode_path(make_settings, monkeypatch, caplog):
     assert loader.decode_speed(make_settings(), cuda) is None, "transformers' generate on CUDA"
     assert loader.decode_speed(make_settings(fast_decode="off"), cpu) is None
     assert loader.decode_speed(make_settings(max_batch=1), cpu) == DecodeSpeed("bfloat16", compile=False, batch=1)
-    assert loader.decode_speed(make_settings(fast_decode="float32", compile_decode="on"), cpu) == DecodeSpeed("float32", compile=True)
+    assert loader.decode_speed(make_settings(fast_decode="float32", compile_decode="on"), cpu) == DecodeSpeed(
+        "float32", compile=True
+    )
     monkeypatch.setattr(loader, "can_compile", lambda: False)
     with caplog.at_level(logging.WARNING):
         assert loader.decode_speed(make_settings(compile_decode="on"), cpu) == DecodeSpeed("bfloat16", compile=False)
@@ -185,16 +198,24 @@ def test_replies_asked_together_are_decoded_together_each_as_it_would_be_alone(c
     try:
         with model.decoder._lock:  # the worker waits here with the first request; the others queue
             replies = [engine.reply(conversation, options) for conversation, options in asks]
-        together = [("".join(event.text for event in reply if isinstance(event, TextDelta)), reply.usage) for reply in replies]
+        together = [
+            ("".join(event.text for event in reply if isinstance(event, TextDelta)), reply.usage) for reply in replies
+        ]
     finally:
         engine.close()
-    assert any(isinstance(key, tuple) and key[1] >= 3 for key in model.decoder._caches), "they were decoded as one batch"
+    assert any(isinstance(key, tuple) and key[1] >= 3 for key in model.decoder._caches), (
+        "they were decoded as one batch"
+    )
     for (pieces, usage_alone), (text, usage) in zip(alone, together):
         assert text == "".join(pieces)
         assert (usage.completion_tokens, usage.finish_reason, usage.prompt_tokens) == (
-            usage_alone.completion_tokens, usage_alone.finish_reason, usage_alone.prompt_tokens
+            usage_alone.completion_tokens,
+            usage_alone.finish_reason,
+            usage_alone.prompt_tokens,
         )
-    assert together[1][1].completion_tokens == 7 and together[3][1].completion_tokens == 3, "each ends at its own budget"
+    assert together[1][1].completion_tokens == 7 and together[3][1].completion_tokens == 3, (
+        "each ends at its own budget"
+    )
 
 
 def test_a_request_that_fails_alone_does_not_sink_the_batch(composed_dir, cache_dir):
@@ -222,14 +243,18 @@ def test_an_int8_decoder_batches_with_bf16_weights(composed_dir, cache_dir):
     engine = Engine(model, max_batch=4)
     try:
         with model.decoder._lock:
-            replies = [engine.reply(a_photo_question(), GenerationOptions(temperature=0.0, max_new_tokens=6)) for _ in range(3)]
+            replies = [
+                engine.reply(a_photo_question(), GenerationOptions(temperature=0.0, max_new_tokens=6)) for _ in range(3)
+            ]
         texts = [reply.text() for reply in replies]
     finally:
         engine.close()
     assert texts[0] and texts.count(texts[0]) == 3, "the same question, the same greedy answer in every row"
     assert all(reply.usage.finish_reason in ("stop", "length") for reply in replies)
     unbatched = load(composed_dir, cache_dir, DecodeSpeed("int8", compile=False, batch=1))
-    assert unbatched.decoder.batch_model is unbatched.decoder.language_model and not unbatched.can_batch, "no copy when batching is off"
+    assert unbatched.decoder.batch_model is unbatched.decoder.language_model and not unbatched.can_batch, (
+        "no copy when batching is off"
+    )
 
 
 def test_compiled_batches_answer_as_each_reply_alone_in_one_graph(composed_dir, cache_dir):
@@ -240,7 +265,10 @@ def test_compiled_batches_answer_as_each_reply_alone_in_one_graph(composed_dir, 
     torch._dynamo.utils.counters.clear()
     asks = [
         (a_photo_question(), GREEDY),
-        (Conversation("be brief").add(Message.user("Tell me about shapes " * 5)), GenerationOptions(temperature=0.0, max_new_tokens=5)),
+        (
+            Conversation("be brief").add(Message.user("Tell me about shapes " * 5)),
+            GenerationOptions(temperature=0.0, max_new_tokens=5),
+        ),
         (Conversation().add(Message.user("Hi")), SAMPLED),
     ]
     alone = [answer(model, options, conversation) for conversation, options in asks]
@@ -253,7 +281,9 @@ def test_compiled_batches_answer_as_each_reply_alone_in_one_graph(composed_dir, 
         engine.close()
     assert any(isinstance(key, tuple) and key[1] == 4 for key in model.decoder._caches), "one batch of four rows"
     assert model.decoder._rows_step is not model.decoder._rows_one_token, "the compile did not fall back"
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2, "the one-token step and the batch step, once each"
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2, (
+        "the one-token step and the batch step, once each"
+    )
     for (pieces, usage_alone), (text, usage) in zip(alone, together):
         assert text == "".join(pieces)
         assert usage.completion_tokens == usage_alone.completion_tokens
@@ -275,7 +305,11 @@ def test_two_compiled_decoders_of_one_architecture_each_answer_with_their_own_we
         ids = []
         for speed in (DecodeSpeed("float32", compile=False, batch=1), DecodeSpeed("float32", compile=True, batch=1)):
             decoder = FastDecoder(lm, speed)
-            ids.append(decoder.generate(prompt, 8, LogitsProcessorList(), StoppingCriteriaList(), None, eos_token_ids=[])[0].tolist())
+            ids.append(
+                decoder.generate(prompt, 8, LogitsProcessorList(), StoppingCriteriaList(), None, eos_token_ids=[])[
+                    0
+                ].tolist()
+            )
         return ids
 
     first_eager, first_compiled = replies(1)

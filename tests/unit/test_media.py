@@ -26,7 +26,9 @@ def png_declaring(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def assert_one_line(error: MediaError) -> None:
@@ -122,7 +124,7 @@ def palette_with_transparency():
 def test_every_colour_mode_becomes_rgb(make, fmt, left, right):
     image = decode_image(encode(make(), fmt))
     assert image.mode == "RGB"
-    for (x, expected) in ((1, left), (6, right)):
+    for x, expected in ((1, left), (6, right)):
         got = image.getpixel((x, 4))
         assert all(abs(g - e) <= 12 for g, e in zip(got, expected)), f"pixel {x}: expected ~{expected}, got {got}"
 

@@ -6,7 +6,13 @@ from assistant.training.metrics import exact_match, normalize_answer, token_f1
 
 @pytest.mark.parametrize(
     "text, normal",
-    [("The Red!", "red"), ("three", "3"), ("  a  Circle. ", "circle"), ("Color", "colour"), ("in the centre", "in center")],
+    [
+        ("The Red!", "red"),
+        ("three", "3"),
+        ("  a  Circle. ", "circle"),
+        ("Color", "colour"),
+        ("in the centre", "in center"),
+    ],
 )
 def test_normalisation(text, normal):
     assert normalize_answer(text) == normal

@@ -129,14 +129,19 @@ def test_device_and_compute_type_choices(monkeypatch):
         faster._pick_device("mps")
     monkeypatch.setattr(faster.ctranslate2, "get_cuda_device_count", lambda: 2)
     assert faster._pick_device("auto") == ("cuda", 0) and faster._pick_device("cuda:1") == ("cuda", 1)
-    assert faster._pick_compute_type("auto", "cuda") == "float16" and faster._pick_compute_type("int8_float16", "cuda") == "int8_float16"
+    assert (
+        faster._pick_compute_type("auto", "cuda") == "float16"
+        and faster._pick_compute_type("int8_float16", "cuda") == "int8_float16"
+    )
 
 
 # --- the hallucination rule, on what Whisper base wrote (measured; see speech.faster's docstring)
 
 
 def piece(text, no_speech, logprob, compression=1.0, temperature=0.0):
-    return SimpleNamespace(text=text, no_speech_prob=no_speech, avg_logprob=logprob, compression_ratio=compression, temperature=temperature)
+    return SimpleNamespace(
+        text=text, no_speech_prob=no_speech, avg_logprob=logprob, compression_ratio=compression, temperature=temperature
+    )
 
 
 @pytest.mark.parametrize(
@@ -167,7 +172,6 @@ def test_invented_segments_are_dropped(invented):
 )
 def test_real_speech_is_kept(spoken):
     assert not faster.is_hallucination(spoken)
-
 
 
 @pytest.mark.skipif(faster.ctranslate2.get_cuda_device_count() > 0, reason="CUDA works here: nothing to fall back from")

@@ -63,6 +63,8 @@ def test_repetition_penalty_steers_away_from_tokens_already_in_the_context():
     scores = LOGITS.clone().unsqueeze(0)
     context = torch.tensor([[1, 1, 5]])  # the two most likely tokens were already said
     plain = SeededSampler(GenerationOptions(temperature=0.0), "cpu")(context, scores.clone())
-    penalised = SeededSampler(GenerationOptions(temperature=0.0, repetition_penalty=3.0), "cpu")(context, scores.clone())
+    penalised = SeededSampler(GenerationOptions(temperature=0.0, repetition_penalty=3.0), "cpu")(
+        context, scores.clone()
+    )
     assert int(plain.argmax()) == 1
     assert int(penalised.argmax()) == 2, "with the penalty, the best token not yet said wins"

