@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import AssistantError
-from .profiles import PROFILE_NAMES
+from .core import PROFILE_NAMES, SPEECH_FORMATS, Assistant, Speech, Voice, encode_speech, write_transcript
+from .errors import AssistantError, SynthesisError
+from .events import SpeechChunk, TextDelta, TurnsDropped, Usage
 from .settings import Settings, load_settings
 
 EXIT_ERROR = 1  # a clear, expected problem (bad file, unknown model, ...), reported in one line
@@ -135,14 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(run=_eval)
 
-    # Listed for --help; main() hands `assistant bench ...` to bench/suite.py, which parses its own flags.
+    # Listed for --help; main() hands `assistant bench ...` to `python -m bench.suite`, which parses its own flags.
     commands.add_parser("bench", add_help=False, help="speed against baselines and peers (bench/ of a source checkout)")
     return parser
 
 
 def _train_flags(train: argparse.ArgumentParser) -> None:
-    from .training.train import TrainConfig
-    from .vision.colour import COLOUR_LAYOUTS
+    from .training import COLOUR_LAYOUTS, TrainConfig
 
     defaults = TrainConfig(output=Path("."))
     train.add_argument(
@@ -315,24 +318,19 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    bench_dir = Path(__file__).resolve().parent.parent / "bench"
-    if not (bench_dir / "suite.py").is_file():
+    """`python -m bench.suite ARGV` from the source checkout this package runs from (bench/ is not installed)."""
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / "bench" / "suite.py").is_file():
         print(
-            f"error: assistant bench runs the scripts in bench/ of a source checkout; {bench_dir} has none",
+            f"error: assistant bench runs the benchmarks in bench/ of a source checkout; {checkout} has none",
             file=sys.stderr,
         )
         return EXIT_ERROR
-    _quiet_libraries()
-    sys.path.insert(0, str(bench_dir))
-    import suite
-
-    return suite.main(argv)
+    path = os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))
+    return subprocess.call([sys.executable, "-m", "bench.suite", *argv], env={**os.environ, "PYTHONPATH": path})
 
 
 def _ask(settings: Settings, args: argparse.Namespace) -> int:
-    from .engine import TextDelta, TurnsDropped, Usage
-    from .speech.spoken_reply import SpeechChunk
-
     speak_to = _speech_file(args.speak) if args.speak else None
     assistant = _load(settings)
     try:
@@ -343,16 +341,17 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
         conversation.add(message)
         reply = assistant.reply(conversation)
         spoken = []
-        for event in assistant.spoken(reply) if speak_to else reply:
-            if isinstance(event, SpeechChunk):
-                spoken.append(event.speech)
-            elif isinstance(event, TextDelta):
-                print(event.text, end="", flush=True)
-            elif isinstance(event, TurnsDropped):
-                print(f"note: {event.message}", file=sys.stderr)
-            elif isinstance(event, Usage):
-                print()
-                print(format_usage(event), file=sys.stderr)
+        for event in assistant.voice.spoken(reply) if speak_to else reply:
+            match event:
+                case SpeechChunk(speech=speech):
+                    spoken.append(speech)
+                case TextDelta(text=text):
+                    print(text, end="", flush=True)
+                case TurnsDropped(message=note):
+                    print(f"note: {note}", file=sys.stderr)
+                case Usage():
+                    print()
+                    print(format_usage(event), file=sys.stderr)
         if speak_to:
             _write_speech(speak_to, spoken)
     finally:
@@ -362,7 +361,7 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _train(settings: Settings, args: argparse.Namespace) -> int:
-    from .training.train import TrainConfig, train
+    from .training import TrainConfig, train
 
     config = TrainConfig(
         output=Path(args.output),
@@ -394,8 +393,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 def _eval(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .training import load_dataset, make_split, scenes_to_examples
-    from .training.evaluate import evaluate
+    from .training import evaluate, load_dataset, make_split, scenes_to_examples
 
     if args.data:
         examples = load_dataset(args.data)
@@ -423,19 +421,14 @@ def _eval(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
-    import time
-
-    from .speech import load_speech, transcribe_options
-    from .speech.audio import AudioLimits, read_audio_file
-
-    samples = read_audio_file(args.path, AudioLimits.from_settings(settings))
-    transcriber = load_speech(settings)
+    voice = Voice(settings)  # speech only: no language model to load
+    samples = voice.read_recording(args.path)
+    transcriber = voice.transcriber
     started = time.perf_counter()
-    transcript = transcriber.transcribe(samples, transcribe_options(settings, timestamps=args.timestamps))
+    transcript = voice.transcribe(samples, timestamps=args.timestamps)
     elapsed = time.perf_counter() - started
     if args.timestamps:
-        for segment in transcript.segments:
-            print(f"[{_clock(segment.start)} -> {_clock(segment.end)}] {segment.text.strip()}")
+        print(write_transcript(transcript, "lines"), end="")
     else:
         print(transcript.text if transcript.has_speech else "(no speech detected)")
     print(
@@ -447,17 +440,12 @@ def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _say(settings: Settings, args: argparse.Namespace) -> int:
-    from .core import Assistant
-
     path = _speech_file(args.output)
-    assistant = Assistant(settings, engine=None)  # speech only: no language model to load
-    _write_speech(path, [assistant.speak(args.text)])
+    _write_speech(path, [Voice(settings).speak(args.text)])  # speech only: no language model to load
     return 0
 
 
 def _speech_file(name: str) -> Path:
-    from .speech.synthesizer import SPEECH_FORMATS, SynthesisError
-
     path = Path(name)
     if path.suffix.lstrip(".").lower() not in set(SPEECH_FORMATS) - {"pcm"}:
         raise SynthesisError(f"{name}: the file name must end in .wav, .mp3, .flac or .opus")
@@ -465,8 +453,6 @@ def _speech_file(name: str) -> Path:
 
 
 def _write_speech(path: Path, pieces: list) -> None:
-    from .speech.synthesizer import Speech, encode_speech
-
     if not pieces:
         print("note: the answer had nothing to say aloud; no audio written", file=sys.stderr)
         return
@@ -476,14 +462,7 @@ def _write_speech(path: Path, pieces: list) -> None:
     print(f"wrote {speech.seconds:.1f} s of speech to {path}", file=sys.stderr)
 
 
-def _clock(seconds: float) -> str:
-    minutes, seconds = divmod(seconds, 60)
-    return f"{int(minutes):02d}:{seconds:05.2f}"
-
-
 def _load(settings: Settings):
-    from .core import Assistant
-
     print(
         f"loading profile {settings.profile}{f' with model {settings.model}' if settings.model else ''}…",
         file=sys.stderr,

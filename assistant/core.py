@@ -1,44 +1,74 @@
-"""The assistant as the UI, the CLI and the HTTP API see it: settings, a loaded model behind an
-engine, speech, personas and media limits. Front ends only translate their types into these calls."""
+"""The assistant as the browser chat, the HTTP API and the command line see it: settings, a model
+behind an engine, speech in and out (`Voice`), personas and media limits. The faces only translate
+their types into these calls.
+
+The faces import from here, `events`, `errors` and `settings`, and from nowhere else in the package
+(tests/unit/test_layers.py holds that rule): the types they handle are re-exported below, so the
+modules behind them can change without the faces noticing.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .conversation import Conversation, Image, Message
+from . import history
+from .conversation import Conversation, Image, Message, Text
 from .engine import Engine, Reply
-from .errors import AssistantError, MediaError
+from .errors import AssistantError, MediaError, SpeechError
+from .fetch import fetch_image_url, parse_hosts
 from .media import ImageLimits, decode_image, read_image_file
-from .models import LoadedModel, load_model
+from .models import ChatModel, load_model
 from .personas import Persona, available_personas, load_persona
+from .profiles import PROFILE_NAMES
 from .remote import load_remote
 from .sampling import GenerationOptions
 from .settings import Settings
-from .speech import SpeechError, TranscribeOptions, Transcriber, Transcript, load_speech, transcribe_options
-from .speech.audio import SAMPLE_RATE, AudioLimits, decode_audio, read_audio_file
+from .speech.audio import SAMPLE_RATE
 from .speech.live import Heard, LiveTranscription
-from .speech.speakable import speakable
-from .speech.spoken_reply import spoken
-from .speech.synthesizer import Speech, SynthesisError, Synthesizer, load_synthesizer
+from .speech.synthesizer import SPEECH_FORMATS, Speech, encode_speech
+from .speech.transcriber import Transcript
+from .speech.writers import MEDIA_TYPES as TRANSCRIPT_MEDIA_TYPES
+from .speech.writers import write_transcript
 from .threads import reserve_for_model
+from .voice import Voice
 
-log = logging.getLogger(__name__)
+__all__ = [  # what the faces use, beside Assistant itself
+    "PROFILE_NAMES",
+    "SAMPLE_RATE",
+    "SPEECH_FORMATS",
+    "TRANSCRIPT_MEDIA_TYPES",
+    "Conversation",
+    "Heard",
+    "Image",
+    "LiveTranscription",
+    "Message",
+    "Reply",
+    "Speech",
+    "Text",
+    "Transcript",
+    "Voice",
+    "encode_speech",
+    "write_transcript",
+]
+
 NO_SPEECH = "no speech detected in the recording; try again, closer to the microphone"
 
 
 @dataclass
 class Assistant:
+    """One settings object's assistant: its model behind an engine, its voice, personas and limits.
+    `Assistant.from_settings` loads the model; tests build one around an engine of their own."""
+
     settings: Settings
     engine: Engine
-    _transcriber: Transcriber | None = None
-    _synthesizer: Synthesizer | None = None
-    _speech_lock: threading.Lock = field(default_factory=threading.Lock)
+    voice: Voice = field(init=False)  # speech in and out, loaded on first use
+
+    def __post_init__(self) -> None:
+        self.voice = Voice(self.settings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Assistant:
@@ -48,56 +78,12 @@ class Assistant:
         else:
             reserve_for_model()  # this thread loads; the engine's worker computes (see threads.py)
             model, workers = load_model(settings), 1
-        return cls(
-            settings, Engine(model, queue_size=settings.queue_size, workers=workers, max_batch=settings.max_batch)
-        )
+        engine = Engine(model, queue_size=settings.queue_size, workers=workers, max_batch=settings.max_batch)
+        return cls(settings, engine)
 
     @property
-    def model(self) -> LoadedModel:
+    def model(self) -> ChatModel:
         return self.engine.model
-
-    @property
-    def transcriber(self) -> Transcriber:
-        """The speech model, loaded on first use (text-only users never pay for it)."""
-        with self._speech_lock:
-            if self._transcriber is None:
-                self._transcriber = load_speech(self.settings)
-            return self._transcriber
-
-    def warm_speech(self) -> threading.Thread:
-        """Load the speech model and run it once, in the background: the app calls this as it starts,
-        so the first voice question costs only its own transcription (not a load of several seconds
-        and the backend's first-call set-up). A failure is logged; the first question reports it."""
-        thread = threading.Thread(target=self._warm_speech, name="speech-warm-up", daemon=True)
-        thread.start()
-        return thread
-
-    def _warm_speech(self) -> None:
-        noise = np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE).astype(np.float32)  # one second
-        try:
-            self.transcriber.transcribe(noise, TranscribeOptions(language="en"))  # voice activity detection
-            self.transcriber.transcribe(noise, TranscribeOptions(language="en", vad=False))  # encoder and decoder
-        except AssistantError as error:
-            log.warning("the speech model could not be loaded at start: %s", error)
-
-    @property
-    def synthesizer(self) -> Synthesizer:
-        """The voice, loaded on first use."""
-        with self._speech_lock:
-            if self._synthesizer is None:
-                self._synthesizer = load_synthesizer(self.settings.voice, self.settings.sentence_silence_s)
-            return self._synthesizer
-
-    def speak(self, text: str, speed: float | None = None) -> Speech:
-        """Text (Markdown allowed) as speech; code, links and emoji are not read out."""
-        spoken_text = speakable(text)
-        if not spoken_text:
-            raise SynthesisError("there is nothing to say: the text is empty once symbols and code are left out")
-        return self.synthesizer.synthesize(spoken_text, speed or self.settings.speech_speed)
-
-    def spoken(self, reply: Iterable, speed: float | None = None) -> Iterator:
-        """The reply's events with a SpeechChunk for each sentence as soon as it is spoken."""
-        return spoken(reply, self.synthesizer, speed or self.settings.speech_speed)
 
     def personas(self) -> dict[str, Persona]:
         return available_personas(self.settings.prompts_dir)
@@ -106,13 +92,7 @@ class Assistant:
         chosen = load_persona(persona or self.settings.persona, self.settings.prompts_dir)
         return Conversation(system_prompt=chosen.system_prompt)
 
-    def transcribe(self, samples: np.ndarray, **overrides) -> Transcript:
-        """Transcribe 16 kHz mono samples; `overrides`: language, translate, timestamps."""
-        return self.transcriber.transcribe(samples, transcribe_options(self.settings, **overrides))
-
-    def live_transcription(self, language_hint: str | None = None) -> LiveTranscription:
-        """A recording to transcribe while it is being made (the browser's streamed microphone)."""
-        return LiveTranscription(lambda samples, hint: self.transcribe(samples, language_hint=hint), language_hint)
+    # --- a user's message, from what each face receives
 
     def user_message(
         self,
@@ -130,8 +110,7 @@ class Assistant:
         self._check_image_count(len(image_paths))
         limits = ImageLimits.from_settings(self.settings)
         images = [Image(read_image_file(path, limits), name=os.path.basename(path)) for path in image_paths]
-        audio_limits = AudioLimits.from_settings(self.settings)
-        recordings = [read_audio_file(path, audio_limits) for path in audio_paths]
+        recordings = [self.voice.read_recording(path) for path in audio_paths]
         return self._compose(text, images, recordings, language_hint, heard)
 
     def user_message_from_bytes(
@@ -141,16 +120,14 @@ class Assistant:
         images = list(images)
         self._check_image_count(len(images))
         limits = ImageLimits.from_settings(self.settings)
-        audio_limits = AudioLimits.from_settings(self.settings)
-        return self._compose(
-            text,
-            [Image(decode_image(data, limits)) for data in images],
-            [decode_audio(data, audio_limits) for data in recordings],
-        )
+        decoded = [Image(decode_image(data, limits)) for data in images]
+        return self._compose(text, decoded, [self.voice.decode_recording(data) for data in recordings])
 
-    def transcribe_bytes(self, data: bytes, **overrides) -> Transcript:
-        """Transcribe an uploaded recording (any common format); `overrides` as for `transcribe`."""
-        return self.transcribe(decode_audio(data, AudioLimits.from_settings(self.settings)), **overrides)
+    def fetch_image(self, url: str) -> bytes:
+        """An image from an http(s) URL a client gave (public hosts only, or those the settings allow)."""
+        settings = self.settings
+        hosts = parse_hosts(settings.image_url_hosts)
+        return fetch_image_url(url, hosts, settings.image_url_timeout_s, settings.max_image_bytes)
 
     def _compose(
         self,
@@ -165,7 +142,7 @@ class Assistant:
             spoken.append(heard.text)
             language = heard.language
         for samples in recordings:
-            transcript = self.transcribe(samples, language_hint=language)
+            transcript = self.voice.transcribe(samples, language_hint=language)
             if transcript.has_speech:
                 spoken.append(transcript.text)
                 language = transcript.language  # the next recording is likely in the same language
@@ -175,14 +152,26 @@ class Assistant:
             raise AssistantError("the message is empty: type a question or attach a photo")
         return Message.user(text.strip(), images, spoken=spoken, spoken_language=language if spoken else None)
 
+    def _check_image_count(self, count: int) -> None:
+        if count > self.settings.max_images_per_message:
+            raise MediaError(f"{count} images in one message; the limit is {self.settings.max_images_per_message}")
+
+    # --- answering
+
     def reply(self, conversation: Conversation, **overrides) -> Reply:
         """Start the reply to the conversation's last user message; `overrides` are GenerationOptions
         fields (None keeps the settings' default)."""
         return self.engine.reply(conversation, GenerationOptions.from_settings(self.settings, **overrides))
 
+    # --- conversations saved and read back
+
+    def export_conversation(self, conversation: Conversation, kind: str) -> str:
+        """ "json" (photos inside; can be imported again) or "markdown" (to read)."""
+        return history.to_json(conversation) if kind == "json" else history.to_markdown(conversation)
+
+    def import_conversation(self, data: bytes) -> Conversation:
+        """A conversation exported as JSON, checked like any upload (its photos against the limits)."""
+        return history.from_json(data, ImageLimits.from_settings(self.settings))
+
     def close(self) -> None:
         self.engine.close()
-
-    def _check_image_count(self, count: int) -> None:
-        if count > self.settings.max_images_per_message:
-            raise MediaError(f"{count} images in one message; the limit is {self.settings.max_images_per_message}")

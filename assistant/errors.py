@@ -18,6 +18,14 @@ class MediaTooLargeError(MediaError):
     """A file over a size or length limit (HTTP 413 in the API)."""
 
 
+class SpeechError(AssistantError):
+    """Speech could not be transcribed: no speech, a backend or model that is missing, a bad option."""
+
+
+class SynthesisError(AssistantError):
+    """No voice is available, or the text cannot be spoken."""
+
+
 class ModelUnavailableError(AssistantError):
     """A model is neither in the local cache nor downloadable, or a local path is not a model."""
 

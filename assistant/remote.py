@@ -12,14 +12,16 @@ from __future__ import annotations
 import base64
 import io
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httpx
 import openai
 
 from .conversation import Conversation, Image, Text
-from .engine import TextDelta, Usage
 from .errors import ModelUnavailableError, RemoteModelError
+from .events import TextDelta, Usage
+from .models.base import ReplyRequest
 from .settings import Settings
 
 JPEG_QUALITY = 90  # photos travel as JPEG: a tenth of the bytes of PNG, no visible loss
@@ -28,7 +30,7 @@ UNBOUNDED_CONTEXT = 1 << 20  # the remote server enforces its own context; this 
 
 @dataclass
 class RemoteModel:
-    """A model served elsewhere; the engine calls `run_job` for each reply."""
+    """A model served elsewhere (a `ChatModel`): each request is one streamed chat completion there."""
 
     name: str
     client: openai.OpenAI
@@ -37,15 +39,26 @@ class RemoteModel:
     device: str = "the remote server"  # for messages: where the model runs
     dtype: str = "as it serves it"
     details: dict[str, str] = field(default_factory=dict)
+    can_batch: bool = False  # the server batches concurrent requests itself: the engine sends them as they come
 
-    def run_job(self, job) -> None:
-        """Stream one reply into `job.events` (TextDelta*, then Usage); stop when `job.stop_requested`."""
+    def warm_up(self) -> None:
+        return None  # the server is ready or not; load_remote has asked it already
+
+    def answer(self, requests: Sequence[ReplyRequest]) -> None:
+        for request in requests:
+            try:
+                self._stream_reply(request)
+            except RemoteModelError as error:
+                request.fail(error)
+
+    def _stream_reply(self, request: ReplyRequest) -> None:
+        """Stream one reply (TextDelta*, then Usage); stop when the request asks for it."""
         first_at = last_at = None
         usage, finish, pieces = None, None, 0
         try:
-            with self._stream(job) as stream:
+            with self._stream(request) as stream:
                 for chunk in stream:
-                    if job.stop_requested.is_set():
+                    if request.stop_requested:
                         finish = "cancelled"
                         break  # leaving the block closes the connection: the server stops generating
                     if chunk.usage is not None:
@@ -55,7 +68,7 @@ class RemoteModel:
                             last_at = time.perf_counter()
                             first_at = first_at or last_at
                             pieces += 1
-                            job.events.put(TextDelta(choice.delta.content))
+                            request.emit(TextDelta(choice.delta.content))
                         finish = choice.finish_reason or finish
         except openai.APIStatusError as error:
             raise RemoteModelError(f"the model server answered HTTP {error.status_code}: {_message(error)}") from None
@@ -69,13 +82,13 @@ class RemoteModel:
             raise RemoteModelError(f"the model server reported an error: {error.message}") from None
         if finish is None:
             raise RemoteModelError(f"the model server at {self.client.base_url} ended the reply before finishing it")
-        job.events.put(_usage(job, usage, finish, first_at, last_at, pieces))
+        request.emit(_usage(request, usage, finish, first_at, last_at, pieces))
 
-    def _stream(self, job):
-        options = job.options
+    def _stream(self, request: ReplyRequest):
+        options = request.options
         return self.client.chat.completions.create(
             model=self.name,
-            messages=to_openai_messages(job.conversation),
+            messages=to_openai_messages(request.conversation),
             stream=True,
             stream_options={"include_usage": True},
             max_tokens=options.max_new_tokens,
@@ -150,7 +163,7 @@ def _data_url(image: Image) -> str:
     return f"data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
-def _usage(job, usage, finish: str, first_at, last_at, pieces: int) -> Usage:
+def _usage(request: ReplyRequest, usage, finish: str, first_at, last_at, pieces: int) -> Usage:
     completion = usage.completion_tokens if usage else pieces
     decode_s = (last_at - first_at) if first_at and last_at else 0.0
     now = time.perf_counter()
@@ -158,9 +171,9 @@ def _usage(job, usage, finish: str, first_at, last_at, pieces: int) -> Usage:
         prompt_tokens=usage.prompt_tokens if usage else 0,
         image_tokens=0,  # the server does not say
         completion_tokens=completion,
-        time_to_first_token_s=None if first_at is None else first_at - job.submitted_at,
+        time_to_first_token_s=None if first_at is None else first_at - request.submitted_at,
         tokens_per_s=(completion - 1) / decode_s if completion > 1 and decode_s > 0 else 0.0,
-        total_s=now - job.submitted_at,
+        total_s=now - request.submitted_at,
         finish_reason={"length": "length", "cancelled": "cancelled"}.get(finish, "stop"),
     )
 

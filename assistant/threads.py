@@ -3,10 +3,10 @@
 PyTorch's CPU kernels, and the C++ that torch.compile writes, run their loops on OpenMP thread teams,
 one team per calling thread. GNU OpenMP counts the threads of every team alive in the process; when
 they outnumber the cores it stops spinning between parallel loops and sleeps instead, and a decode
-step runs hundreds of short loops. Measured on 2 cores (SmolLM2-135M, compiled int8 step): 33 tokens/s
-when the worker's team is the only one, 18 when the thread that loaded the model kept its own team
-of 2. So the loading thread gives its cores up before it loads (`reserve_for_model`), and the threads
-that run the model take them (`use_model_threads`).
+step runs hundreds of short loops: on a 2-core machine the starter's compiled step decoded at about
+half its speed while the thread that loaded the model kept its own team. So the loading thread gives
+its cores up before it loads (`reserve_for_model`), and the threads that run the model take them
+(`use_model_threads`).
 """
 
 from __future__ import annotations

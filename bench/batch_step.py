@@ -1,21 +1,21 @@
 """Decode steps of the starter's compiled int8 LM: four replies one after another against the same
 four as one batch, in one process (the batch step reads the weights once for all rows).
 
-    python bench/batch_step.py          # prints one line per way; the compiles come first (cached: ~1 min)
+    python -m bench.batch_step          # prints one line per way; the compiles come first (cached: ~1 min)
 """
 
 from __future__ import annotations
-
-import time
 
 import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from assistant.models.base import GenerationRequest
+from assistant.models.causal_lm import load_causal_lm
 from assistant.models.fast_decode import DecodeSpeed, FastDecoder
-from assistant.models.gguf import load_causal_lm
 from assistant.settings import Settings
 from assistant.threads import reserve_for_model
+
+from .common import repeat, timed
 
 PROMPT_LENGTHS = (40, 25, 60, 33)
 
@@ -24,9 +24,8 @@ def main() -> None:
     reserve_for_model()  # this thread loads; the compile thread and the decode below get the cores
     language_model, _ = load_causal_lm("smollm2-135m", cache_dir=Settings().cache_dir)
     decoder = FastDecoder(language_model.eval(), DecodeSpeed("int8", compile=True, batch=len(PROMPT_LENGTHS)))
-    started = time.perf_counter()
-    decoder.warm_up().join()
-    print(f"compiled both steps in {time.perf_counter() - started:.0f} s")
+    _, seconds = timed(lambda: decoder.warm_up().join())
+    print(f"compiled both steps in {seconds:.0f} s")
     embed = decoder.language_model.get_input_embeddings()
     with torch.inference_mode():
         prompts = [embed(torch.arange(10, 10 + length)[None]) for length in PROMPT_LENGTHS]
@@ -43,21 +42,15 @@ def main() -> None:
 
     for name, decode in (("one after another", one_after_another), ("as one batch", as_one_batch)):
         step_s = _seconds_per_step(decode)
-        print(
-            f"{name}: {len(prompts) / step_s:.0f} tokens/s over {len(prompts)} replies, {1000 * step_s:.1f} ms for a token of each"
-        )
+        speed = f"{len(prompts) / step_s:.0f} tokens/s over {len(prompts)} replies"
+        print(f"{name}: {speed}, {1000 * step_s:.1f} ms for a token of each")
 
 
 def _seconds_per_step(decode, runs: int = 3) -> float:
     """Seconds per decode step of every reply, the prompt's pass excluded: 72 new tokens minus 8."""
 
     def best(new_tokens: int) -> float:
-        times = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            decode(new_tokens)
-            times.append(time.perf_counter() - started)
-        return min(times)
+        return min(repeat(lambda: decode(new_tokens), runs))
 
     return (best(72) - best(8)) / 64
 

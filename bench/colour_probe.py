@@ -6,7 +6,7 @@ single object in synthetic training scenes from each layout of assistant/vision/
 Then, as the projector sees them: the EfficientNet-Lite0 features beside the histograms at several
 gains, all kinds of scene, answering the scene's colour and shape questions (4x4 grid).
 
-    python bench/colour_probe.py [--scenes 3000]
+    python -m bench.colour_probe [--scenes 3000]
 
 Result (2026-11-29, seed 0, the 1074 single-object scenes of 3000; 80/20 split; the layouts unscaled):
 
@@ -36,6 +36,8 @@ from assistant.training import make_split
 from assistant.vision.colour import colour_histograms, mean_colours
 from assistant.vision.encoders import LITE0_MEAN, LITE0_STD, load_vision_encoder
 from assistant.vision.projectors import pool_patch_grid
+
+from .common import markdown_table
 
 GRID = 7  # EfficientNet-Lite0's patch grid
 GAINS = (4.0, 10.0, 40.0)  # the histograms' gain beside the CNN features (4: the first starter's)
@@ -77,13 +79,13 @@ def main() -> None:
         "mean (12)": mean_colours((rgb * 255 - LITE0_MEAN) / LITE0_STD, GRID),
         "histogram (64)": colour_histograms(rgb, GRID),
     }
-    print(f"{len(singles)} single-object scenes, {len(names)} colours\n\n| layout | 4x4 | 2x2 |\n|---|---:|---:|")
+    train = int(len(singles) * 0.8)
+    rows = []
     for name, features in layouts.items():
-        scores = [
-            probe_accuracy(pool_patch_grid(features, GRID, grid), labels, len(names), int(len(singles) * 0.8))
-            for grid in (4, 2)
-        ]
-        print(f"| {name} | " + " | ".join(f"{score:.3f}" for score in scores) + " |")
+        scores = [probe_accuracy(pool_patch_grid(features, GRID, grid), labels, len(names), train) for grid in (4, 2)]
+        rows.append([name, *(f"{score:.3f}" for score in scores)])
+    print(f"{len(singles)} single-object scenes, {len(names)} colours\n")
+    print("\n".join(markdown_table(["layout", "4x4", "2x2"], rows, "lrr")))
     print_gain_table(make_split("train", GAIN_SCENES, seed=0))
 
 
@@ -100,7 +102,7 @@ def print_gain_table(scenes: list) -> None:
             torch.cat([colour_histograms(encoder.rgb(batch), GRID) for batch in batches]), GRID, 4
         )
     print(f"\n{len(scenes)} scenes, CNN features (norm {cnn.norm(dim=-1).mean():.1f} a token) beside histograms\n")
-    print("| histogram gain | colour | shape |\n|---:|---:|---:|")
+    rows = []
     for gain in GAINS:
         scores = []
         for question_type in ("colour", "shape"):
@@ -109,8 +111,9 @@ def print_gain_table(scenes: list) -> None:
             names = sorted(set(answers))
             labels = torch.tensor([names.index(answer) for answer in answers])
             features = torch.cat([cnn[asked], histograms[asked] * gain], dim=-1)
-            scores.append(probe_accuracy(features, labels, len(names), int(len(asked) * 0.8)))
-        print(f"| {gain:g} | " + " | ".join(f"{score:.3f}" for score in scores) + " |")
+            scores.append(f"{probe_accuracy(features, labels, len(names), int(len(asked) * 0.8)):.3f}")
+        rows.append([f"{gain:g}", *scores])
+    print("\n".join(markdown_table(["histogram gain", "colour", "shape"], rows, "rrr")))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,12 @@ from dataclasses import dataclass
 import torch
 
 from assistant.conversation import Conversation, Message
-from assistant.engine import Engine, TextDelta
+from assistant.engine import Engine
+from assistant.events import TextDelta
 from assistant.sampling import GenerationOptions
 from assistant.threads import run_in_model_thread
+
+from .common import repeat, timed
 
 # An end-of-turn id no token has: every reply runs to max_new_tokens, past the model's own end of turn
 # (forbidding that token instead, as min_new_tokens does, would change the greedy reply).
@@ -81,16 +84,15 @@ def linear_layers_speed(language_model: torch.nn.Module, runs: int = 5) -> float
     device = language_model.get_input_embeddings().weight.device
     inputs = {m.in_features: torch.randn(1, m.in_features, dtype=dtype, device=device) for m in linears}
     total = sum(_storage_bytes(m.weight) for m in linears)
-    best = 0.0
+
+    def one_token() -> None:
+        for module in linears:
+            module(inputs[module.in_features])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     with torch.inference_mode():
-        for _ in range(runs + 1):
-            started = time.perf_counter()
-            for module in linears:
-                module(inputs[module.in_features])
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = max(best, total / (time.perf_counter() - started))
-    return best
+        return total / min(repeat(one_token, runs + 1))
 
 
 def forced_length(model):
@@ -139,8 +141,7 @@ def composed_baseline_run(
     """transformers' generate on the composed model's LM, given the same prompt embeddings."""
     language_model = model.model.language_model
 
-    def generate(count: int) -> tuple[float, torch.Tensor]:
-        started = time.perf_counter()
+    def generate(count: int) -> torch.Tensor:
         with torch.inference_mode():
             encoded = model.encode(conversation)  # as the engine does: template, photo, embeddings
             inputs = encoded.inputs.to(model.device)
@@ -155,12 +156,12 @@ def composed_baseline_run(
                 eos_token_id=NEVER,
                 pad_token_id=model.eos_token_ids[0],
             )
-        return time.perf_counter() - started, output[0]
+        return output[0]
 
     generate(2)  # warm-up
-    first_s = statistics.median(generate(1)[0] for _ in range(RUNS))
-    totals = [generate(new_tokens) for _ in range(RUNS)]
-    total_s, ids = statistics.median(seconds for seconds, _ in totals), totals[0][1]
+    first_s = statistics.median(repeat(lambda: generate(1), RUNS))
+    totals = [timed(lambda: generate(new_tokens)) for _ in range(RUNS)]
+    total_s, ids = statistics.median(seconds for _, seconds in totals), totals[0][0]
     prompt_tokens = model.encode(conversation).prompt_tokens
     result = DecodeResult(
         name,
@@ -236,16 +237,14 @@ def hub_language_model(new_tokens: int, device: torch.device) -> list[DecodeResu
     ids = torch.randint(0, 150_000, (1, 48), device=device)
     name, runtime_name = "Qwen2-0.5B (LLaVA-OneVision-0.5B's LM, random)", "text"
 
-    def baseline(count: int) -> float:
-        started = time.perf_counter()
+    def baseline(count: int) -> None:
         with torch.inference_mode():
             model.generate(ids, max_new_tokens=count, do_sample=False, eos_token_id=NEVER, pad_token_id=0)
-        return time.perf_counter() - started
 
     def baseline_times() -> tuple[float, float, float]:
         baseline(2)
-        first = statistics.median(baseline(1) for _ in range(RUNS))
-        return first, statistics.median(baseline(new_tokens) for _ in range(RUNS)), linear_layers_speed(model)
+        first = statistics.median(repeat(lambda: baseline(1), RUNS))
+        return first, statistics.median(repeat(lambda: baseline(new_tokens), RUNS)), linear_layers_speed(model)
 
     first_s, total_s, linear_speed = run_in_model_thread(baseline_times)
     results = [

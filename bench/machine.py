@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 
 import torch
 
 from assistant.threads import model_threads
+
+from .common import load_average, processor_name, repeat
 
 GIB = 1024**3
 
@@ -19,32 +20,15 @@ def read_bandwidth(device: torch.device, size_bytes: int = GIB, runs: int = 5) -
     if device.type == "cuda":
         a = torch.empty(size_bytes // 4, dtype=torch.float32, device=device).fill_(1.0)
         b = torch.empty_like(a)
-        best = 0.0
-        for _ in range(runs):
-            torch.cuda.synchronize()
-            started = time.perf_counter()
+        torch.cuda.synchronize()  # the fill is not part of the first copy
+
+        def copy() -> None:
             b.copy_(a)
             torch.cuda.synchronize()
-            best = max(best, 2 * size_bytes / (time.perf_counter() - started))
-        return best
+
+        return 2 * size_bytes / min(repeat(copy, runs))
     a = torch.ones(size_bytes // 4, dtype=torch.float32)
-    best = 0.0
-    for _ in range(runs):
-        started = time.perf_counter()
-        a.sum()
-        best = max(best, size_bytes / (time.perf_counter() - started))
-    return best
-
-
-def processor_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return size_bytes / min(repeat(a.sum, runs))
 
 
 def memory_gib() -> float:
@@ -67,7 +51,7 @@ def details(device: torch.device, bandwidth: float) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "load average": " ".join(f"{value:.2f}" for value in os.getloadavg()),
+        "load average": load_average(separator=" "),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

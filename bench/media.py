@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
+
+from .common import repeat
 
 
 @dataclass
@@ -15,16 +16,6 @@ class EncoderResult:
     encoder: str
     image_px: int
     milliseconds: float  # median of the timed runs, preprocessing included
-
-
-def time_it(work, runs: int) -> float:
-    work()  # warm-up
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def starter_encoder(photo: Image.Image, runs: int) -> EncoderResult:
@@ -36,7 +27,7 @@ def starter_encoder(photo: Image.Image, runs: int) -> EncoderResult:
         with torch.inference_mode():
             encoder.features(encoder.preprocess([photo]))
 
-    return EncoderResult("EfficientNet-Lite0 (starter)", 224, 1000 * time_it(encode, runs))
+    return EncoderResult("EfficientNet-Lite0 (starter)", 224, 1000 * statistics.median(repeat(encode, runs, warm_up=1)))
 
 
 # SigLIP so400m/14 at 384 px: LLaVA-OneVision's vision tower, sizes from its config.json.
@@ -64,7 +55,8 @@ def hub_encoder(runs: int, device: torch.device) -> EncoderResult:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    return EncoderResult("SigLIP so400m/14 (LLaVA-OneVision, random), one tile", 384, 1000 * time_it(encode, runs))
+    milliseconds = 1000 * statistics.median(repeat(encode, runs, warm_up=1))
+    return EncoderResult("SigLIP so400m/14 (LLaVA-OneVision, random), one tile", 384, milliseconds)
 
 
 @dataclass
@@ -81,14 +73,13 @@ class SpeechResult:
 
 def speech_backends(threads: int, seconds: float = 30.0) -> list[SpeechResult]:
     """bench/speech.py's backends on the same Whisper base weights (one timed run each)."""
-    import speech as speech_bench
-    import tts
-    import whisper_convert
+    from tools import whisper_convert
+
+    from . import speech as speech_bench
+    from . import tts
 
     ct2_dir = whisper_convert.default_ct2_dir()
-    work_dir = whisper_convert.default_work_dir()
-    hf_dir = whisper_convert.write_transformers(ct2_dir, work_dir / "whisper-base-hf")
-    pt_file = whisper_convert.write_openai(ct2_dir, work_dir / "whisper-base.pt")
+    hf_dir, pt_file = whisper_convert.write_both(ct2_dir, whisper_convert.default_work_dir())
     audio = speech_bench.Audio(*tts.speech_with_pauses(seconds, speech_bench.PAUSE_S))
     normalize, _ = speech_bench.normalizer()
     results = speech_bench.measure(speech_bench.cases(ct2_dir, hf_dir, pt_file, threads), audio.samples, runs=1)
@@ -106,9 +97,9 @@ def speech_backends(threads: int, seconds: float = 30.0) -> list[SpeechResult]:
 
 def spoken_answer(threads: int) -> SpeechResult:
     """The piper voice: seconds to synthesise a reply of a few sentences."""
-    import speech_out
-
     from assistant.speech.synthesizer import load_synthesizer
+
+    from . import speech_out
 
     synthesizer = load_synthesizer()
     speech_out._limit_threads(synthesizer, threads)

@@ -35,7 +35,7 @@ class PeerResult:
 def smollm2_gguf() -> Path:
     import importlib.util
 
-    from assistant.models.gguf import PACKAGED_LMS
+    from assistant.models.causal_lm import PACKAGED_LMS
 
     packaged = PACKAGED_LMS["smollm2-135m"]
     spec = importlib.util.find_spec(packaged.package)

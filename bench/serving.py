@@ -12,15 +12,20 @@ set (VmHWM) is what the machine must have for it.
 from __future__ import annotations
 
 import json
+import shlex
+import socket
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import requests
-from whisper_api import serve
 
+from .common import timed
+
+ASSISTANT = str(Path(sys.executable).parent / "assistant")
 REQUEST_TIMEOUT_S = 120
 
 
@@ -39,6 +44,32 @@ class LoadResult:
     def percentile(self, fraction: float) -> float:
         ordered = sorted(self.first_text_s)
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve(profile: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    """`assistant serve --profile PROFILE EXTRA...` on a free loopback port, once it answers:
+    (the server process, its API's base URL)."""
+    port = free_port()
+    command = [ASSISTANT, "serve", "--profile", profile, "--port", str(port), *extra]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with status {server.returncode}: {shlex.join(command)}")
+        try:
+            if requests.get(f"{url}/models", timeout=2).ok:
+                return server, url
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError(f"the server did not start: {shlex.join(command)}")
 
 
 def stream_chat(url: str, question: str, max_tokens: int) -> float:
@@ -81,12 +112,15 @@ def load_test(url: str, clients: int, requests_each: int, max_tokens: int) -> Lo
                     errors.append(repr(error))
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return LoadResult(clients, len(first_text), len(errors), time.perf_counter() - started, first_text)
+
+    def run_all() -> None:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    _, seconds = timed(run_all)
+    return LoadResult(clients, len(first_text), len(errors), seconds, first_text)
 
 
 def concurrent_clients(

@@ -1,11 +1,11 @@
 """Real-time factor of each speech backend on the same Whisper base weights, on CPU.
 
-    python bench/speech.py [--seconds 30] [--threads 2] [--out bench/results/speech.md]
+    python -m bench.speech [--seconds 30] [--threads 2] [--out bench/results/speech.md]
 
 About 30 s of espeak-ng speech (user-like questions with short pauses) is transcribed by each
 backend through the project's `load_transcriber`: faster-whisper int8 and float32 on the packaged
 CTranslate2 model, transformers fp32 and openai-whisper fp32 on the same weights converted by
-bench/whisper_convert.py. Options: language "en", beam 5, VAD off, so that every backend decodes
+tools/whisper_convert.py. Options: language "en", beam 5, VAD off, so that every backend decodes
 the same audio the same way (only faster-whisper has VAD; one extra row shows it on, the app's
 default). Each backend is loaded, warmed up with one run, then timed over --runs runs; the table
 has the median. RTF = transcription seconds / audio seconds (below 1 is faster than real time).
@@ -14,24 +14,20 @@ has the median. RTF = transcription seconds / audio seconds (below 1 is faster t
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import os
-import platform
-import shlex
 import statistics
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import jiwer
 import numpy as np
 import torch
-import tts
-import whisper_convert
 
 from assistant.speech.transcriber import SpeechError, SpeechModelSpec, TranscribeOptions, load_transcriber
+from tools import whisper_convert
+
+from . import tts
+from .common import command_line, load_average, machine_details, markdown_table, publish, timed
 
 PAUSE_S = 0.6  # silence between two questions, seconds: a short breath, not a VAD-sized gap
 BEAM_SIZE = 5
@@ -40,7 +36,6 @@ BASELINE = "transformers"  # the speed-ups are relative to this backend
 # The project's targets for the default backend (faster-whisper int8 on CPU).
 TARGET_RTF = 0.15
 TARGET_SPEEDUP = 2.0
-LIBRARIES = ("torch", "transformers", "ctranslate2", "faster-whisper", "openai-whisper", "numpy", "jiwer")
 
 
 @dataclass(frozen=True)
@@ -98,9 +93,7 @@ def cases(ct2_dir: Path, hf_dir: Path, pt_file: Path, threads: int) -> list[Case
 def load(case: Case):
     """(transcriber, load seconds), or (None, why it could not be loaded)."""
     try:
-        started = time.perf_counter()
-        transcriber = load_transcriber(case.spec)
-        return transcriber, time.perf_counter() - started
+        return timed(lambda: load_transcriber(case.spec))
     except SpeechError as error:
         return None, str(error)
 
@@ -118,10 +111,10 @@ def measure(cases: list[Case], audio: np.ndarray, runs: int) -> list[Result]:
             print(
                 f"run {run + 1}/{runs} (0: warm-up): {cases[i].label} {cases[i].compute}", file=sys.stderr, flush=True
             )
-            started = time.perf_counter()
-            texts[i] = loaded[i][0].transcribe(audio, options[i]).text
+            transcript, seconds = timed(lambda: loaded[i][0].transcribe(audio, options[i]))
+            texts[i] = transcript.text
             if run >= 0:
-                times[i].append(time.perf_counter() - started)
+                times[i].append(seconds)
     return [
         Result(case, load_s, tuple(times[i]), texts[i]) if transcriber is not None else Result(case, error=load_s)
         for i, (case, (transcriber, load_s)) in enumerate(zip(cases, loaded))
@@ -144,55 +137,26 @@ def word_error_rate(reference: str, hypothesis: str, normalize) -> float:
     return jiwer.wer(normalize(reference), normalize(hypothesis))
 
 
-def load_average() -> str:
-    """The 1, 5 and 15 min load averages: above the thread count, something else was competing."""
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def machine_details(threads: int, load_before: str) -> list[str]:
-    """Markdown bullet lines: CPU model, cores, threads, load, Python and library versions."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
-    versions = []
-    for name in LIBRARIES:
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{name} not installed")
-    espeak = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip()
-    return [
-        f"- CPU: {cpu}, {os.cpu_count()} logical cores visible",
-        f"- Threads: {threads} (torch.set_num_threads and cpu_threads)",
-        f"- Load average before / after the run (1, 5, 15 min): {load_before} / {load_average()}",
-        f"- Python {platform.python_version()} on {platform.platform()}",
-        f"- {', '.join(versions)}",
-        f"- {espeak}",
-    ]
-
-
 def table(results: list[Result], audio: Audio, normalize) -> list[str]:
     """Markdown table lines, one row per result; backends that failed say why."""
     baseline = next((r.median_s for r in results if r.case.label == BASELINE and r.runs_s), None)
-    lines = [
-        "| backend | compute type | load s | median s | best s | RTF | speed-up vs transformers | WER |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+    header = ("backend", "compute type", "load s", "median s", "best s", "RTF", "speed-up vs transformers", "WER")
+    return markdown_table(header, [_row(r, baseline, audio, normalize) for r in results], "llrrrrrr")
+
+
+def _row(r: Result, baseline: float | None, audio: Audio, normalize) -> list[str]:
+    if r.error:
+        return [r.case.label, r.case.compute, f"not run: {r.error}", "", "", "", "", ""]
+    return [
+        r.case.label,
+        r.case.compute,
+        f"{r.load_s:.2f}",
+        f"{r.median_s:.2f}",
+        f"{min(r.runs_s):.2f}",
+        f"{r.median_s / audio.seconds:.3f}",
+        f"{baseline / r.median_s:.2f}x" if baseline else "n/a",
+        f"{word_error_rate(audio.text, r.text, normalize):.1%}",
     ]
-    for r in results:
-        if r.error:
-            lines.append(f"| {r.case.label} | {r.case.compute} | not run: {r.error} | | | | | |")
-            continue
-        speedup = f"{baseline / r.median_s:.2f}x" if baseline else "n/a"
-        wer = word_error_rate(audio.text, r.text, normalize)
-        lines.append(
-            f"| {r.case.label} | {r.case.compute} | {r.load_s:.2f} | {r.median_s:.2f} | {min(r.runs_s):.2f} | {r.median_s / audio.seconds:.3f} | {speedup} | {wer:.1%} |"
-        )
-    return lines
 
 
 def targets(results: list[Result], audio_s: float) -> list[str]:
@@ -207,18 +171,19 @@ def targets(results: list[Result], audio_s: float) -> list[str]:
     verdict = lambda ok: "met" if ok else "NOT met"  # noqa: E731
     return [
         f"- faster-whisper int8 RTF {rtf:.3f} <= {TARGET_RTF}: {verdict(rtf <= TARGET_RTF)}",
-        f"- faster-whisper int8 {speedup:.2f}x faster than transformers (>= {TARGET_SPEEDUP}x): {verdict(speedup >= TARGET_SPEEDUP)}",
+        f"- faster-whisper int8 {speedup:.2f}x faster than transformers (>= {TARGET_SPEEDUP}x): "
+        f"{verdict(speedup >= TARGET_SPEEDUP)}",
     ]
 
 
 def report(
     command: str, args, load_before: str, audio: Audio, results: list[Result], normalize, normalizer_name: str
 ) -> str:
-    """The whole Markdown report."""
+    """The whole Markdown report; `command` is its "Command: ..." line."""
     lines = [
         "# Speech backends: real-time factor on Whisper base (CPU)",
         "",
-        f"Command: `{command}`",
+        command,
         "",
         *machine_details(args.threads, load_before),
         "",
@@ -226,7 +191,7 @@ def report(
         f"questions joined with {PAUSE_S} s pauses. Options: language {LANGUAGE!r}, beam {BEAM_SIZE}, VAD off "
         f"except where the row says, each backend's own temperature fallback and timestamps. "
         f"All on the same weights: the packaged CTranslate2 base (float16 on disk), converted for "
-        f"transformers and openai-whisper by bench/whisper_convert.py. Times: median of {args.runs} runs "
+        f"transformers and openai-whisper by tools/whisper_convert.py. Times: median of {args.runs} runs "
         f"after one warm-up run, the backends taking turns; load s is the load_transcriber call; best s, "
         f"the fastest run, is the least disturbed by other work on the machine. RTF = median s / audio s; "
         f"speed-up = transformers' median s / this median s. "
@@ -257,21 +222,17 @@ def main(argv: list[str] | None = None) -> int:
         "--work-dir", type=Path, default=whisper_convert.default_work_dir(), help="converted models go here"
     )
     args = parser.parse_args(argv)
-    command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", "bench/speech.py", *argv])
     torch.set_num_threads(args.threads)
 
     ct2_dir = whisper_convert.default_ct2_dir()
-    hf_dir = whisper_convert.write_transformers(ct2_dir, args.work_dir / "whisper-base-hf")
-    pt_file = whisper_convert.write_openai(ct2_dir, args.work_dir / "whisper-base.pt")
+    hf_dir, pt_file = whisper_convert.write_both(ct2_dir, args.work_dir)
     audio = Audio(*tts.speech_with_pauses(args.seconds, PAUSE_S))
     normalize, normalizer_name = normalizer()
 
     load_before = load_average()
     results = measure(cases(ct2_dir, hf_dir, pt_file, args.threads), audio.samples, args.runs)
-    markdown = report(command, args, load_before, audio, results, normalize, normalizer_name)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown)
-    print(markdown)
+    markdown = report(command_line("bench.speech", argv), args, load_before, audio, results, normalize, normalizer_name)
+    publish(markdown, args.out)
     return 0
 
 

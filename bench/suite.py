@@ -1,6 +1,7 @@
 """`assistant bench`: every speed figure of the project in one run, each beside its baseline.
 
     assistant bench [--out bench/results/bench.md] [--tokens 64] [--skip http,speech,...]
+    python -m bench.suite ...   (the same: `assistant bench` runs this module)
 
 Writes a Markdown table (printed too) and the same numbers as JSON (`--out` with .json), with the
 machine's details and its memory bandwidth, measured in the same run. Sections:
@@ -20,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import math
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -28,10 +28,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other bench scripts import as modules
-
-import decode  # noqa: E402
-import machine  # noqa: E402
+from . import decode, machine
+from .common import command, markdown_table, publish, timed
 
 SECTIONS = ("decode", "peer", "images", "speech", "http", "memory")
 MB = 1e6
@@ -60,12 +58,8 @@ def run(args) -> dict:
         if name in args.skip:
             return
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        try:
-            report[name] = work()
-        except Exception as error:  # noqa: BLE001 - one section failing must not lose the others
-            report[name] = {"error": f"{type(error).__name__}: {error}"}
-        print(f"bench: {name} took {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        report[name], seconds = timed(lambda: _outcome(work))
+        print(f"bench: {name} took {seconds:.0f} s", file=sys.stderr, flush=True)
 
     section("decode", lambda: _decode(args, device))
     section("peer", lambda: _peer(args))
@@ -74,6 +68,14 @@ def run(args) -> dict:
     section("http", lambda: _http(args))
     section("memory", lambda: _memory(args))
     return report
+
+
+def _outcome(work):
+    """work()'s result, or {"error": why} when it raised."""
+    try:
+        return work()
+    except Exception as error:  # noqa: BLE001 - one section failing must not lose the others
+        return {"error": f"{type(error).__name__}: {error}"}
 
 
 def _decode(args, device) -> list[dict]:
@@ -92,13 +94,13 @@ def _decode(args, device) -> list[dict]:
 
 
 def _peer(args) -> dict:
-    import peer
+    from . import peer
 
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
         return {"error": f"llama-cpp-python is not installed: {peer.INSTALL}"}
-    from assistant.models.gguf import load_causal_lm
+    from assistant.models.causal_lm import load_causal_lm
 
     _, tokenizer = load_causal_lm("smollm2-135m", cache_dir=_cache_dir(args), progress=None)
     prompt_ids = tokenizer.apply_chat_template(
@@ -111,7 +113,7 @@ def _peer(args) -> dict:
 
 
 def _images(device) -> list[dict]:
-    import media
+    from . import media
 
     return [
         dataclasses.asdict(media.starter_encoder(red_circle(), runs=5)),
@@ -120,14 +122,14 @@ def _images(device) -> list[dict]:
 
 
 def _speech(args) -> list[dict]:
-    import media
+    from . import media
 
     rows = [*media.speech_backends(args.threads), media.spoken_answer(args.threads)]
     return [{**dataclasses.asdict(row), "real_time_factor": row.real_time_factor} for row in rows]
 
 
 def _http(args) -> list[dict]:
-    import serving
+    from . import serving
 
     extra = ["--cache-dir", args.cache_dir] if args.cache_dir else []
     rows = []
@@ -157,7 +159,7 @@ def _http(args) -> list[dict]:
 
 
 def _memory(args) -> list[dict]:
-    import serving
+    from . import serving
 
     rows = []
     for profile in ("tiny", "starter"):
@@ -200,35 +202,67 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+DECODE_HEADER = (
+    "model",
+    "prompt",
+    "runtime",
+    "first token (s)",
+    "decode tok/s",
+    "vs baseline",
+    "weights read per token (MB)",
+    "% of bandwidth limit",
+    "linear layers alone, eager, % of bandwidth",
+    "greedy tokens as baseline",
+)
+
+
 def _decode_table(rows, bandwidth: float, peer_result) -> list[str]:
     lines = ["## Language model: decode and time to first token", ""]
     if isinstance(rows, dict):
         return lines + [f"Not measured: {rows['error']}", ""]
-    lines += [
-        "| model | prompt | runtime | first token (s) | decode tok/s | vs baseline | weights read per token (MB) | % of bandwidth limit | linear layers alone, eager, % of bandwidth | greedy tokens as baseline |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
     baselines = {(r["model"], r["prompt"]): r for r in rows if r["runtime"].startswith("baseline")}
-    for r in rows:
-        base = baselines.get((r["model"], r["prompt"]))
-        ratio = r["tokens_per_s"] / base["tokens_per_s"] if base else math.nan
-        percent = 100.0 * r["tokens_per_s"] * r["weight_bytes_per_token"] / bandwidth
-        lines.append(
-            f"| {r['model']} | {r['prompt']} | {r['runtime']} | {r['time_to_first_token_s']:.2f} | {r['tokens_per_s']:.1f} | "
-            f"{ratio:.2f}x | {r['weight_bytes_per_token'] / MB:.0f} | {percent:.0f}% | "
-            f"{_percent_or_dash(r['linear_layers_bytes_per_s'], bandwidth)} | {r['same_tokens_as_baseline'] or '-'} |"
+
+    def vs_baseline(tokens_per_s: float, model: str, prompt: str) -> str:
+        base = baselines.get((model, prompt))
+        ratio = tokens_per_s / base["tokens_per_s"] if base else math.nan
+        return f"{ratio:.2f}x"
+
+    def percent(tokens_per_s: float, bytes_per_token: float) -> str:
+        return f"{100.0 * tokens_per_s * bytes_per_token / bandwidth:.0f}%"
+
+    cells = [
+        [
+            r["model"],
+            r["prompt"],
+            r["runtime"],
+            f"{r['time_to_first_token_s']:.2f}",
+            f"{r['tokens_per_s']:.1f}",
+            vs_baseline(r["tokens_per_s"], r["model"], r["prompt"]),
+            f"{r['weight_bytes_per_token'] / MB:.0f}",
+            percent(r["tokens_per_s"], r["weight_bytes_per_token"]),
+            _percent_or_dash(r["linear_layers_bytes_per_s"], bandwidth),
+            r["same_tokens_as_baseline"] or "-",
+        ]
+        for r in rows
+    ]
+    peer_measured = isinstance(peer_result, dict) and "error" not in peer_result
+    if peer_measured:
+        cells.append(
+            [
+                "SmolLM2-135M Q4_1 GGUF",
+                "text",
+                f"peer: {peer_result['name']}",
+                f"{peer_result['time_to_first_token_s']:.2f}",
+                f"{peer_result['tokens_per_s']:.1f}",
+                vs_baseline(peer_result["tokens_per_s"], "starter", "text"),
+                f"{peer_result['file_bytes'] / MB:.0f} (file)",
+                percent(peer_result["tokens_per_s"], peer_result["file_bytes"]),  # the tied head reads it all
+                "-",
+                "-",
+            ]
         )
-    if isinstance(peer_result, dict) and "error" not in peer_result:
-        base = baselines.get(("starter", "text"))
-        ratio = peer_result["tokens_per_s"] / base["tokens_per_s"] if base else math.nan
-        percent = (
-            100.0 * peer_result["tokens_per_s"] * peer_result["file_bytes"] / bandwidth
-        )  # the tied head reads it all
-        lines.append(
-            f"| SmolLM2-135M Q4_1 GGUF | text | peer: {peer_result['name']} | {peer_result['time_to_first_token_s']:.2f} | "
-            f"{peer_result['tokens_per_s']:.1f} | {ratio:.2f}x | {peer_result['file_bytes'] / MB:.0f} (file) | {percent:.0f}% | - | - |"
-        )
-    elif isinstance(peer_result, dict):
+    lines += markdown_table(DECODE_HEADER, cells, "lllrrrrrrl")
+    if isinstance(peer_result, dict) and not peer_measured:
         lines += ["", f"Peer not measured: {peer_result['error']}"]
     lines += ["", *_targets(rows, bandwidth), ""]
     return lines
@@ -253,8 +287,10 @@ def _targets(rows, bandwidth: float) -> list[str]:
     return [
         "Targets (starter, this machine):",
         f"- engine decode >= {TARGET_SPEEDUP:.0f}x transformers: {speedup:.2f}x, {verdict(speedup >= TARGET_SPEEDUP)}",
-        f"- >= {TARGET_LIMIT_PERCENT:.0f}% of the bandwidth limit: {percent:.0f}%, {verdict(percent >= TARGET_LIMIT_PERCENT)}",
-        f"- time to first token, photo + question <= {TARGET_PHOTO_TTFT_S:.0f} s: {ttft:.2f} s, {verdict(ttft <= TARGET_PHOTO_TTFT_S)}",
+        f"- >= {TARGET_LIMIT_PERCENT:.0f}% of the bandwidth limit: {percent:.0f}%, "
+        f"{verdict(percent >= TARGET_LIMIT_PERCENT)}",
+        f"- time to first token, photo + question <= {TARGET_PHOTO_TTFT_S:.0f} s: {ttft:.2f} s, "
+        f"{verdict(ttft <= TARGET_PHOTO_TTFT_S)}",
     ]
 
 
@@ -263,42 +299,59 @@ def _ratio(value: float | None) -> str:
 
 
 def _http_table(rows) -> list[str]:
-    lines = [
-        "| clients | decoding | replies | errors | replies/s | vs baseline | first text p50 (s) | first text p95 (s) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {r['clients']} | {r.get('decoding', '-')} | {r['replies']} | {r['errors']} | {r['replies_per_s']:.2f} | "
-        f"{_ratio(r.get('vs_baseline'))} | {r['first_text_p50_s']:.2f} | {r['first_text_p95_s']:.2f} |"
+    header = (
+        "clients",
+        "decoding",
+        "replies",
+        "errors",
+        "replies/s",
+        "vs baseline",
+        "first text p50 (s)",
+        "first text p95 (s)",
+    )
+    cells = [
+        [
+            r["clients"],
+            r.get("decoding", "-"),
+            r["replies"],
+            r["errors"],
+            f"{r['replies_per_s']:.2f}",
+            _ratio(r.get("vs_baseline")),
+            f"{r['first_text_p50_s']:.2f}",
+            f"{r['first_text_p95_s']:.2f}",
+        ]
         for r in rows
     ]
-    return lines + [""]
+    return markdown_table(header, cells, "rlrrrrrr") + [""]
 
 
 def _images_table(rows) -> list[str]:
-    lines = ["| encoder | image (px) | ms per image |", "|---|---:|---:|"]
-    return lines + [f"| {r['encoder']} | {r['image_px']} | {r['milliseconds']:.0f} |" for r in rows] + [""]
+    cells = [[r["encoder"], r["image_px"], f"{r['milliseconds']:.0f}"] for r in rows]
+    return markdown_table(("encoder", "image (px)", "ms per image"), cells, "lrr") + [""]
 
 
 def _speech_table(rows) -> list[str]:
-    lines = ["| runtime | audio (s) | seconds | real-time factor | WER |", "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        wer = "-" if math.isnan(r["word_error_rate"]) else f"{r['word_error_rate']:.3f}"
-        lines.append(
-            f"| {r['runtime']} | {r['audio_s']:.1f} | {r['seconds']:.2f} | {r['real_time_factor']:.3f} | {wer} |"
-        )
-    return lines + [""]
+    cells = [
+        [
+            r["runtime"],
+            f"{r['audio_s']:.1f}",
+            f"{r['seconds']:.2f}",
+            f"{r['real_time_factor']:.3f}",
+            "-" if math.isnan(r["word_error_rate"]) else f"{r['word_error_rate']:.3f}",
+        ]
+        for r in rows
+    ]
+    return markdown_table(("runtime", "audio (s)", "seconds", "real-time factor", "WER"), cells, "lrrrr") + [""]
 
 
 def _memory_table(rows) -> list[str]:
-    lines = ["| profile | load (s) | peak memory (MiB) |", "|---|---:|---:|"]
-    for r in rows:
-        lines.append(
-            f"| {r['profile']} | {r['load_s']:.1f} | {r['peak_mib']:.0f} |"
-            if "error" not in r
-            else f"| {r['profile']} | not measured: {r['error']} | |"
-        )
-    return lines + [""]
+    cells = [
+        [r["profile"], f"{r['load_s']:.1f}", f"{r['peak_mib']:.0f}"]
+        if "error" not in r
+        else [r["profile"], f"not measured: {r['error']}", ""]
+        for r in rows
+    ]
+    return markdown_table(("profile", "load (s)", "peak memory (MiB)"), cells, "lrr") + [""]
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -327,12 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)  # before reserve_for_model: the model threads
     args.threads = torch.get_num_threads()
-    args.command = shlex.join(["assistant", "bench", *(sys.argv[2:] if argv is None else argv)])
+    args.command = command("bench.suite", argv)
     report = run(args)
-    text = markdown(report)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
+    publish(markdown(report), args.out)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     return 0
 

@@ -1,7 +1,7 @@
 """From the end of a spoken question to its transcript, through a running server's
 POST /v1/audio/transcriptions: the short encoder window against the full 30-s one, same run.
 
-    python bench/whisper_api.py [--profile starter] [--out FILE]
+    python -m bench.whisper_api [--profile starter] [--out FILE]
 
 Two servers are started one after the other (`assistant serve --profile starter`, then the same
 with `--full-window`), each on loopback. Every spoken question of bench/whisper_window.py whose
@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shlex
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import wave
@@ -30,10 +27,12 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import requests
-import speech as speech_bench
-import whisper_window
 
-ASSISTANT = str(Path(sys.executable).parent / "assistant")
+from . import whisper_window
+from .common import command_line, load_average, machine_section, markdown_table, percentile, publish, timed
+from .serving import serve
+from .speech import normalizer
+
 SPEECH_S = (2.0, 4.0)  # the questions measured: this much speech, plus the microphone's silence
 
 
@@ -43,30 +42,6 @@ def wav_bytes(samples: np.ndarray) -> bytes:
         file.setnchannels(1), file.setsampwidth(2), file.setframerate(16_000)
         file.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
     return out.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def serve(profile: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [ASSISTANT, "serve", "--profile", profile, "--port", str(port), *extra]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with status {server.returncode}: {shlex.join(command)}")
-        try:
-            if requests.get(f"{url}/models", timeout=2).ok:
-                return server, url
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    server.kill()
-    raise RuntimeError(f"the server did not start: {shlex.join(command)}")
 
 
 def cpu_busy_seconds() -> float:
@@ -89,14 +64,14 @@ def wait_until_quiet(limit_s: float = 300, interval_s: float = 2.0, busy_share: 
 
 
 def transcribe(url: str, data: bytes) -> tuple[float, str]:
-    started = time.perf_counter()
-    response = requests.post(
-        f"{url}/audio/transcriptions",
-        files={"file": ("question.wav", data, "audio/wav")},
-        data={"model": "whisper-1"},
-        timeout=120,
+    response, elapsed = timed(
+        lambda: requests.post(
+            f"{url}/audio/transcriptions",
+            files={"file": ("question.wav", data, "audio/wav")},
+            data={"model": "whisper-1"},
+            timeout=120,
+        )
     )
-    elapsed = time.perf_counter() - started
     response.raise_for_status()
     return elapsed, response.json()["text"]
 
@@ -119,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="starter")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    load_before = speech_bench.load_average()
+    load_before = load_average()
     silence_s = whisper_window.LEAD_S + whisper_window.TAIL_S
     questions = [clip for clip in whisper_window.clips() if SPEECH_S[0] <= clip.seconds - silence_s <= SPEECH_S[1]]
-    normalize, normalizer_name = speech_bench.normalizer()
+    normalize, normalizer_name = normalizer()
     references = [normalize(clip.text) for clip in questions]
     rows = []
     for name, extra in (("30 s (full window)", ["--full-window"]), ("short window (default)", [])):
@@ -131,28 +106,31 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((name, times, rate))
         print(f"{name}: median {statistics.median(times):.3f} s, WER {rate:.3f}", file=sys.stderr)
     full = statistics.median(rows[0][1])
-    table = ["| encoder window | median s | p95 s | vs full (median) | WER |", "|---|---:|---:|---:|---:|"]
-    for name, times, rate in rows:
-        median = statistics.median(times)
-        table.append(f"| {name} | {median:.3f} | {np.percentile(times, 95):.3f} | {full / median:.1f}x | {rate:.3f} |")
+    cells = [
+        [
+            name,
+            f"{statistics.median(times):.3f}",
+            f"{percentile(times, 95):.3f}",
+            f"{full / statistics.median(times):.1f}x",
+            f"{rate:.3f}",
+        ]
+        for name, times, rate in rows
+    ]
     report = [
         "# A spoken question's transcript through POST /v1/audio/transcriptions",
         "",
-        f"Command: `python bench/whisper_api.py {shlex.join(argv if argv is not None else sys.argv[1:])}`",
+        command_line("bench.whisper_api", argv),
         "",
-        f"{len(questions)} questions with {SPEECH_S[0]:g}-{SPEECH_S[1]:g} s of speech (plus {silence_s:g} s of silence), "
-        f"sent as 16 kHz WAV to `assistant serve --profile {args.profile}` on loopback; seconds from sending the "
-        f"request to the transcript. Whisper base, int8, VAD on, language detected; the defaults: beam 5 on the 30-s window, greedy on the short one. WER: {normalizer_name}.",
+        f"{len(questions)} questions with {SPEECH_S[0]:g}-{SPEECH_S[1]:g} s of speech (plus {silence_s:g} s of "
+        f"silence), sent as 16 kHz WAV to `assistant serve --profile {args.profile}` on loopback; seconds from "
+        f"sending the request to the transcript. Whisper base, int8, VAD on, language detected; the defaults: "
+        f"beam 5 on the 30-s window, greedy on the short one. WER: {normalizer_name}.",
         "",
-        *table,
+        *markdown_table(["encoder window", "median s", "p95 s", "vs full (median)", "WER"], cells, "lrrrr"),
         "",
+        *machine_section("the server's defaults", load_before),
     ]
-    machine = speech_bench.machine_details(0, load_before)
-    whisper_window.publish(
-        report,
-        [line if not line.startswith("- Threads") else "- Threads: the server's defaults" for line in machine],
-        args.out,
-    )
+    publish("\n".join(report), args.out)
     return 0
 
 

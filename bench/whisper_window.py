@@ -2,7 +2,7 @@
 default speech backend (faster-whisper, Whisper base, int8, beam 5) for spoken questions of 1-5 s,
 with the encoder on the full 30-s window and on shorter windows fitted to each clip.
 
-    python bench/whisper_window.py [--threads 2] [--floors 2000,1500,1200,1000,800,600] [--margins 200]
+    python -m bench.whisper_window [--threads 2] [--floors 2000,1500,1200,1000,800,600] [--margins 200]
                                    [--piper-takes 1] [--question TEXT ...] [--silence 0.3,0.6] [--beam 5]
                                    [--detect] [--out FILE]
 
@@ -25,23 +25,23 @@ counts clips whose language was detected wrong.
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import jiwer
 import numpy as np
-import speech as speech_bench
-import tts
 
 from assistant.speech.audio import decode_audio
-from assistant.speech.faster import FasterWhisperTranscriber
+from assistant.speech.faster_whisper import FasterWhisperTranscriber
 from assistant.speech.synthesizer import encode_speech, load_synthesizer
 from assistant.speech.transcriber import SpeechModelSpec, TranscribeOptions
 from assistant.speech.window import ShortWindow
+
+from . import tts
+from .common import command_line, load_average, machine_section, markdown_table, percentile, publish, timed
+from .speech import normalizer
 
 SAMPLE_RATE = 16_000
 LEAD_S, TAIL_S = 0.3, 0.6  # silence around each question, as a microphone records it
@@ -82,9 +82,6 @@ class Row:
     texts: list[str]
     languages: list[str]
 
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.times, q))
-
 
 def clips(
     questions: tuple[str, ...] = (), piper_takes: int = 1, lead_s: float = LEAD_S, tail_s: float = TAIL_S
@@ -118,9 +115,8 @@ def measure(
     transcriber.transcribe(audio[0].samples, options)  # warm-up
     times, texts, languages = [], [], []
     for clip in audio:
-        started = time.perf_counter()
-        transcript = transcriber.transcribe(clip.samples, options)
-        times.append(time.perf_counter() - started)
+        transcript, seconds = timed(lambda: transcriber.transcribe(clip.samples, options))
+        times.append(seconds)
         texts.append(transcript.text)
         languages.append(transcript.language)
     name = (
@@ -133,22 +129,25 @@ def measure(
 
 def table(rows: list[Row], audio: list[Clip], normalize, detect: bool) -> list[str]:
     references = [normalize(clip.text) for clip in audio]
-    full = rows[0]
-    header = "| encoder window | median s | p95 s | vs full (median) | WER | doubled or lost |" + (
-        " wrong language |" if detect else ""
-    )
-    lines = [header, "|---|---:|---:|---:|---:|---:|" + ("---:|" if detect else "")]
+    header = ["encoder window", "median s", "p95 s", "vs full (median)", "WER", "doubled or lost"]
+    if detect:
+        header.append("wrong language")
+    cells = []
     for row in rows:
-        rate = jiwer.wer(references, [normalize(text) or "-" for text in row.texts])
-        speed_up = statistics.median(full.times) / statistics.median(row.times)
-        doubled_or_lost = sum(
-            is_doubled_or_lost(reference, normalize(text)) for reference, text in zip(references, row.texts)
+        heard = [normalize(text) for text in row.texts]
+        cells.append(
+            [
+                row.name,
+                f"{statistics.median(row.times):.3f}",
+                f"{percentile(row.times, 95):.3f}",
+                f"{statistics.median(rows[0].times) / statistics.median(row.times):.1f}x",
+                f"{jiwer.wer(references, [text or '-' for text in heard]):.3f}",
+                sum(is_doubled_or_lost(reference, text) for reference, text in zip(references, heard)),
+            ]
         )
-        line = f"| {row.name} | {statistics.median(row.times):.3f} | {row.percentile(95):.3f} | {speed_up:.1f}x | {rate:.3f} | {doubled_or_lost} |"
         if detect:
-            line += f" {sum(language != 'en' for language in row.languages)} |"
-        lines.append(line)
-    return lines
+            cells[-1].append(sum(language != "en" for language in row.languages))
+    return markdown_table(header, cells, "l" + "r" * (len(header) - 1))
 
 
 def is_doubled_or_lost(reference: str, heard: str) -> bool:
@@ -159,16 +158,14 @@ def is_doubled_or_lost(reference: str, heard: str) -> bool:
 def by_voice(rows: list[Row], audio: list[Clip], normalize) -> list[str]:
     """WER per voice: does the floor hurt one voice or speed more than the others?"""
     voices = list(dict.fromkeys(clip.voice for clip in audio))
-    lines = ["| encoder window | " + " | ".join(voices) + " |", "|---|" + "---:|" * len(voices)]
-    for row in rows:
-        cells = []
-        for voice in voices:
-            picked = [i for i, clip in enumerate(audio) if clip.voice == voice]
-            cells.append(
-                f"{jiwer.wer([normalize(audio[i].text) for i in picked], [normalize(row.texts[i]) or '-' for i in picked]):.3f}"
-            )
-        lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
-    return lines
+    picked = {voice: [i for i, clip in enumerate(audio) if clip.voice == voice] for voice in voices}
+
+    def wer(row: Row, voice: str) -> str:
+        references = [normalize(audio[i].text) for i in picked[voice]]
+        return f"{jiwer.wer(references, [normalize(row.texts[i]) or '-' for i in picked[voice]]):.3f}"
+
+    cells = [[row.name, *(wer(row, voice) for voice in voices)] for row in rows]
+    return markdown_table(["encoder window", *voices], cells, "l" + "r" * len(voices))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam", type=int, default=5, help="beam size (1: greedy)")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     args = parser.parse_args(argv)
-    load_before = speech_bench.load_average()
+    load_before = load_average()
     lead_s, tail_s = (float(seconds) for seconds in args.silence.split(","))
     audio = clips(tuple(args.question or ()), args.piper_takes, lead_s, tail_s)
     seconds = [clip.seconds for clip in audio]
@@ -210,16 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     for window in windows:
         rows.append(measure(transcriber, window, audio, language, args.beam))
         print(f"{rows[-1].name}: median {statistics.median(rows[-1].times):.3f} s", file=sys.stderr)
-    normalize, normalizer_name = speech_bench.normalizer()
+    normalize, normalizer_name = normalizer()
+    voices = len(ESPEAK_VOICES) + len(PIPER_SPEEDS)
     report = [
         "# Whisper's encoder window for short questions",
         "",
-        f"Command: `python bench/whisper_window.py {shlex.join(argv if argv is not None else sys.argv[1:])}`",
+        command_line("bench.whisper_window", argv),
         "",
-        f"{len(audio)} spoken questions ({len(set(clip.text for clip in audio))} texts x {len(ESPEAK_VOICES) + len(PIPER_SPEEDS)} "
-        f"voices and speeds, {args.piper_takes} take(s) each in piper's), {min(seconds):.1f}-{max(seconds):.1f} s each "
-        f"including {lead_s:g} s of silence before and {tail_s:g} s after; Whisper base, int8, beam {args.beam}, VAD on, "
-        f"language {'detected' if args.detect else 'given (en)'}; window = max(floor, speech + margin). "
+        f"{len(audio)} spoken questions ({len(set(clip.text for clip in audio))} texts x {voices} "
+        f"voices and speeds, {args.piper_takes} take(s) each in piper's), {min(seconds):.1f}-{max(seconds):.1f} s "
+        f"each including {lead_s:g} s of silence before and {tail_s:g} s after; Whisper base, int8, beam {args.beam}, "
+        f"VAD on, language {'detected' if args.detect else 'given (en)'}; window = max(floor, speech + margin). "
         f"Times are per question, transcription only (the audio is already decoded). WER: {normalizer_name}.",
         "",
         *table(rows, audio, normalize, args.detect),
@@ -228,17 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *by_voice(rows, audio, normalize),
         "",
+        *machine_section(args.threads, load_before),
     ]
-    publish(report, speech_bench.machine_details(args.threads, load_before), args.out)
+    publish("\n".join(report), args.out)
     return 0
-
-
-def publish(report: list[str], machine: list[str], out: Path | None) -> None:
-    """Print the Markdown report with the machine it ran on, and write it to `out` if given."""
-    text = "\n".join([*report, "Machine:", "", *machine, ""])
-    print(text)
-    if out:
-        out.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

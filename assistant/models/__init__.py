@@ -1,6 +1,8 @@
-"""Model loading: one entry point, `load_model(settings)`, for every kind of model."""
+"""Models behind the engine: the contract (base.py), one loader entry point (`load_model(settings)`)
+for every kind of local model, and the transformers implementation (local.py, composed.py)."""
 
-from .base import Encoded, LoadedModel
+from .base import ChatModel, Encoded, ReplyRequest
 from .loader import load_model, load_pretrained
+from .local import LocalModel
 
-__all__ = ["Encoded", "LoadedModel", "load_model", "load_pretrained"]
+__all__ = ["ChatModel", "Encoded", "LocalModel", "ReplyRequest", "load_model", "load_pretrained"]

@@ -1,22 +1,112 @@
-"""What the engine needs from a loaded model, whatever its family or origin."""
+"""The contract between the engine and a model, wherever the model runs.
+
+    engine:  request = ReplyRequest(conversation, options)      one per reply asked for
+             model.answer([request, ...])                       requests waiting together, up to max_batch
+    model:   request.emit(TurnsDropped | TextDelta ... Usage)   the reply's events, Usage last
+             request.fail(error)                                or the error its caller will see
+             request.stop_requested                             asked to stop: end after this token
+
+`ChatModel` is what the engine calls; `LocalModel` (transformers, in this process, models/local.py),
+`ComposedModel` (models/composed.py) and `RemoteModel` (an OpenAI-compatible server, remote.py) meet
+it, and so does the tests' fake model.
+"""
 
 from __future__ import annotations
 
+import queue
 import threading
-from dataclasses import dataclass, field
-from typing import Any
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
-from jinja2 import TemplateError
-from transformers import BatchFeature, GenerationConfig, LogitsProcessorList, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
+from ..events import Event, Usage
 
-from ..conversation import Conversation, to_chat_messages
-from ..errors import ModelUnavailableError
+if TYPE_CHECKING:
+    from transformers import BatchFeature, LogitsProcessorList, StoppingCriteriaList
+    from transformers.generation.streamers import BaseStreamer
+
+    from ..conversation import Conversation
+    from ..sampling import GenerationOptions
+
+
+class ReplyRequest:
+    """One reply asked of a model: the conversation to answer, how, and where the reply's events go.
+    The engine's `Reply` reads them on the caller's side; `stop()` may be called from any thread."""
+
+    def __init__(self, conversation: Conversation, options: GenerationOptions):
+        self.conversation = conversation
+        self.options = options
+        self.submitted_at = time.perf_counter()  # the time to first token counts from here, queueing included
+        self._events: queue.Queue[Event | BaseException] = queue.Queue()
+        self._stop = threading.Event()
+        self._finished = False
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """End the reply after the token being generated (or before it starts)."""
+        self._stop.set()
+
+    @property
+    def finished(self) -> bool:
+        """Its Usage or its error has been handed over: nothing more will come."""
+        return self._finished
+
+    def emit(self, event: Event) -> None:
+        """The next event of the reply; a Usage ends it. Nothing is taken once it has ended."""
+        if not self._finished:
+            self._finished = isinstance(event, Usage)
+            self._events.put(event)
+
+    def fail(self, error: BaseException) -> None:
+        """End the reply with `error`, raised where the caller reads it (unless it has already ended)."""
+        if not self._finished:
+            self._finished = True
+            self._events.put(error)
+
+    def next_event(self) -> Event:
+        """The next event, waiting for it; an error the model handed over is raised here."""
+        item = self._events.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """What the engine needs of a model. The engine calls `answer` from its worker threads only: one
+    thread for a local model (the one owner of its weights), several for a remote one."""
+
+    name: str  # what was loaded: a hub id, a local directory, or the remote server's model
+    context_tokens: int  # prompt + reply must fit in this many tokens
+    load_seconds: float
+    details: dict[str, str]  # shown to the user: profile, why it was chosen, how it decodes, ...
+    device: Any  # where it runs, for messages (a torch.device, or words)
+    dtype: Any  # its weights' type, for messages
+
+    @property
+    def can_batch(self) -> bool:
+        """Whether `answer` decodes several requests at once (else it gets one at a time)."""
+        ...
+
+    def warm_up(self) -> threading.Thread | None:
+        """Start getting ready in the background (a model that compiles does it here), returning the
+        thread; None when there is nothing to do. The engine calls it once."""
+        ...
+
+    def answer(self, requests: Sequence[ReplyRequest]) -> None:
+        """Generate each request's reply, emitting its events; a request that fails on its own (its
+        prompt is too long, say) is failed alone. Raising fails every request not yet ended."""
+        ...
 
 
 @dataclass
 class Encoded:
+    """A local model's prompt, ready for generation."""
+
     inputs: BatchFeature  # input_ids, attention_mask, pixel_values, ... for one sequence
     prompt_tokens: int  # all prompt tokens, image tokens included
     image_tokens: int  # prompt positions that hold image features
@@ -24,115 +114,11 @@ class Encoded:
 
 @dataclass
 class GenerationRequest:
-    """One reply of a batch, with what the engine plugs into it (as `LoadedModel.generate` takes them)."""
+    """A local model's reply being generated: its prompt, and the sampler, stop check and token stream
+    that the engine's request plugs into transformers' generation (see models/streaming.py)."""
 
     encoded: Encoded
     max_new_tokens: int
     logits_processor: LogitsProcessorList
     stopping_criteria: StoppingCriteriaList
     streamer: BaseStreamer
-
-
-@dataclass
-class LoadedModel:
-    """A vision-language model with its processor, ready for the engine.
-
-    `encode` renders a conversation with the model's own chat template and processes its images;
-    `generate` runs one streamed generation with the engine's sampler and stop check.
-    """
-
-    name: str  # what was loaded: a hub id or a local directory
-    model: Any  # a transformers PreTrainedModel
-    processor: Any  # its AutoProcessor
-    device: torch.device
-    dtype: torch.dtype
-    context_tokens: int  # prompt + reply must fit in this many tokens
-    image_token_id: int | None  # the placeholder token that image features replace
-    eos_token_ids: list[int]
-    load_seconds: float = 0.0
-    details: dict[str, str] = field(default_factory=dict)  # shown to the user: profile, reason, ...
-
-    @property
-    def tokenizer(self):
-        return self.processor.tokenizer
-
-    def encode(self, conversation: Conversation) -> Encoded:
-        chat, images = to_chat_messages(conversation)
-        prompt = self._render(chat)
-        inputs = self.processor(text=prompt, images=images or None, return_tensors="pt")
-        input_ids = inputs["input_ids"][0]
-        image_tokens = int((input_ids == self.image_token_id).sum()) if self.image_token_id is not None else 0
-        return Encoded(inputs, prompt_tokens=int(input_ids.numel()), image_tokens=image_tokens)
-
-    def _render(self, chat: list[dict]) -> str:
-        try:
-            return self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        except TemplateError:
-            if chat[0]["role"] != "system":
-                raise
-            # Some templates (e.g. Gemma's, LLaVA-1.5's) refuse a system role: give its text to the
-            # first user message instead, which is what those models were trained with.
-            return self.processor.apply_chat_template(_fold_system(chat), add_generation_prompt=True, tokenize=False)
-
-    def generate(
-        self,
-        encoded: Encoded,
-        max_new_tokens: int,
-        logits_processor: LogitsProcessorList,
-        stopping_criteria: StoppingCriteriaList,
-        streamer: BaseStreamer,
-    ) -> None:
-        inputs = encoded.inputs.to(self.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        with torch.inference_mode():
-            self.model.generate(
-                **inputs,
-                generation_config=self.generation_config(max_new_tokens),
-                logits_processor=logits_processor,
-                stopping_criteria=stopping_criteria,
-                streamer=streamer,
-            )
-
-    @property
-    def can_batch(self) -> bool:
-        """Whether `generate_batch` decodes several replies at once (models that can override both)."""
-        return False
-
-    def generate_batch(self, requests: list[GenerationRequest]) -> None:
-        raise NotImplementedError(f"{type(self).__name__} decodes one reply at a time")
-
-    def warm_up(self) -> threading.Thread | None:
-        """Start getting ready in the background (a model that compiles does it here), returning the
-        thread; None when there is nothing to do. The engine calls it once."""
-        return None
-
-    def generation_config(self, max_new_tokens: int) -> GenerationConfig:
-        pad = self.tokenizer.pad_token_id
-        return GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            do_sample=False,  # the engine's sampler (a logits processor) has already chosen the token
-            eos_token_id=self.eos_token_ids,
-            pad_token_id=pad if pad is not None else self.eos_token_ids[0],
-        )
-
-
-def eos_token_ids(model, tokenizer) -> list[int]:
-    """Every token that ends a reply: the generation config's and the tokenizer's end of sequence."""
-    configured = model.generation_config.eos_token_id
-    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    if not ids:
-        raise ModelUnavailableError("the model defines no end-of-sequence token, so replies could never end")
-    return list(dict.fromkeys(int(i) for i in ids))
-
-
-def _fold_system(chat: list[dict]) -> list[dict]:
-    system_text = "\n".join(part["text"] for part in chat[0]["content"])
-    rest = [dict(message) for message in chat[1:]]
-    for message in rest:
-        if message["role"] == "user":
-            message["content"] = [{"type": "text", "text": system_text + "\n\n"}, *message["content"]]
-            break
-    return rest

@@ -20,15 +20,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import BatchFeature, LogitsProcessorList, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
+from transformers import BatchFeature
 
 from ..conversation import Conversation, to_chat_messages
 from ..errors import ModelUnavailableError
 from ..vision.colour import LEGACY_GAIN, check_layout, colour_channels, patch_colours
 from ..vision.projectors import ProjectorConfig, build_projector
-from .base import Encoded, GenerationRequest, LoadedModel, eos_token_ids
+from .base import Encoded, GenerationRequest
 from .fast_decode import DecodeSpeed, FastDecoder, keep_compiled_steps_in
+from .local import LocalModel, eos_token_ids, transformers_generate
 
 SPEC_FILE = "composed.json"
 PROJECTOR_FILE = "projector.safetensors"
@@ -196,7 +196,7 @@ def flatten_chat(chat: list[dict]) -> list[dict]:
 
 
 @dataclass
-class ComposedModel(LoadedModel):
+class ComposedModel(LocalModel):
     """A composed model as the engine sees it: `encode` and `generate` like any pretrained VLM."""
 
     decoder: FastDecoder | None = None  # None: transformers' generate drives the LM
@@ -220,29 +220,18 @@ class ComposedModel(LoadedModel):
             inputs["pixel_values"] = self.model.encoder.preprocess(conversation.images)
         return Encoded(BatchFeature(inputs), prompt_tokens=len(ids), image_tokens=sum(mask))
 
-    def generate(
-        self,
-        encoded: Encoded,
-        max_new_tokens: int,
-        logits_processor: LogitsProcessorList,
-        stopping_criteria: StoppingCriteriaList,
-        streamer: BaseStreamer,
-    ) -> None:
-        embeddings = self._embeddings(encoded)
-        with torch.inference_mode():
-            if self.decoder is not None:
-                self.decoder.generate(
-                    embeddings, max_new_tokens, logits_processor, stopping_criteria, streamer, self.eos_token_ids
-                )
-                return
-            self.model.language_model.generate(
-                inputs_embeds=embeddings,
-                attention_mask=encoded.inputs["attention_mask"].to(self.device),
-                generation_config=self.generation_config(max_new_tokens),
-                logits_processor=logits_processor,
-                stopping_criteria=stopping_criteria,
-                streamer=streamer,
-            )
+    def generate(self, request: GenerationRequest) -> None:
+        """One streamed reply: through the fast decoder when there is one, else transformers' `generate`."""
+        embeddings = self._embeddings(request.encoded)
+        if self.decoder is not None:
+            hooks = (request.logits_processor, request.stopping_criteria, request.streamer)
+            self.decoder.generate(embeddings, request.max_new_tokens, *hooks, self.eos_token_ids)
+            return
+        attention_mask = request.encoded.inputs["attention_mask"].to(self.device)
+        config = self.generation_config(request.max_new_tokens)
+        transformers_generate(
+            self.model.language_model, request, config, inputs_embeds=embeddings, attention_mask=attention_mask
+        )
 
     @property
     def can_batch(self) -> bool:
@@ -304,7 +293,7 @@ def _describe(speed: DecodeSpeed | None) -> str:
 def build_composed(spec: ComposedSpec, device: torch.device, dtype: torch.dtype, cache_dir: Path) -> ComposedVLM:
     """The parts named in `spec`, with a freshly initialised projector (for training)."""
     from ..vision.encoders import load_vision_encoder
-    from .gguf import load_causal_lm
+    from .causal_lm import load_causal_lm
 
     encoder = load_vision_encoder(spec.encoder, device=device, dtype=dtype)
     language_model, tokenizer = load_causal_lm(spec.language_model, cache_dir=cache_dir, dtype=dtype, device=device)

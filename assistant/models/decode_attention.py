@@ -1,13 +1,13 @@
 """Attention for the compiled one-token decode step: it reads only the cached positions in use.
 
 A static KV cache has room for a whole conversation (at least 1,024 tokens), and transformers'
-attention reads all of it at every step, the empty slots masked out. For a short chat that is most of
-the step: on SmolLM2-135M (2 CPU cores, int8 weights) attention over a 1,024-slot cache took ~6 ms of a
-~16 ms step. Here the step is told how many positions are filled (`seen_positions`, a tensor whose
-length is that count, so that torch.compile makes it one dynamic size instead of a graph per length),
-and attends over those alone, written as a product and a sum that Inductor fuses into one pass over
-the keys and one over the values (measured 0.4 ms for 30 layers at 100 positions, against 2.8 ms
-for the masked whole cache and 1.3 ms for a batched matrix product over the same slice).
+attention reads all of it at every step, the empty slots masked out. For a short chat that is a large
+share of a small model's step. Here the step is told how many positions are filled (`seen_positions`, a
+tensor whose length is that count, so that torch.compile makes it one dynamic size instead of a graph
+per length), and attends over those alone, written as a product and a sum that Inductor fuses into one
+pass over the keys and one over the values: faster, on a short chat, than the masked whole cache and
+than a batched matrix product over the same slice (what the compiled step gains in all:
+bench/results/bench-decode.md).
 
 Prompts (several query positions) and batches go to PyTorch's scaled-dot-product attention, as in
 transformers' default.

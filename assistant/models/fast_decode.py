@@ -2,17 +2,16 @@
 one-token step, lower-precision weights.
 
     decoder = FastDecoder(language_model, DecodeSpeed(weights="int8", compile=True))
-    decoder.warm_up()                      # compiles the step (~2 minutes the first time, ~30 s after)
+    decoder.warm_up()                      # compiles the step (minutes the first time, less once cached)
     decoder.generate(inputs_embeds, max_new_tokens, logits_processor, stopping_criteria, streamer, eos_ids)
 
-Why (measured on SmolLM2-135M, 2 CPU cores; README, "Speed"): transformers' `generate` decodes at
-~18 tokens/s in float32, and a profile shows 88% of each step in matrix-vector products that stream
-the weights at ~12 GB/s, plus ~5 ms of Python per token. Halving the bytes (bfloat16) or quartering
-them (int8 weights with bfloat16 activations, torchao's weight-only scheme: one scale per output
-channel) cuts the first; compiling the one-token step with a static cache (torch.compile, Inductor,
-weights frozen into the graph for Inductor's own GEMM kernels, attention over the filled positions
-only) cuts the second and streams the weights at about half the memory bandwidth: int8 + compile
-decodes ~7x faster than `generate` (bench/results/bench-decode.md).
+Why: on a CPU, transformers' `generate` spends most of each step in matrix-vector products that
+stream the weights from memory, and the rest in Python around them. Halving the bytes (bfloat16) or
+quartering them (int8 weights with bfloat16 activations, torchao's weight-only scheme: one scale per
+output channel) cuts the first; compiling the one-token step with a static cache (torch.compile,
+Inductor, weights frozen into the graph for Inductor's own GEMM kernels, attention over the filled
+positions only) cuts the second. What that gives, against `generate` and the memory bandwidth, is in
+bench/results/bench-decode.md (`python -m bench.suite --skip speech,memory,images`).
 
 Everything here is the libraries' own machinery: transformers' StaticCache and model forward,
 torchao's quantization, torch.compile (and a registered attention function, decode_attention). The
@@ -45,18 +44,17 @@ from .base import GenerationRequest
 
 log = logging.getLogger(__name__)
 # torchao's Int8Tensor lacks a hash for one of torch.compile's caches; the other caches keep a restart
-# at ~10 s, so the warning tells the user nothing they can act on.
+# short, so the warning tells the user nothing they can act on.
 warnings.filterwarnings("ignore", message=".*_stable_hash_for_caching.*")
 
 DecodeWeights = Literal["float32", "bfloat16", "int8"]
 SMALLEST_CACHE = 1024  # tokens; a short chat and its reply fit in the first bucket
 
-# How the one-token step is compiled. Measured on SmolLM2-135M with int8 weights, 2 CPU cores
-# (README, "Speed"): frozen weights let Inductor pack them for its own C++ GEMM kernels, chosen
-# against ATen's by timing each shape once (max_autotune): 2x faster than ATen's int8 kernel alone.
-# Frozen graphs are cached on disk like others: ~2 minutes the first time, ~30 s after. (Passed as
-# torch.compile's options, these settings do not reach the GEMM lowering; hence a config patch
-# around each call, which is where a compile happens.)
+# How the one-token step is compiled: frozen weights let Inductor pack them for its own C++ GEMM
+# kernels, chosen against ATen's by timing each shape once (max_autotune), which beat ATen's int8
+# kernel alone (bench/results/bench-decode.md). Frozen graphs are cached on disk like others: minutes
+# the first time, much less after. (Passed as torch.compile's options, these settings do not reach the
+# GEMM lowering; hence a config patch around each call, which is where a compile happens.)
 INDUCTOR_SETTINGS = {
     "freezing": True,
     "max_autotune": True,
@@ -134,7 +132,8 @@ class _ReplyInProgress:
         turn, a stop, its budget) the reply is whole and its stream is told so."""
         scores = logits.float()
         # Each processor directly: the list's own call inspects every processor's signature at every
-        # token (~0.1 ms of a ~9 ms step), for keyword arguments the engine's processors never take.
+        # token (a measurable share of a compiled step), for keyword arguments the engine's processors
+        # never take.
         for processor in self.hooks.logits_processor:
             scores = processor(self.generated, scores)
         token = scores.argmax(dim=-1, keepdim=True)
@@ -151,9 +150,9 @@ class FastDecoder:
     """Drives one causal LM for the engine's single worker thread; a background thread compiles."""
 
     def __init__(self, language_model: torch.nn.Module, speed: DecodeSpeed):
-        # Uncompiled, int8's kernels are slow at any batch size (81 ms a step alone, 74 for four
-        # replies) and bf16's are not (38 and 49 ms, measured on the starter): an eager int8 decoder
-        # keeps a bf16 copy of the LM for batches (270 MB for the starter's). Compiled, int8 batches well.
+        # Uncompiled, int8's kernels are slow at any batch size and bf16's are not (`python -m
+        # bench.batch_step` times both): an eager int8 decoder keeps a bf16 copy of the LM for batches
+        # (twice the int8 weights' memory). Compiled, int8 batches well.
         self.batch_model = language_model
         if speed.batch > 1 and speed.weights == "int8" and not speed.compile:
             self.batch_model = copy.deepcopy(language_model.to(torch.bfloat16))
@@ -161,7 +160,7 @@ class FastDecoder:
         if speed.compile:
             # The compiled step attends over the filled positions only (decode_attention); for other
             # attention kinds, plain attention over the whole cache, which Inductor fuses far better
-            # than it runs SDPA's kernel there (54 against 32 tokens/s with a 1024-token cache).
+            # than it runs SDPA's kernel there.
             suits = decode_attention.suits(language_model.config)
             self.language_model.set_attn_implementation(decode_attention.NAME if suits else "eager")
         self.speed = speed
@@ -177,8 +176,8 @@ class FastDecoder:
 
     @staticmethod
     def _compiled(one_token_step):
-        # Guards on the model's modules (hundreds of parameters, checked at every call) cost 3 ms a
-        # token; the model is never changed once compiled (its weights are frozen into the graph).
+        # Guards on the model's modules (hundreds of parameters, checked at every call) cost a large
+        # share of a step; the model is never changed once compiled (its weights are frozen into the graph).
         # Without them nothing tells two decoders' graphs apart (the step's code is the same), so
         # each decoder keeps its own (isolate_recompiles): another model's frozen weights would
         # answer otherwise.
@@ -196,11 +195,10 @@ class FastDecoder:
         return step
 
     def warm_up(self) -> threading.Thread | None:
-        """Compile the one-token step, then the batch step, in the background (about 2 minutes each
-        the first time, ~30 s once Inductor's disk cache has them); a reply asked meanwhile waits
-        for them. Measured: decoding beside a compile on 2 cores is slower than waiting for it
-        (the compile's thread and the worker fight over the cores, a 32-token reply took 14 s).
-        Returns the thread (None: nothing to compile)."""
+        """Compile the one-token step, then the batch step, in the background (minutes each the first
+        time, much less once Inductor's disk cache has them); a reply asked meanwhile waits for them:
+        on a 2-core machine, decoding beside a compile was slower than waiting for it (the compile's
+        thread and the worker fight over the cores). Returns the thread (None: nothing to compile)."""
         if not self.speed.compile:
             return None
         thread = threading.Thread(target=self._compile, name="decode-compile", daemon=True)

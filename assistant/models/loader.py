@@ -17,21 +17,27 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+from ..devices import pick_device
 from ..errors import ModelUnavailableError
+from ..hub import hub_model_available, is_path, unavailable_message
 from ..profiles import TINY_PREFIX, fall_back_to_starter, resolve_profile
 from ..settings import Settings
-from .base import LoadedModel, eos_token_ids
 from .composed import is_composed_dir, load_composed
 from .fast_decode import DecodeSpeed, can_compile
-from .hub import hub_model_available
+from .local import LocalModel, eos_token_ids
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# What to do when a hub model can't be had.
+INSTEAD = (
+    "Either use another profile (--profile tiny works offline), give a local model directory with --model PATH, "
+    "or download it once where there is network (`hf download {source}`) and then run with HF_HUB_OFFLINE=1."
+)
 TINY_BUILD_VERSION = 1  # bump when tiny.py changes what it builds, so caches are rebuilt
 
 
-def load_model(settings: Settings) -> LoadedModel:
+def load_model(settings: Settings) -> LocalModel:
     """Load the model the settings ask for: `settings.model` if given, else the profile's."""
     resolved = resolve_profile(settings.profile)
     if settings.profile == "auto" and settings.model is None:
@@ -59,17 +65,6 @@ def load_model(settings: Settings) -> LoadedModel:
     )
     loaded.details.update(profile=resolved.profile.name, reason=resolved.reason)
     return loaded
-
-
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(setting)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelUnavailableError(
-            f"device {setting!r} was asked for, but no CUDA GPU is available (use --device cpu)"
-        )
-    return device
 
 
 def decode_speed(settings: Settings, device: torch.device) -> DecodeSpeed | None:
@@ -103,7 +98,7 @@ def load_pretrained(
     device_map: str | None = None,
     trust_remote_code: bool = False,
     context_tokens: int | None = None,
-) -> LoadedModel:
+) -> LocalModel:
     """Load a pretrained VLM (hub id or local directory) with its processor and chat template."""
     _check_local_path(source)
     started = time.perf_counter()
@@ -115,13 +110,14 @@ def load_pretrained(
             source, config=config, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code
         )
     except OSError as error:
-        raise ModelUnavailableError(_unavailable_message(source, error)) from None
+        instead = INSTEAD.format(source=source)
+        raise ModelUnavailableError(unavailable_message("model", source, error, instead)) from None
     except ValueError as error:
         raise ModelUnavailableError(_unsupported_message(source, error)) from None
     if device_map is None:
         model.to(device)
     model.eval()
-    loaded = LoadedModel(
+    loaded = LocalModel(
         name=source,
         model=model,
         processor=processor,
@@ -162,21 +158,8 @@ def _check_local_path(source: str) -> None:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelUnavailableError(f"{source} is not a model directory (it has no config.json)")
-    elif source.startswith((".", "/", "~")) or source.count("/") > 1:  # a path, not an "org/name" hub id
+    elif is_path(source):
         raise ModelUnavailableError(f"model directory {source} does not exist")
-
-
-def _unavailable_message(source: str, error: OSError) -> str:
-    if Path(source).expanduser().is_dir():
-        return f"could not load the model in {source}: {error}"
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached or has no such model"
-    return (
-        f"model {source!r} is not in the local Hugging Face cache and could not be downloaded ({why}). "
-        f"Either use another profile (--profile tiny works offline), give a local model directory with "
-        f"--model PATH, or download it once where there is network (`hf download {source}`) and then run "
-        f"with HF_HUB_OFFLINE=1."
-    )
 
 
 def _unsupported_message(source: str, error: ValueError) -> str:
@@ -203,7 +186,7 @@ def _image_token_id(config) -> int | None:
     return None
 
 
-def _check_parts_agree(loaded: LoadedModel) -> None:
+def _check_parts_agree(loaded: LocalModel) -> None:
     """The tokenizer and the model come from one directory but can still disagree; say so clearly."""
     embeddings = loaded.model.get_input_embeddings().num_embeddings
     if len(loaded.tokenizer) > embeddings:

@@ -29,6 +29,8 @@ from whisper.audio import N_FRAMES, N_SAMPLES
 from whisper.model import ModelDimensions, Whisper
 from whisper.tokenizer import LANGUAGES
 
+from ..devices import pick_device
+from ..hub import is_path
 from .audio import SAMPLE_RATE as SAMPLE_RATE_HZ
 from .transcriber import (
     Segment,
@@ -62,7 +64,7 @@ class OpenAIWhisperTranscriber:
     @classmethod
     def load(cls, spec: SpeechModelSpec) -> OpenAIWhisperTranscriber:
         """Load `spec.model` on `spec.device` (auto: CUDA when present); fp16 only on CUDA."""
-        device = _pick_device(spec.device)
+        device = pick_device(spec.device, error=SpeechError)
         fp16 = _pick_fp16(spec.compute_type, device)
         if spec.cpu_threads > 0:
             torch.set_num_threads(spec.cpu_threads)  # process-wide: torch has one intra-op thread pool
@@ -126,15 +128,6 @@ def _segment(raw: dict, duration: float) -> Segment:
     return Segment(start, min(max(float(raw["end"]), start), duration), raw["text"].strip())
 
 
-def _pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(setting)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SpeechError(f"speech device {setting!r} was asked for, but no CUDA GPU is available (use cpu)")
-    return device
-
-
 def _pick_fp16(compute_type: str, device: torch.device) -> bool:
     """auto: fp16 on CUDA, fp32 on CPU (openai-whisper has no fp16 CPU kernels worth using)."""
     if compute_type == "auto":
@@ -161,7 +154,7 @@ def _load_model(source: str, device: torch.device, download_root: str | None) ->
             f"{source} is a directory; openai-whisper loads a .pt checkpoint file "
             f"(a transformers model directory is loaded by the transformers speech backend)"
         )
-    if source.startswith((".", "/", "~")) or source.endswith(".pt") or source.count("/") > 1:
+    if is_path(source) or source.endswith(".pt"):
         raise SpeechError(f"Whisper checkpoint {source} does not exist")
     raise SpeechError(
         f"unknown openai-whisper model {source!r}; give a .pt checkpoint or one of: "

@@ -9,26 +9,17 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
+from ..events import Event, SpeechChunk, TextDelta
 from .speakable import SentenceStream, speakable
-from .synthesizer import Speech, Synthesizer
-
-
-@dataclass(frozen=True)
-class SpeechChunk:
-    text: str  # the sentence, as it was written
-    speech: Speech
-
+from .synthesizer import Synthesizer
 
 _DONE = object()
 
 
-def spoken(events: Iterable, synthesizer: Synthesizer, speed: float = 1.0) -> Iterator:
+def spoken(events: Iterable[Event], synthesizer: Synthesizer, speed: float = 1.0) -> Iterator[Event]:
     """The events, with a SpeechChunk after each sentence once its audio is ready (in order), and
     the last ones after the reply's end. Closing the iterator (Stop) drops what is not yet spoken."""
-    from ..engine import TextDelta
-
     sentences, to_speak, ready = SentenceStream(), queue.Queue(), queue.Queue()
     stopped = threading.Event()
     voice = threading.Thread(target=_speak_each, args=(to_speak, ready, synthesizer, speed, stopped), daemon=True)

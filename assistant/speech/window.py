@@ -1,22 +1,20 @@
 """Short clips on a short encoder window: the faster-whisper path for voice questions.
 
 Whisper's encoder reads a fixed 30-s window (3000 feature frames), padding a 3-s question with 27 s
-of silence, and its cost follows the window, not the speech: ~1.1 s for a 3-s question with base on
-2 CPU threads. CTranslate2's encoder takes a shorter window, so a clip whose speech fits gets
-`ShortWindow.frames_for(speech)` frames: the speech plus a margin, never below a floor. The floor
-and margin come from the sweeps in bench/whisper_window.py (bench/results/whisper_window*.md): over
-144 questions of 1-5 s (espeak-ng and piper, six voices and speeds), the word error rate stayed at
-the 30-s window's down to a 6-s floor (0.055 at beam 5, 0.061 greedy), while the median time fell
-from 0.94 s to 0.33 s (beam 5) and 0.24 s (greedy). The remaining time is mostly the decoder, so a
-short clip is decoded greedily by default (`speech_short_beam_size`): 0.006 more word errors than the
-30-s window with beam 5, for a transcript in a quarter of a second.
-Known, not fixed: on ~3 s of speech the 6-s window now and then makes Whisper write the sentence
-twice (piper's "The library has a large collection of old maps.", no silence around it: 6 of 45 takes,
-none on 8 s; whisper_window_said_twice.md). An 8-s floor was tried and taken back: on a recording of a
-question looped 1.6-2.2 times (what the browser test's fake microphone records), Whisper's decode
-loops, fails the compression check at every temperature and the whole recording is dropped as "no
-speech" in 7 of 18 cuts against 4 of 18 on 6 s, and the browser test failed in 2 of 2 CI runs.
-The fix belongs in the hallucination rule (faster.is_hallucination), not in the window.
+of silence, and its cost follows the window, not the speech. CTranslate2's encoder takes a shorter
+window, so a clip whose speech fits gets `ShortWindow.frames_for(speech)` frames: the speech plus a
+margin, never below a floor. The floor and margin come from the sweeps of `python -m
+bench.whisper_window` over 1-5 s questions in several voices and speeds (bench/results/whisper_window.md):
+down to the 6-s floor the word error rate stayed at the 30-s window's while the time fell to about a
+third. What remains is mostly the decoder, so a short clip is decoded greedily by default
+(`speech_short_beam_size`), for a few more word errors than beam 5 on the 30-s window
+(bench/results/whisper_window_greedy.md; through the HTTP API: bench/results/whisper_api.md).
+Its known failure: on ~3 s of speech the 6-s window now and then makes Whisper write the sentence
+twice (piper's "The library has a large collection of old maps.", no silence around it; none on the
+30-s window: bench/results/whisper_window_said_twice.md). A longer floor moved the problem elsewhere
+(looped recordings dropped as "no speech"), so the window checks its own result instead: a transcript
+that starts over, word for word (`repeats_itself`), is made again on the 30-s window, which keeps a
+repetition that was really said and writes a doubled one once. That costs a 30-s decode only then.
 
 Everything after the encoder is faster-whisper's own: its decoding with temperature fallback,
 timestamps, word alignment and the no-speech and compression checks (`generate_segments`, given our
@@ -130,6 +128,20 @@ def choose_language(ranked: list[tuple[str, float]], hint: str | None) -> tuple[
     if hint and best != hint and best_probability < LANGUAGE_SWITCH_PROBABILITY:
         return hint, dict(ranked).get(hint, 0.0)
     return best, best_probability
+
+
+REPEAT_MIN_WORDS = 3  # a phrase this long, said twice back to back, is what the short window's loop writes
+
+
+def repeats_itself(text: str) -> bool:
+    """Whether `text` starts over, word for word, case and punctuation aside: a phrase followed by itself
+    again, whole or cut short, with at least REPEAT_MIN_WORDS words in the phrase and in the repeat
+    ("The old maps are here. The old maps are here." or "... The old maps"). "Help! Help!" is too short."""
+    words = [word.strip(".,!?;:\"'").lower() for word in text.split()]
+    return any(
+        words[period:] == words[: len(words) - period]
+        for period in range(REPEAT_MIN_WORDS, len(words) - REPEAT_MIN_WORDS + 1)
+    )
 
 
 # WhisperModel.transcribe's keyword -> the TranscriptionOptions field it fills, where the names differ.

@@ -113,7 +113,7 @@ def train(config: TrainConfig, command: Sequence[str] = ()) -> Path:
 
 def build_for_training(config: TrainConfig) -> ComposedVLM:
     """The frozen parts named in `config` and a fresh projector whose initial weights follow the seed."""
-    from ..models.gguf import load_causal_lm
+    from ..models.causal_lm import load_causal_lm
     from ..vision.encoders import load_vision_encoder
 
     encoder = load_vision_encoder(config.encoder)

@@ -19,8 +19,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..conversation import Conversation, Image, Message, Text
-from ..core import Assistant
+from ..core import Assistant, Conversation, Image, Message, Text
 
 Bubble = dict
 AUDIO_SUFFIXES = frozenset({".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".webm", ".aac", ".weba"})

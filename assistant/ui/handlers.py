@@ -16,15 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import history
-from ..core import NO_SPEECH, Assistant
-from ..engine import TextDelta, TurnsDropped, Usage
+from ..core import NO_SPEECH, SAMPLE_RATE, Assistant, Heard, LiveTranscription, Speech, encode_speech
 from ..errors import AssistantError
-from ..media import ImageLimits
-from ..speech.audio import SAMPLE_RATE
-from ..speech.live import Heard, LiveTranscription
-from ..speech.spoken_reply import SpeechChunk
-from ..speech.synthesizer import Speech, encode_speech
+from ..events import Event, SpeechChunk, TextDelta, TurnsDropped, Usage
 from . import chat as bubbles
 from .chat import Bubble
 
@@ -109,7 +103,7 @@ class ChatHandlers:
 
     def start_listening(self, chat: list[Bubble]) -> LiveTranscription:
         """A new recording, heard in the language the person last spoke in this chat."""
-        return self.assistant.live_transcription(bubbles.last_spoken_language(chat))
+        return self.assistant.voice.live_transcription(bubbles.last_spoken_language(chat))
 
     def listen(self, live: LiveTranscription, samples: np.ndarray, sample_rate: int) -> str:
         """The next chunk of the recording -> what has been heard so far."""
@@ -163,17 +157,18 @@ class ChatHandlers:
         try:
             conversation = bubbles.to_conversation(asked, self.assistant, panel.persona)
             reply = self.assistant.reply(conversation, **panel.generation_overrides())
-            events = self.assistant.spoken(reply) if speaking else reply
+            events = self.assistant.voice.spoken(reply) if speaking else reply
             said: list[Speech] = []
             usage = None
             for shown, event in _streamed(asked, events):
-                if isinstance(event, SpeechChunk):
-                    said.append(event.speech)
-                    yield Update(shown, speech=event.speech)
-                elif isinstance(event, Usage):
-                    usage = event
-                else:
-                    yield Update(shown)
+                match event:
+                    case SpeechChunk(speech=speech):
+                        said.append(speech)
+                        yield Update(shown, speech=speech)
+                    case Usage():
+                        usage = event
+                    case _:
+                        yield Update(shown)
             if said:
                 shown = [
                     *shown,
@@ -209,7 +204,7 @@ class ChatHandlers:
     def export(self, chat: list[Bubble], panel: Panel, kind: str) -> Path:
         """The chat as a file to download: "json" (photos inside; can be imported) or "markdown"."""
         conversation = bubbles.to_conversation(chat, self.assistant, panel.persona)
-        text = history.to_json(conversation) if kind == "json" else history.to_markdown(conversation)
+        text = self.assistant.export_conversation(conversation, kind)
         folder = Path(tempfile.mkdtemp(prefix="assistant-export-"))
         path = folder / ("conversation.json" if kind == "json" else "conversation.md")
         path.write_text(text, encoding="utf-8")
@@ -217,9 +212,8 @@ class ChatHandlers:
 
     def import_file(self, path: str, chat: list[Bubble]) -> list[Bubble]:
         """A conversation exported as JSON replaces the chat; a bad file leaves it and says why."""
-        limits = ImageLimits.from_settings(self.assistant.settings)
         try:
-            conversation = history.from_json(Path(path).read_bytes(), limits)
+            conversation = self.assistant.import_conversation(Path(path).read_bytes())
         except (AssistantError, OSError) as error:
             return [*chat, bubbles.error_bubble(f"could not import {Path(path).name}: {error}")]
         self.upload_folder.mkdir(parents=True, exist_ok=True)
@@ -255,15 +249,16 @@ def reply_stats(usages: list[Usage]) -> str:
     return "\n".join(rows)
 
 
-def _streamed(asked: list[Bubble], events) -> Iterator[tuple[list[Bubble], object]]:
+def _streamed(asked: list[Bubble], events: Iterator[Event]) -> Iterator[tuple[list[Bubble], Event]]:
     """(the chat with the reply growing at its end, the event) for each event of the reply."""
     notes, text, shown = "", "", asked
     for event in events:
-        if isinstance(event, TurnsDropped):
-            notes += f"_(Note: {event.message}.)_\n\n"
-        elif isinstance(event, TextDelta):
-            text += event.text
-        if isinstance(event, (TurnsDropped, TextDelta)):
+        match event:
+            case TurnsDropped(message=message):
+                notes += f"_(Note: {message}.)_\n\n"
+            case TextDelta(text=piece):
+                text += piece
+        if notes or text:
             shown = [*asked, {"role": "assistant", "kind": "text", "content": notes + text}]
         yield shown, event
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from ..core import Assistant
-from ..speech.synthesizer import encode_speech
+from ..core import Assistant, encode_speech
 from . import chat as bubbles
 from .handlers import ChatHandlers, Panel, reply_stats
 

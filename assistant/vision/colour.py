@@ -11,9 +11,9 @@ directly, in one of two layouts (`ComposedSpec.colour_features`):
     mean       the mean colours of the patch's 2x2 sub-cells (12 numbers), the first starter's
                layout. Averaging mixes an object with its background: red on light grey pools to pink.
 
-Measured (`python bench/colour_probe.py`: a small probe reads the colour of single synthetic objects
-from the grid pooled as the projectors see it): held-out accuracy 0.97 with histograms against 0.68
-with means on a 4x4 grid, and 0.96 against 0.56 on 2x2.
+`python -m bench.colour_probe` measures it: a small probe reads the colour of single synthetic objects
+from the grid pooled as the projectors see it, and reads it far better from histograms than from means,
+on a 4x4 grid and on 2x2 (its table is in the README, "The starter model").
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ HISTOGRAM_SIZE = 56  # pixels per side the histograms are counted at (224 / 4: a
 MEAN_SUBCELLS = 2  # the mean layout: each patch's colour as a 2x2 grid of mean colours
 # What the colour features are multiplied by, so the few colour inputs are not drowned by the ~1280
 # CNN ones (a pooled Lite0 token has a norm of ~16; a histogram sums to 1). A projector's spec saves
-# its gain; projectors saved before it did used LEGACY_GAIN. `python bench/colour_probe.py`: with the
-# CNN features beside them, histograms at gain 40 (a norm like the CNN's) read colour at 0.88 held
-# out against 0.79 at gain 4, and shape no worse (0.92 against 0.90).
+# its gain; projectors saved before it did used LEGACY_GAIN. `python -m bench.colour_probe`: with the
+# CNN features beside them, histograms at gain 40 (a norm like the CNN's) read colour better held out
+# than at gain 4, and shape no worse (its gain table is in the README, "The starter model").
 RECOMMENDED_GAIN = {"histogram": 40.0, "mean": 4.0, "none": 1.0}
 LEGACY_GAIN = 4.0
 

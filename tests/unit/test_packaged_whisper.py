@@ -1,5 +1,5 @@
 """Fast tests of speech.packaged (joining the real packaged base weights into a cache, reusing it,
-refusing damaged or missing packages) and of speech.faster's choices that need no transcription:
+refusing damaged or missing packages) and of speech.faster_whisper's choices that need no transcription:
 model resolution, device and compute type, and the hallucination rule on measured Whisper outputs."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from assistant.speech import faster, packaged
+from assistant.speech import faster_whisper, packaged
 from assistant.speech.packaged import BASE_MODEL_BYTES, BASE_PACKAGES, PACKAGED, is_packaged, packaged_model_dir
 from assistant.speech.transcriber import SpeechError, SpeechModelSpec
 
@@ -101,41 +101,46 @@ def test_packaged_names():
         packaged_model_dir("small")
 
 
-# --- speech.faster: which model, where, how
+# --- speech.faster_whisper: which model, where, how
 
 
 def test_models_that_are_neither_packaged_local_nor_downloadable_are_clear_errors(tmp_path):
     with pytest.raises(SpeechError, match="unknown speech model 'huge'.*base, tiny.en"):
-        faster.resolve_model("huge")
+        faster_whisper.resolve_model("huge")
     # Not on the hub, so no test ever downloads; offline, the hub cannot be reached: one message.
     with pytest.raises(SpeechError, match="not cached and cannot be downloaded.*'base'"):
-        faster.resolve_model("assistant-tests/no-such-whisper")
+        faster_whisper.resolve_model("assistant-tests/no-such-whisper")
     with pytest.raises(SpeechError, match="does not exist"):
-        faster.resolve_model(str(tmp_path / "missing"))
+        faster_whisper.resolve_model(str(tmp_path / "missing"))
     with pytest.raises(SpeechError, match="no model.bin"):
-        faster.resolve_model(str(tmp_path))
+        faster_whisper.resolve_model(str(tmp_path))
 
 
 def test_a_local_ctranslate2_directory_is_used_as_it_is(joined):
-    assert faster.resolve_model(str(joined)) == str(joined)
+    assert faster_whisper.resolve_model(str(joined)) == str(joined)
 
 
 def test_device_and_compute_type_choices(monkeypatch):
-    monkeypatch.setattr(faster.ctranslate2, "get_cuda_device_count", lambda: 0)
-    assert faster._pick_device("auto") == ("cpu", 0) and faster._pick_compute_type("auto", "cpu") == "int8"
-    with pytest.raises(SpeechError, match="sees 0 CUDA"):
-        faster._pick_device("cuda")
-    with pytest.raises(SpeechError, match="not 'mps'"):
-        faster._pick_device("mps")
-    monkeypatch.setattr(faster.ctranslate2, "get_cuda_device_count", lambda: 2)
-    assert faster._pick_device("auto") == ("cuda", 0) and faster._pick_device("cuda:1") == ("cuda", 1)
+    monkeypatch.setattr(faster_whisper.ctranslate2, "get_cuda_device_count", lambda: 0)
     assert (
-        faster._pick_compute_type("auto", "cuda") == "float16"
-        and faster._pick_compute_type("int8_float16", "cuda") == "int8_float16"
+        faster_whisper._ctranslate2_device("auto") == ("cpu", 0)
+        and faster_whisper._pick_compute_type("auto", "cpu") == "int8"
+    )
+    with pytest.raises(SpeechError, match="sees 0 CUDA"):
+        faster_whisper._ctranslate2_device("cuda")
+    with pytest.raises(SpeechError, match="not 'mps'"):
+        faster_whisper._ctranslate2_device("mps")
+    monkeypatch.setattr(faster_whisper.ctranslate2, "get_cuda_device_count", lambda: 2)
+    assert faster_whisper._ctranslate2_device("auto") == ("cuda", 0) and faster_whisper._ctranslate2_device(
+        "cuda:1"
+    ) == ("cuda", 1)
+    assert (
+        faster_whisper._pick_compute_type("auto", "cuda") == "float16"
+        and faster_whisper._pick_compute_type("int8_float16", "cuda") == "int8_float16"
     )
 
 
-# --- the hallucination rule, on what Whisper base wrote (measured; see speech.faster's docstring)
+# --- the hallucination rule, on what Whisper base wrote (measured; see speech.faster_whisper's docstring)
 
 
 def piece(text, no_speech, logprob, compression=1.0, temperature=0.0):
@@ -156,7 +161,7 @@ def piece(text, no_speech, logprob, compression=1.0, temperature=0.0):
     ids=["you", "dots", "tesco", "music-note", "loop"],
 )
 def test_invented_segments_are_dropped(invented):
-    assert faster.is_hallucination(invented)
+    assert faster_whisper.is_hallucination(invented)
 
 
 @pytest.mark.parametrize(
@@ -171,16 +176,18 @@ def test_invented_segments_are_dropped(invented):
     ids=["clean", "unsure", "noisy", "fallback", "thanks"],
 )
 def test_real_speech_is_kept(spoken):
-    assert not faster.is_hallucination(spoken)
+    assert not faster_whisper.is_hallucination(spoken)
 
 
-@pytest.mark.skipif(faster.ctranslate2.get_cuda_device_count() > 0, reason="CUDA works here: nothing to fall back from")
+@pytest.mark.skipif(
+    faster_whisper.ctranslate2.get_cuda_device_count() > 0, reason="CUDA works here: nothing to fall back from"
+)
 def test_auto_falls_back_to_the_cpu_when_cuda_cannot_run(joined, monkeypatch, caplog):
     # CTranslate2 is told there is a GPU; here the real load on "cuda" then fails, as it does on a
     # machine whose CUDA libraries CTranslate2 cannot use.
-    monkeypatch.setattr(faster.ctranslate2, "get_cuda_device_count", lambda: 1)
-    transcriber = faster.FasterWhisperTranscriber.load(SpeechModelSpec(model=str(joined), device="auto"))
+    monkeypatch.setattr(faster_whisper.ctranslate2, "get_cuda_device_count", lambda: 1)
+    transcriber = faster_whisper.FasterWhisperTranscriber.load(SpeechModelSpec(model=str(joined), device="auto"))
     assert (transcriber.device, transcriber.compute_type) == ("cpu", "int8")
     assert "running Whisper on the CPU instead" in caplog.text
     with pytest.raises(SpeechError, match="on cuda as float16.*use device cpu"):
-        faster.FasterWhisperTranscriber.load(SpeechModelSpec(model=str(joined), device="cuda"))
+        faster_whisper.FasterWhisperTranscriber.load(SpeechModelSpec(model=str(joined), device="cuda"))

@@ -1,7 +1,10 @@
+import runpy
+from pathlib import Path
+
 import pytest
 
 from assistant.errors import SettingsError
-from assistant.settings import load_settings
+from assistant.settings import Settings, load_settings
 
 
 def test_defaults_are_safe_and_sane():
@@ -75,3 +78,17 @@ def test_broken_toml_and_missing_file_are_clear(tmp_path):
         load_settings(env={}, config_file=config)
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(env={}, config_file=tmp_path / "missing.toml")
+
+
+def test_every_setting_is_described():
+    undescribed = [name for name, field in Settings.model_fields.items() if not field.description]
+    assert undescribed == [], "give each a docstring under its field: it is what docs/configuration.md says"
+
+
+def test_the_configuration_page_is_current():
+    script = Path(__file__).parents[2] / "docs" / "configuration.py"
+    written = script.with_name("configuration.md").read_text(encoding="utf-8")
+    assert written == runpy.run_path(str(script))["page"](), (
+        "docs/configuration.md is stale: python docs/configuration.py"
+    )
+    assert all(f"`{name}`" in written for name in Settings.model_fields)

@@ -1,11 +1,18 @@
-"""The short encoder window's rules: how long the window is, and which language a clip is heard in.
+"""The short encoder window's rules: how long the window is, which language a clip is heard in, and
+which transcripts are sent on to the 30-s window.
 (The window itself, on the real Whisper base, is tested in tests/integration/test_whisper_base.py.)"""
 
 import numpy as np
 import pytest
 
 from assistant.speech.transcriber import SpeechError, TranscribeOptions
-from assistant.speech.window import FULL_WINDOW_FRAMES, LANGUAGE_SWITCH_PROBABILITY, ShortWindow, choose_language
+from assistant.speech.window import (
+    FULL_WINDOW_FRAMES,
+    LANGUAGE_SWITCH_PROBABILITY,
+    ShortWindow,
+    choose_language,
+    repeats_itself,
+)
 
 WINDOW = ShortWindow(floor_frames=1000, margin_frames=200)
 
@@ -55,3 +62,23 @@ def test_telephone_band_audio_is_told_from_full_band_audio():
     telephone = np.fft.irfft(spectrum, n=full_band.size).astype(np.float32)
     assert is_narrowband(telephone) and not is_narrowband(full_band)
     assert not is_narrowband(np.zeros(1000, np.float32))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The library has a large collection of old maps. The library has a large collection of old maps.",
+        "The library has a large collection of old maps. The library has a large",  # cut short
+        "the old maps, THE OLD MAPS!",
+    ],
+)
+def test_a_transcript_that_starts_over_is_caught(text):
+    assert repeats_itself(text), "the short window's loop must send this to the 30-s window"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Help! Help!", "Is it the library? Yes", "I think it is what I think.", "What is twelve plus seven?", ""],
+)
+def test_words_that_come_back_naturally_are_not_taken_for_a_loop(text):
+    assert not repeats_itself(text)

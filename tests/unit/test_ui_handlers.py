@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.engine import Usage
 from assistant.errors import BusyError
+from assistant.events import Usage
 from assistant.history import from_json
 from assistant.ui.handlers import EMPTY_INPUT, ChatHandlers, Panel, reply_stats
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,9 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-# The builders are a plain module in tests/, beside conftest.py; tests/ is not a package.
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from assistant.speech.transcriber import (  # noqa: E402
+from assistant.speech.transcriber import (
     Segment,
     SpeechError,
     SpeechModelSpec,
@@ -25,7 +22,7 @@ from assistant.speech.transcriber import (  # noqa: E402
     Transcript,
     load_transcriber,
 )
-from whisper_builders import build_tiny_hf_whisper, build_tiny_openai_whisper  # noqa: E402
+from whisper_builders import build_tiny_hf_whisper, build_tiny_openai_whisper  # tests/ is on pytest's pythonpath
 
 needs_openai_whisper = pytest.mark.skipif(
     importlib.util.find_spec("whisper") is None, reason="openai-whisper is not installed (pip install openai-whisper)"
@@ -155,7 +152,7 @@ def test_hf_unavailable_hub_model_says_what_to_do(monkeypatch):
 
 
 def test_hf_size_names_are_hub_ids():
-    from assistant.speech.hf import resolve_source
+    from assistant.speech.transformers_whisper import resolve_source
 
     assert resolve_source("large-v3-turbo") == resolve_source("turbo") == "openai/whisper-large-v3-turbo"
     assert resolve_source("base.en") == "openai/whisper-base.en"
@@ -168,7 +165,7 @@ def test_hf_a_directory_that_is_not_a_model_is_refused(tmp_path):
 
 
 def test_cuts_for_batching_fall_in_pauses():
-    from assistant.speech.hf import WINDOW_SAMPLES, cut_points
+    from assistant.speech.transformers_whisper import WINDOW_SAMPLES, cut_points
 
     audio = tone(70.0)
     audio[int(27.5 * SAMPLE_RATE_HZ) : int(27.6 * SAMPLE_RATE_HZ)] = 0.0  # a 100-ms pause
@@ -181,7 +178,7 @@ def test_cuts_for_batching_fall_in_pauses():
 
 
 def test_hf_batched_long_form_skips_silent_pieces(models):
-    from assistant.speech.hf import cut_points
+    from assistant.speech.transformers_whisper import cut_points
 
     spec = SpeechModelSpec(backend="transformers", model=models("transformers"), extra={"batch_size": 2})
     batched = load_transcriber(spec)

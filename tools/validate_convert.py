@@ -1,6 +1,6 @@
-"""Check bench/whisper_convert.py: the converted models must behave like the CTranslate2 original.
+"""Check tools/whisper_convert.py: the converted models must behave like the CTranslate2 original.
 
-    python bench/validate_convert.py [--ct2-dir DIR] [--work-dir DIR]
+    python -m tools.validate_convert [--ct2-dir DIR] [--work-dir DIR]
 
 Converts the CT2 model to transformers and openai-whisper form, then checks:
   1. round trip: the transformers dir converted back by CTranslate2's own converter gives the same
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import tts
-import whisper_convert
+
+from bench import tts
+from tools import whisper_convert
 
 PHRASES = (
     "What colour is the car in this photo?",
@@ -35,13 +36,6 @@ CPU_THREADS = 2
 # Float32 everywhere, but the backends sum in different orders (oneDNN/MKL vs CTranslate2's GEMM),
 # so encoder outputs (values of order 1-10) agree to about 1e-3, not bit for bit.
 ENCODER_TOLERANCE = 1e-2
-
-
-def convert(ct2_dir: Path, work_dir: Path) -> tuple[Path, Path]:
-    """(transformers dir, openai-whisper .pt) converted from `ct2_dir` into `work_dir`."""
-    hf_dir = whisper_convert.write_transformers(ct2_dir, work_dir / "whisper-base-hf")
-    pt_file = whisper_convert.write_openai(ct2_dir, work_dir / "whisper-base.pt")
-    return hf_dir, pt_file
 
 
 def round_trip_differences(hf_dir: Path, ct2_dir: Path) -> list[str]:
@@ -159,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(CPU_THREADS)
     ct2_dir = args.ct2_dir or whisper_convert.default_ct2_dir()
-    hf_dir, pt_file = convert(ct2_dir, args.work_dir)
+    hf_dir, pt_file = whisper_convert.write_both(ct2_dir, args.work_dir)
     failures = 0
 
     if whisper_convert.load_ct2(ct2_dir).stored_dtype == torch.float16:
@@ -191,13 +185,13 @@ def main(argv: list[str] | None = None) -> int:
             text = backend.transcribe(samples)
             same = text == expected[phrase]
             failures += not same
-            print(
-                f"  {'same' if same else 'DIFF'}  spoken: {phrase!r}\n        faster-whisper: {expected[phrase]!r}\n        {name}: {text!r}"
-            )
+            print(f"  {'same' if same else 'DIFF'}  spoken: {phrase!r}")
+            print(f"        faster-whisper: {expected[phrase]!r}\n        {name}: {text!r}")
         language = backend.language(french)
         failures += language != expected_language
         print(
-            f"  {'same' if language == expected_language else 'DIFF'}  language of a French phrase: faster-whisper {expected_language!r}, {name} {language!r}"
+            f"  {'same' if language == expected_language else 'DIFF'}  language of a French phrase: "
+            f"faster-whisper {expected_language!r}, {name} {language!r}"
         )
     print("all match" if not failures else f"{failures} mismatches")
     return 1 if failures else 0

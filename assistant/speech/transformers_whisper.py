@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from huggingface_hub import constants as hub_constants
 from transformers import AutoConfig, WhisperForConditionalGeneration, WhisperProcessor
 
+from ..devices import pick_device
+from ..hub import is_path, unavailable_message
 from .audio import SAMPLE_RATE as SAMPLE_RATE_HZ
 from .transcriber import (
     Segment,
@@ -65,6 +66,11 @@ SIZE_NAMES = (
 )  # fmt: skip
 MULTILINGUAL_VOCAB = 51865  # tokens in the smallest multilingual vocabulary; English-only ones have 51864
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# What to do when a hub model can't be had.
+INSTEAD = (
+    "Either give a local model directory, use the faster-whisper backend with the packaged model 'base', "
+    "or download it once where there is network (`hf download {source}`) and then run with HF_HUB_OFFLINE=1."
+)
 
 
 class TransformersTranscriber:
@@ -85,7 +91,7 @@ class TransformersTranscriber:
     @classmethod
     def load(cls, spec: SpeechModelSpec) -> TransformersTranscriber:
         """Load `spec.model` on `spec.device` (auto: CUDA when present) in fp16 on CUDA, fp32 on CPU."""
-        device = _pick_device(spec.device)
+        device = pick_device(spec.device, error=SpeechError)
         dtype = _pick_dtype(spec.compute_type, device)
         if spec.cpu_threads > 0:
             torch.set_num_threads(spec.cpu_threads)  # process-wide: torch has one intra-op thread pool
@@ -232,15 +238,6 @@ def resolve_source(model: str) -> str:
     return f"openai/whisper-{name}" if name in SIZE_NAMES else model
 
 
-def _pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(setting)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SpeechError(f"speech device {setting!r} was asked for, but no CUDA GPU is available (use cpu)")
-    return device
-
-
 def _pick_dtype(compute_type: str, device: torch.device) -> torch.dtype:
     """auto: fp16 on CUDA (what Whisper was trained for), fp32 on CPU (fp16 matmuls there are slow or missing)."""
     if compute_type == "auto":
@@ -270,7 +267,7 @@ def _load_pretrained(source: str, dtype: torch.dtype) -> tuple[WhisperForConditi
         processor = WhisperProcessor.from_pretrained(source, trust_remote_code=False)
         model = WhisperForConditionalGeneration.from_pretrained(source, dtype=dtype, trust_remote_code=False)
     except OSError as error:
-        raise SpeechError(_unavailable_message(source, error)) from None
+        raise SpeechError(unavailable_message("speech model", source, error, INSTEAD.format(source=source))) from None
     except ValueError as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise SpeechError(f"{source} could not be loaded as a Whisper model ({first_line})") from None
@@ -284,20 +281,8 @@ def _check_local_path(source: str) -> None:
             raise SpeechError(f"{source} is not a Whisper model directory (it has no config.json)")
     elif path.exists():
         raise SpeechError(f"{source} is a file; the transformers backend loads a model directory or hub id")
-    elif source.startswith((".", "/", "~")) or source.count("/") > 1:  # a path, not an "org/name" hub id
+    elif is_path(source):
         raise SpeechError(f"Whisper model directory {source} does not exist")
-
-
-def _unavailable_message(source: str, error: OSError) -> str:
-    if Path(source).expanduser().is_dir():
-        return f"could not load the Whisper model in {source}: {error}"
-    unreachable = "the Hugging Face hub could not be reached or has no such model"
-    why = "HF_HUB_OFFLINE is set" if hub_constants.HF_HUB_OFFLINE else unreachable
-    return (
-        f"speech model {source!r} is not in the local Hugging Face cache and could not be downloaded ({why}). "
-        f"Either give a local model directory, use the faster-whisper backend with the packaged model 'base', "
-        f"or download it once where there is network (`hf download {source}`) and then run with HF_HUB_OFFLINE=1."
-    )
 
 
 def _is_multilingual(model: WhisperForConditionalGeneration) -> bool:

@@ -1,0 +1,142 @@
+"""A vision-language model from transformers, run in this process: what `load_pretrained` loads,
+and the base of the composed models.
+
+    encode(conversation)   the model's own chat template and processor -> Encoded prompt
+    answer(requests)       each reply generated with the engine's sampler, stop check and token
+                           stream (models/streaming.py), several at once when the model can batch
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jinja2 import TemplateError
+from transformers import GenerationConfig
+
+from ..conversation import Conversation, to_chat_messages
+from ..errors import ModelUnavailableError
+from .base import Encoded, GenerationRequest, ReplyRequest
+from .streaming import start_generation
+
+
+@dataclass
+class LocalModel:
+    """A vision-language model with its processor, ready for the engine (a `ChatModel`).
+
+    `encode` renders a conversation with the model's own chat template and processes its images;
+    `answer` generates the engine's requests: `generate` one, `generate_batch` several (a model that
+    can batch overrides both `can_batch` and `generate_batch`).
+    """
+
+    name: str  # what was loaded: a hub id or a local directory
+    model: Any  # a transformers PreTrainedModel
+    processor: Any  # its AutoProcessor
+    device: torch.device
+    dtype: torch.dtype
+    context_tokens: int  # prompt + reply must fit in this many tokens
+    image_token_id: int | None  # the placeholder token that image features replace
+    eos_token_ids: list[int]
+    load_seconds: float = 0.0
+    details: dict[str, str] = field(default_factory=dict)  # shown to the user: profile, reason, ...
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    def encode(self, conversation: Conversation) -> Encoded:
+        chat, images = to_chat_messages(conversation)
+        prompt = self._render(chat)
+        inputs = self.processor(text=prompt, images=images or None, return_tensors="pt")
+        input_ids = inputs["input_ids"][0]
+        image_tokens = int((input_ids == self.image_token_id).sum()) if self.image_token_id is not None else 0
+        return Encoded(inputs, prompt_tokens=int(input_ids.numel()), image_tokens=image_tokens)
+
+    def _render(self, chat: list[dict]) -> str:
+        try:
+            return self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        except TemplateError:
+            if chat[0]["role"] != "system":
+                raise
+            # Some templates (e.g. Gemma's, LLaVA-1.5's) refuse a system role: give its text to the
+            # first user message instead, which is what those models were trained with.
+            return self.processor.apply_chat_template(_fold_system(chat), add_generation_prompt=True, tokenize=False)
+
+    def answer(self, requests: Sequence[ReplyRequest]) -> None:
+        """Generate each request's reply, together when the model can batch them. A request whose
+        prompt cannot be made (too long for the context, say) fails alone; the others go on."""
+        started = []
+        for request in requests:
+            try:
+                started.append(start_generation(self, request))
+            except Exception as error:  # noqa: BLE001 - this request's own problem, raised to its caller
+                request.fail(error)
+        if len(started) == 1:
+            self.generate(started[0])
+        elif started:
+            self.generate_batch(started)
+
+    def generate(self, request: GenerationRequest) -> None:
+        """One streamed generation through transformers' `generate`."""
+        inputs = request.encoded.inputs.to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        transformers_generate(self.model, request, self.generation_config(request.max_new_tokens), **inputs)
+
+    @property
+    def can_batch(self) -> bool:
+        """Whether `generate_batch` decodes several replies at once (models that can override both)."""
+        return False
+
+    def generate_batch(self, requests: list[GenerationRequest]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} decodes one reply at a time")
+
+    def warm_up(self) -> threading.Thread | None:
+        """Start getting ready in the background (a model that compiles does it here), returning the
+        thread; None when there is nothing to do. The engine calls it once."""
+        return None
+
+    def generation_config(self, max_new_tokens: int) -> GenerationConfig:
+        pad = self.tokenizer.pad_token_id
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,  # the engine's sampler (a logits processor) has already chosen the token
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=pad if pad is not None else self.eos_token_ids[0],
+        )
+
+
+def transformers_generate(model, request: GenerationRequest, config: GenerationConfig, **inputs) -> None:
+    """`model.generate(**inputs)` streaming into `request`'s hooks; `config` stops at the reply's end."""
+    with torch.inference_mode():
+        model.generate(
+            **inputs,
+            generation_config=config,
+            logits_processor=request.logits_processor,
+            stopping_criteria=request.stopping_criteria,
+            streamer=request.streamer,
+        )
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every token that ends a reply: the generation config's and the tokenizer's end of sequence."""
+    configured = model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise ModelUnavailableError("the model defines no end-of-sequence token, so replies could never end")
+    return list(dict.fromkeys(int(i) for i in ids))
+
+
+def _fold_system(chat: list[dict]) -> list[dict]:
+    system_text = "\n".join(part["text"] for part in chat[0]["content"])
+    rest = [dict(message) for message in chat[1:]]
+    for message in rest:
+        if message["role"] == "user":
+            message["content"] = [{"type": "text", "text": system_text + "\n\n"}, *message["content"]]
+            break
+    return rest

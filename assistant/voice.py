@@ -1,0 +1,113 @@
+"""Speech in and out for one settings object: Whisper for what people say, the piper voice for what
+the assistant says. Each model is loaded on first use, so text-only users never pay for them, and
+neither needs the language model: `assistant transcribe` and `assistant say` use a Voice alone.
+
+    voice = Voice(settings)
+    voice.transcribe_file("question.m4a").text
+    voice.speak("Hello there.")                      # Speech: samples and their rate
+    for event in voice.spoken(reply): ...             # the reply's events, each sentence spoken as it ends
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from .errors import AssistantError, SynthesisError
+from .events import Event
+from .settings import Settings
+from .speech import TranscribeOptions, Transcriber, Transcript, load_speech, transcribe_options
+from .speech.audio import SAMPLE_RATE, AudioLimits, decode_audio, read_audio_file
+from .speech.live import LiveTranscription
+from .speech.speakable import speakable
+from .speech.spoken_reply import spoken
+from .speech.synthesizer import Speech, Synthesizer, load_synthesizer
+
+log = logging.getLogger(__name__)
+
+
+class Voice:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._transcriber: Transcriber | None = None
+        self._synthesizer: Synthesizer | None = None
+        self._lock = threading.Lock()
+
+    # --- hearing
+
+    @property
+    def transcriber(self) -> Transcriber:
+        """The speech model, loaded on first use."""
+        with self._lock:
+            if self._transcriber is None:
+                self._transcriber = load_speech(self.settings)
+            return self._transcriber
+
+    @property
+    def transcriber_loaded(self) -> bool:
+        return self._transcriber is not None
+
+    def warm_up(self) -> threading.Thread:
+        """Load the speech model and run it once, in the background: the app calls this as it starts,
+        so the first voice question costs only its own transcription (not a load of several seconds
+        and the backend's first-call set-up). A failure is logged; the first question reports it."""
+        thread = threading.Thread(target=self._warm_up, name="speech-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def _warm_up(self) -> None:
+        noise = np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE).astype(np.float32)  # one second
+        try:
+            self.transcriber.transcribe(noise, TranscribeOptions(language="en"))  # voice activity detection
+            self.transcriber.transcribe(noise, TranscribeOptions(language="en", vad=False))  # encoder and decoder
+        except AssistantError as error:
+            log.warning("the speech model could not be loaded at start: %s", error)
+
+    def transcribe(self, samples: np.ndarray, **overrides) -> Transcript:
+        """Transcribe 16 kHz mono samples; `overrides`: language, translate, timestamps, language_hint."""
+        return self.transcriber.transcribe(samples, transcribe_options(self.settings, **overrides))
+
+    def transcribe_bytes(self, data: bytes, **overrides) -> Transcript:
+        """Transcribe an uploaded recording (any common format); `overrides` as for `transcribe`."""
+        return self.transcribe(self.decode_recording(data), **overrides)
+
+    def transcribe_file(self, path: str | os.PathLike, **overrides) -> Transcript:
+        """Transcribe a recording on disk (any common format); `overrides` as for `transcribe`."""
+        return self.transcribe(self.read_recording(path), **overrides)
+
+    def live_transcription(self, language_hint: str | None = None) -> LiveTranscription:
+        """A recording to transcribe while it is being made (the browser's streamed microphone)."""
+        return LiveTranscription(lambda samples, hint: self.transcribe(samples, language_hint=hint), language_hint)
+
+    def read_recording(self, path: str | os.PathLike) -> np.ndarray:
+        """A recording on disk as 16 kHz mono samples, refused when over the settings' audio limits."""
+        return read_audio_file(path, AudioLimits.from_settings(self.settings))
+
+    def decode_recording(self, data: bytes) -> np.ndarray:
+        """An uploaded recording as 16 kHz mono samples, refused when over the settings' audio limits."""
+        return decode_audio(data, AudioLimits.from_settings(self.settings))
+
+    # --- speaking
+
+    @property
+    def synthesizer(self) -> Synthesizer:
+        """The voice, loaded on first use."""
+        with self._lock:
+            if self._synthesizer is None:
+                self._synthesizer = load_synthesizer(self.settings.voice, self.settings.sentence_silence_s)
+            return self._synthesizer
+
+    def speak(self, text: str, speed: float | None = None) -> Speech:
+        """Text (Markdown allowed) as speech; code, links and emoji are not read out."""
+        spoken_text = speakable(text)
+        if not spoken_text:
+            raise SynthesisError("there is nothing to say: the text is empty once symbols and code are left out")
+        return self.synthesizer.synthesize(spoken_text, speed or self.settings.speech_speed)
+
+    def spoken(self, reply: Iterable[Event], speed: float | None = None) -> Iterator[Event]:
+        """The reply's events with a SpeechChunk for each sentence as soon as it is spoken."""
+        return spoken(reply, self.synthesizer, speed or self.settings.speech_speed)
