@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
 from PIL import Image, ImageDraw
 
 from . import decode, machine
@@ -377,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = args.skip - set(SECTIONS)
     if unknown:
         raise SystemExit(f"unknown sections {sorted(unknown)}; the sections are: {', '.join(SECTIONS)}")
+    transformers.logging.set_verbosity_error()  # as the `assistant` command does: the report, not library chatter
     if args.threads:
         torch.set_num_threads(args.threads)  # before reserve_for_model: the model threads
     args.threads = torch.get_num_threads()

@@ -14,7 +14,8 @@ twice (piper's "The library has a large collection of old maps.", no silence aro
 30-s window: bench/results/whisper_window_said_twice.md). A longer floor moved the problem elsewhere
 (looped recordings dropped as "no speech"), so the window checks its own result instead: a transcript
 that starts over, word for word (`repeats_itself`), is made again on the 30-s window, which keeps a
-repetition that was really said and writes a doubled one once. That costs a 30-s decode only then.
+repetition that was really said and writes a doubled one once. That costs a 30-s decode only then
+(bench/results/whisper_window_said_twice_checked.md: no take doubled, the median time unchanged).
 
 Everything after the encoder is faster-whisper's own: its decoding with temperature fallback,
 timestamps, word alignment and the no-speech and compression checks (`generate_segments`, given our
