@@ -20,7 +20,22 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .core import PROFILE_NAMES, SPEECH_FORMATS, Assistant, Speech, Voice, encode_speech, write_transcript
+from .core import (
+    COLOUR_LAYOUTS,
+    PROFILE_NAMES,
+    SPEECH_FORMATS,
+    Assistant,
+    Speech,
+    TrainConfig,
+    Voice,
+    encode_speech,
+    evaluate,
+    load_dataset,
+    make_split,
+    scenes_to_examples,
+    train,
+    write_transcript,
+)
 from .errors import AssistantError, SynthesisError
 from .events import SpeechChunk, TextDelta, TurnsDropped, Usage
 from .settings import Settings, load_settings
@@ -113,106 +128,104 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--cache-dir", help="where the joined Whisper weights are cached")
     transcribe.set_defaults(run=_transcribe)
 
-    train = commands.add_parser("train", help="train a projector between a vision encoder and a language model")
-    _train_flags(train)
-    train.set_defaults(run=_train)
+    training = commands.add_parser("train", help="train a projector between a vision encoder and a language model")
+    _train_flags(training)
+    training.set_defaults(run=_train)
 
-    evaluate = commands.add_parser("eval", parents=[_model_flags()], help="accuracy and F1 on held-out questions")
-    evaluate.add_argument(
+    evaluation = commands.add_parser("eval", parents=[_model_flags()], help="accuracy and F1 on held-out questions")
+    evaluation.add_argument(
         "--data",
         default=None,
         metavar="PATH",
         help="a dataset folder, .jsonl or LLaVA .json (default: synthetic scenes)",
     )
-    evaluate.add_argument("--scenes", type=int, default=200, help="synthetic test scenes (default 200)")
-    evaluate.add_argument(
+    evaluation.add_argument("--scenes", type=int, default=200, help="synthetic test scenes (default 200)")
+    evaluation.add_argument(
         "--split", default="test", choices=("train", "val", "test"), help="synthetic split (default test)"
     )
-    evaluate.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data (default 0)")
-    evaluate.add_argument(
+    evaluation.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data (default 0)")
+    evaluation.add_argument(
         "--types", default=None, help="only these question types, comma-separated (e.g. colour,shape)"
     )
-    evaluate.add_argument("--limit", type=int, default=None, help="at most this many questions")
-    evaluate.add_argument("--out", default=None, metavar="FILE", help="also write the Markdown table here")
-    evaluate.add_argument(
+    evaluation.add_argument("--limit", type=int, default=None, help="at most this many questions")
+    evaluation.add_argument("--out", default=None, metavar="FILE", help="also write the Markdown table here")
+    evaluation.add_argument(
         "--mistakes", type=int, default=0, metavar="N", help="also list the N most frequent wrong answers"
     )
-    evaluate.set_defaults(run=_eval)
+    evaluation.set_defaults(run=_eval)
 
     # Listed for --help; main() hands `assistant bench ...` to `python -m bench.suite`, which parses its own flags.
     commands.add_parser("bench", add_help=False, help="speed against baselines and peers (bench/ of a source checkout)")
     return parser
 
 
-def _train_flags(train: argparse.ArgumentParser) -> None:
-    from .training import COLOUR_LAYOUTS, TrainConfig
-
+def _train_flags(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig(output=Path("."))
-    train.add_argument(
+    parser.add_argument(
         "--fusion",
         choices=("mlp", "resampler"),
         default=defaults.fusion,
         help="mlp (concatenated tokens) or resampler (attention)",
     )
-    train.add_argument(
+    parser.add_argument(
         "--image-tokens", type=int, default=None, help="image tokens per image (default: 16 for mlp, 8 for resampler)"
     )
-    train.add_argument(
+    parser.add_argument(
         "--encoder", default=defaults.encoder, help="vision encoder: efficientnet-lite0 or a Hugging Face vision model"
     )
-    train.add_argument(
+    parser.add_argument(
         "--language-model", default=defaults.language_model, help="smollm2-135m, a .gguf file, a hub id or a local dir"
     )
-    train.add_argument(
+    parser.add_argument(
         "--colour-features",
         choices=COLOUR_LAYOUTS,
         default=defaults.colour_features,
         help="what each patch's colours add to its features: histogram (default), mean or none "
         "(see assistant/vision/colour.py)",
     )
-    train.add_argument(
+    parser.add_argument(
         "--colour-gain",
         type=float,
         default=None,
         help="what the colour features are multiplied by (default: 40 for histogram, 4 for mean)",
     )
-    train.add_argument(
+    parser.add_argument(
         "--no-object-hints",
         action="store_true",
         help="do not name the encoder's ImageNet labels in prompts (see README)",
     )
-    train.add_argument(
+    parser.add_argument(
         "--data",
         default=None,
         metavar="PATH",
         help="a dataset folder, .jsonl or LLaVA .json (default: synthetic scenes)",
     )
-    train.add_argument(
+    parser.add_argument(
         "--types", default=None, help="train only on these question types, comma-separated (e.g. colour,shape)"
     )
-    train.add_argument(
+    parser.add_argument(
         "--scenes", type=int, default=defaults.scenes, help=f"synthetic training scenes (default {defaults.scenes})"
     )
-    train.add_argument("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default {defaults.steps})")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    train.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    train.add_argument(
+    parser.add_argument("--steps", type=int, default=defaults.steps, help=f"optimizer steps (default {defaults.steps})")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    parser.add_argument(
         "--seed", type=int, default=defaults.seed, help="fixes the data, the initial weights and the batch order"
     )
-    train.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
-    train.add_argument(
+    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    parser.add_argument(
         "--stop-after", type=int, default=None, metavar="STEP", help="end this run at STEP (resume later)"
     )
-    train.add_argument("--lm-dtype", choices=("bfloat16", "float32"), default=defaults.lm_dtype)
-    train.add_argument(
+    parser.add_argument("--lm-dtype", choices=("bfloat16", "float32"), default=defaults.lm_dtype)
+    parser.add_argument(
         "--output",
         required=True,
         metavar="DIR",
         help="the composed model directory to write (resumes from its checkpoint)",
     )
-    train.add_argument("--cache-dir", default=None, metavar="DIR", help="where features and converted LMs are cached")
-    train.add_argument("--config", default=None, metavar="PATH", help="TOML config file")
+    parser.add_argument("--cache-dir", default=None, metavar="DIR", help="where features and converted LMs are cached")
+    parser.add_argument("--config", default=None, metavar="PATH", help="TOML config file")
 
 
 def _model_flags() -> argparse.ArgumentParser:
@@ -361,8 +374,6 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _train(settings: Settings, args: argparse.Namespace) -> int:
-    from .training import TrainConfig, train
-
     config = TrainConfig(
         output=Path(args.output),
         fusion=args.fusion,
@@ -392,8 +403,6 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 
 def _eval(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
-
-    from .training import evaluate, load_dataset, make_split, scenes_to_examples
 
     if args.data:
         examples = load_dataset(args.data)

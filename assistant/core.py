@@ -34,9 +34,19 @@ from .speech.transcriber import Transcript
 from .speech.writers import MEDIA_TYPES as TRANSCRIPT_MEDIA_TYPES
 from .speech.writers import write_transcript
 from .threads import reserve_for_model
+from .training import (  # the seed's pipeline, for the command line's train and eval
+    COLOUR_LAYOUTS,
+    TrainConfig,
+    evaluate,
+    load_dataset,
+    make_split,
+    scenes_to_examples,
+    train,
+)
 from .voice import Voice
 
 __all__ = [  # what the faces use, beside Assistant itself
+    "COLOUR_LAYOUTS",
     "PROFILE_NAMES",
     "SAMPLE_RATE",
     "SPEECH_FORMATS",
@@ -49,9 +59,15 @@ __all__ = [  # what the faces use, beside Assistant itself
     "Reply",
     "Speech",
     "Text",
+    "TrainConfig",
     "Transcript",
     "Voice",
     "encode_speech",
+    "evaluate",
+    "load_dataset",
+    "make_split",
+    "scenes_to_examples",
+    "train",
     "write_transcript",
 ]
 

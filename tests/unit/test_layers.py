@@ -15,9 +15,6 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "assistant"
 FACES = ("assistant.ui", "assistant.api", "assistant.cli")
 FACES_MAY_IMPORT = ("assistant.core", "assistant.events", "assistant.errors", "assistant.settings", *FACES)
-# The command line is also the face of the seed's training pipeline (`assistant train`, `assistant eval`),
-# whose own public face is assistant/training/__init__.py.
-CLI_MAY_ALSO_IMPORT = ("assistant.training",)
 
 
 def module_name(path: Path) -> str:
@@ -66,9 +63,8 @@ def test_the_faces_are_found():
 
 @pytest.mark.parametrize("path", FACE_SOURCES, ids=module_name)
 def test_a_face_uses_the_core_events_errors_and_settings_only(path):
-    allowed = FACES_MAY_IMPORT + (CLI_MAY_ALSO_IMPORT if module_name(path) == "assistant.cli" else ())
     reaching = sorted(
-        name for name in imported_modules(path) if within(name, ("assistant",)) and not within(name, allowed)
+        name for name in imported_modules(path) if within(name, ("assistant",)) and not within(name, FACES_MAY_IMPORT)
     )
     assert reaching == [], f"{module_name(path)} reaches past the core into {reaching}; re-export from assistant.core"
 
