@@ -96,7 +96,7 @@ def test_a_full_queue_says_busy_and_loses_nothing(make_engine):
 
 
 def test_stop_from_another_thread_ends_the_reply_within_a_word(make_engine):
-    engine = make_engine(FakeModel(step_s=0.001))
+    engine = make_engine(FakeModel(step_s=0.005))  # 100 words take half a second: a stop lands long before
     reply = engine.reply(ask("word " * 2000), OPTIONS)
     words = 0
     for event in reply:
