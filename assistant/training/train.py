@@ -69,7 +69,7 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between checkpoints (and the end)
     stop_after: int | None = None  # end this run at this step, checkpointed, to resume later
     cache_dir: Path = Path.home() / ".cache" / "assistant"
-    # The frozen LM's weights during training: bf16 runs the step ~1.5x faster on CPUs with AMX or
+    # The frozen LM's weights during training: bf16 runs the step faster on CPUs with AMX or
     # AVX-512-BF16; the projector itself always trains in fp32.
     lm_dtype: Literal["float32", "bfloat16"] = "bfloat16"
 
