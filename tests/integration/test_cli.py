@@ -23,42 +23,16 @@ def built(cache_dir, tiny_model):
 
 
 def test_ask_streams_an_answer_about_photos_and_ends_with_usage(built, photo_files):
-    result = run(
-        ASSISTANT,
-        "ask",
-        "--profile",
-        "tiny",
-        "--image",
-        str(photo_files[0]),
-        "--image",
-        str(photo_files[1]),
-        "--seed",
-        "3",
-        "--max-new-tokens",
-        "12",
-        "what is this?",
-    )
+    ask = [ASSISTANT, "ask", "--profile", "tiny", "--image", str(photo_files[0]), "--image", str(photo_files[1])]
+    ask += ["--seed", "3", "--max-new-tokens", "12", "what is this?"]
+    result = run(*ask)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip(), "the answer goes to stdout"
     usage = result.stderr.strip().splitlines()[-1]
     assert usage.startswith("[usage: ") and "12 completion tokens" in usage, usage
     image_tokens = int(usage.split("(")[1].split(" for images")[0])
     assert image_tokens > 0, f"two photos should take image tokens: {usage}"
-    again = run(
-        ASSISTANT,
-        "ask",
-        "--profile",
-        "tiny",
-        "--image",
-        str(photo_files[0]),
-        "--image",
-        str(photo_files[1]),
-        "--seed",
-        "3",
-        "--max-new-tokens",
-        "12",
-        "what is this?",
-    )
+    again = run(*ask)
     assert again.stdout == result.stdout, "the same seed gives the same answer"
 
 
