@@ -59,9 +59,10 @@ class Settings(BaseModel):
     context_tokens: int | None = Field(None, ge=64)
     """A cap on prompt + reply tokens; by default the model's own context."""
     fast_decode: Literal["auto", "int8", "bfloat16", "float32", "off"] = "auto"
-    """How a composed model (the starter) decodes on the CPU (`assistant.models.fast_decode`): the LM's
-    weights while decoding, or off (transformers' generate). auto: off on CUDA; on the CPU int8 when the
-    step is compiled, else bfloat16 (int8 is only faster compiled)."""
+    """How a local model decodes on the CPU (`assistant.models.fast_decode`: the starter, and hub VLMs
+    whose language model is a Llama or Qwen2): the LM's weights while decoding, or off (transformers'
+    generate). auto: off on CUDA; on the CPU int8 when the step is compiled, else bfloat16 (int8 is only
+    faster compiled)."""
     compile_decode: Literal["auto", "on", "off"] = "auto"
     """Compile the one-token decode step (needs a C++ compiler; minutes the first time, then cached on
     disk). auto: on for `serve`, which pays it once at start, off for one-shot commands such as `ask`."""

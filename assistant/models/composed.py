@@ -12,7 +12,6 @@ composed model exactly like a pretrained VLM: same streaming, stop, budget and u
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..errors import ModelUnavailableError
 from ..vision.colour import LEGACY_GAIN, check_layout, colour_channels, patch_colours
 from ..vision.projectors import ProjectorConfig, build_projector
 from .base import Encoded, GenerationRequest
-from .fast_decode import DecodeSpeed, FastDecoder, keep_compiled_steps_in
+from .fast_decode import DecodeSpeed, describe, fast_decoder
 from .local import LocalModel, eos_token_ids, transformers_generate
 
 SPEC_FILE = "composed.json"
@@ -199,8 +198,6 @@ def flatten_chat(chat: list[dict]) -> list[dict]:
 class ComposedModel(LocalModel):
     """A composed model as the engine sees it: `encode` and `generate` like any pretrained VLM."""
 
-    decoder: FastDecoder | None = None  # None: transformers' generate drives the LM
-
     @property
     def tokenizer(self):
         return self.model.tokenizer
@@ -220,28 +217,14 @@ class ComposedModel(LocalModel):
             inputs["pixel_values"] = self.model.encoder.preprocess(conversation.images)
         return Encoded(BatchFeature(inputs), prompt_tokens=len(ids), image_tokens=sum(mask))
 
-    def generate(self, request: GenerationRequest) -> None:
-        """One streamed reply: through the fast decoder when there is one, else transformers' `generate`."""
-        embeddings = self._embeddings(request.encoded)
-        if self.decoder is not None:
-            hooks = (request.logits_processor, request.stopping_criteria, request.streamer)
-            self.decoder.generate(embeddings, request.max_new_tokens, *hooks, self.eos_token_ids)
-            return
+    def _generate_whole(self, request: GenerationRequest) -> None:
+        """The reply from transformers' `generate` on the language model, given the merged prompt."""
         attention_mask = request.encoded.inputs["attention_mask"].to(self.device)
         config = self.generation_config(request.max_new_tokens)
+        embeddings = self._embeddings(request.encoded)
         transformers_generate(
             self.model.language_model, request, config, inputs_embeds=embeddings, attention_mask=attention_mask
         )
-
-    @property
-    def can_batch(self) -> bool:
-        """Several replies can be decoded together (the fast decoder does it; `generate` here does not)."""
-        return self.decoder is not None and self.decoder.speed.batch > 1
-
-    def generate_batch(self, requests: list[GenerationRequest]) -> None:
-        """Replies to several prompts at once, each streamed to its own streamer as it goes."""
-        prompts = [self._embeddings(request.encoded) for request in requests]
-        self.decoder.generate_batch(prompts, requests, self.eos_token_ids)
 
     def _embeddings(self, encoded: Encoded) -> torch.Tensor:
         """The prompt's token embeddings with the projected image features in the image slots."""
@@ -250,9 +233,6 @@ class ComposedModel(LocalModel):
             pixel_values = inputs.get("pixel_values")
             features = None if pixel_values is None else self.model.patch_features(pixel_values.to(self.dtype))
             return self.model.embed(inputs["input_ids"], inputs["image_mask"], features)
-
-    def warm_up(self) -> threading.Thread | None:
-        return None if self.decoder is None else self.decoder.warm_up()
 
 
 def load_composed(
@@ -267,8 +247,7 @@ def load_composed(
     if not weights.is_file():
         raise ModelUnavailableError(f"{directory} has no {PROJECTOR_FILE}: the projector was never trained or saved")
     vlm.projector.load_state_dict({k: v.to(dtype) for k, v in load_file(weights).items()})
-    if speed is not None and speed.compile:
-        keep_compiled_steps_in(Path(cache_dir))
+    decoder = fast_decoder(vlm.language_model, speed, cache_dir)
     return ComposedModel(
         name=str(directory),
         model=vlm.eval(),
@@ -279,15 +258,9 @@ def load_composed(
         image_token_id=None,
         eos_token_ids=eos_token_ids(vlm.language_model, vlm.tokenizer),
         load_seconds=time.perf_counter() - started,
-        details={"decode": _describe(speed)},
-        decoder=None if speed is None else FastDecoder(vlm.language_model, speed),
+        details={"decode": describe(decoder)},
+        decoder=decoder,
     )
-
-
-def _describe(speed: DecodeSpeed | None) -> str:
-    if speed is None:
-        return "transformers generate"
-    return f"{speed.weights} weights, {'compiled' if speed.compile else 'eager'} static-cache step"
 
 
 def build_composed(spec: ComposedSpec, device: torch.device, dtype: torch.dtype, cache_dir: Path) -> ComposedVLM:

@@ -88,6 +88,25 @@ def keep_compiled_steps_in(cache_dir: Path) -> None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir / "inductor")
 
 
+def fast_decoder(
+    language_model: torch.nn.Module | None, speed: DecodeSpeed | None, cache_dir: Path | None = None
+) -> FastDecoder | None:
+    """A FastDecoder over `language_model` at `speed`, its compiled steps kept in `cache_dir`; None when
+    there is no language model the loop runs or no speed asked for (transformers' generate)."""
+    if language_model is None or speed is None:
+        return None
+    if speed.compile and cache_dir is not None:
+        keep_compiled_steps_in(Path(cache_dir))
+    return FastDecoder(language_model, speed)
+
+
+def describe(decoder: FastDecoder | None) -> str:
+    """How a model decodes, in words for the user."""
+    if decoder is None:
+        return "transformers generate"
+    return f"{decoder.speed.weights} weights, {'compiled' if decoder.speed.compile else 'eager'} static-cache step"
+
+
 def convert_weights(language_model: torch.nn.Module, weights: DecodeWeights) -> torch.nn.Module:
     """The language model with its weights in the chosen precision (in place)."""
     if weights == "float32":

@@ -23,8 +23,8 @@ from ..hub import hub_model_available, is_path, unavailable_message
 from ..profiles import TINY_PREFIX, fall_back_to_starter, resolve_profile
 from ..settings import Settings
 from .composed import is_composed_dir, load_composed
-from .fast_decode import DecodeSpeed, can_compile
-from .local import LocalModel, eos_token_ids
+from .fast_decode import DecodeSpeed, can_compile, describe, fast_decoder
+from .local import LocalModel, eos_token_ids, text_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,15 @@ def load_model(settings: Settings) -> LocalModel:
         device_map=settings.device_map,
         trust_remote_code=settings.trust_remote_code,
         context_tokens=settings.context_tokens,
+        speed=decode_speed(settings, device),
+        cache_dir=settings.cache_dir,
     )
     loaded.details.update(profile=resolved.profile.name, reason=resolved.reason)
     return loaded
 
 
 def decode_speed(settings: Settings, device: torch.device) -> DecodeSpeed | None:
-    """How a composed model decodes (see fast_decode and the settings); None: transformers' generate."""
+    """How a local model decodes (see fast_decode and the settings); None: transformers' generate."""
     if settings.fast_decode == "off" or (settings.fast_decode == "auto" and device.type != "cpu"):
         return None
     compile_step = settings.compile_decode == "on"
@@ -98,8 +100,11 @@ def load_pretrained(
     device_map: str | None = None,
     trust_remote_code: bool = False,
     context_tokens: int | None = None,
+    speed: DecodeSpeed | None = None,
+    cache_dir: Path | None = None,
 ) -> LocalModel:
-    """Load a pretrained VLM (hub id or local directory) with its processor and chat template."""
+    """Load a pretrained VLM (hub id or local directory) with its processor and chat template; with
+    `speed`, its language model decodes in the fast loop (when it is one the loop runs, FAST_TEXT_MODELS)."""
     _check_local_path(source)
     started = time.perf_counter()
     try:
@@ -117,6 +122,10 @@ def load_pretrained(
     if device_map is None:
         model.to(device)
     model.eval()
+    eos = eos_token_ids(model, processor.tokenizer)
+    decoder = None
+    if speed is not None and device_map is None:  # a model spread over devices stays with `generate`
+        decoder, dtype = _fast_decoder(model, speed, dtype, cache_dir)
     loaded = LocalModel(
         name=source,
         model=model,
@@ -125,11 +134,26 @@ def load_pretrained(
         dtype=dtype,
         context_tokens=_context_tokens(model.config, context_tokens),
         image_token_id=_image_token_id(model.config),
-        eos_token_ids=eos_token_ids(model, processor.tokenizer),
+        eos_token_ids=eos,
         load_seconds=time.perf_counter() - started,
+        details={"decode": describe(decoder)},
+        decoder=decoder,
     )
     _check_parts_agree(loaded)
     return loaded
+
+
+def _fast_decoder(model, speed: DecodeSpeed, dtype: torch.dtype, cache_dir: Path | None):
+    """(the fast loop over the VLM's language model, the dtype the rest of the VLM now runs in). Below
+    float32 the whole VLM goes to bfloat16 first: its own forward merges the image features into the
+    decoder's embeddings, which must agree in type, and the vision tower is faster so."""
+    language_model = text_causal_lm(model)
+    if language_model is None:
+        return None, dtype
+    if speed.weights != "float32":
+        model.to(torch.bfloat16)
+        dtype = torch.bfloat16
+    return fast_decoder(language_model, speed, cache_dir), dtype
 
 
 def ensure_tiny_model(family: str, cache_dir: Path) -> Path:

@@ -4,6 +4,11 @@ and the base of the composed models.
     encode(conversation)   the model's own chat template and processor -> Encoded prompt
     answer(requests)       each reply generated with the engine's sampler, stop check and token
                            stream (models/streaming.py), several at once when the model can batch
+
+With a `FastDecoder` (models/fast_decode.py) the language model decodes in the fast loop: the prompt
+goes in as the embeddings the VLM's own forward merges (text and image features, `merged_prompt`),
+and the loop drives the VLM's decoder and head as one causal LM (`text_causal_lm`), sharing their
+weights. Without one, transformers' `generate` runs the whole VLM.
 """
 
 from __future__ import annotations
@@ -15,12 +20,17 @@ from typing import Any
 
 import torch
 from jinja2 import TemplateError
-from transformers import GenerationConfig
+from transformers import AutoModelForCausalLM, GenerationConfig
 
 from ..conversation import Conversation, to_chat_messages
 from ..errors import ModelUnavailableError
 from .base import Encoded, GenerationRequest, ReplyRequest
+from .fast_decode import FastDecoder
 from .streaming import start_generation
+
+# Text decoders the fast loop runs for a hub VLM: 1-D positions (not Qwen2-VL's M-RoPE), and their
+# one-token step checked against `generate` (tests/unit/test_fast_decode.py).
+FAST_TEXT_MODELS = ("llama", "qwen2")
 
 
 @dataclass
@@ -42,6 +52,7 @@ class LocalModel:
     eos_token_ids: list[int]
     load_seconds: float = 0.0
     details: dict[str, str] = field(default_factory=dict)  # shown to the user: profile, reason, ...
+    decoder: FastDecoder | None = None  # the fast decode loop over the language model; None: `generate`
 
     @property
     def tokenizer(self):
@@ -80,24 +91,43 @@ class LocalModel:
             self.generate_batch(started)
 
     def generate(self, request: GenerationRequest) -> None:
-        """One streamed generation through transformers' `generate`."""
-        inputs = request.encoded.inputs.to(self.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        transformers_generate(self.model, request, self.generation_config(request.max_new_tokens), **inputs)
+        """One streamed reply: through the fast decoder when there is one, else transformers' `generate`."""
+        if self.decoder is None:
+            self._generate_whole(request)
+            return
+        hooks = (request.logits_processor, request.stopping_criteria, request.streamer)
+        self.decoder.generate(self._embeddings(request.encoded), request.max_new_tokens, *hooks, self.eos_token_ids)
+
+    def _generate_whole(self, request: GenerationRequest) -> None:
+        """The reply from transformers' `generate` on the whole VLM."""
+        transformers_generate(
+            self.model, request, self.generation_config(request.max_new_tokens), **self._inputs(request.encoded)
+        )
 
     @property
     def can_batch(self) -> bool:
-        """Whether `generate_batch` decodes several replies at once (models that can override both)."""
-        return False
+        """Whether `generate_batch` decodes several replies at once: the fast decoder does."""
+        return self.decoder is not None and self.decoder.speed.batch > 1
 
     def generate_batch(self, requests: list[GenerationRequest]) -> None:
-        raise NotImplementedError(f"{type(self).__name__} decodes one reply at a time")
+        """Replies to several prompts at once, each streamed to its own streamer as it goes."""
+        prompts = [self._embeddings(request.encoded) for request in requests]
+        self.decoder.generate_batch(prompts, requests, self.eos_token_ids)
+
+    def _embeddings(self, encoded: Encoded) -> torch.Tensor:
+        """The prompt [1, L, H] as the language model receives it, image features merged."""
+        return merged_prompt(self.model, self._inputs(encoded))
+
+    def _inputs(self, encoded: Encoded):
+        inputs = encoded.inputs.to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return inputs
 
     def warm_up(self) -> threading.Thread | None:
-        """Start getting ready in the background (a model that compiles does it here), returning the
+        """Start getting ready in the background (a decoder that compiles does it here), returning the
         thread; None when there is nothing to do. The engine calls it once."""
-        return None
+        return None if self.decoder is None else self.decoder.warm_up()
 
     def generation_config(self, max_new_tokens: int) -> GenerationConfig:
         pad = self.tokenizer.pad_token_id
@@ -107,6 +137,44 @@ class LocalModel:
             eos_token_id=self.eos_token_ids,
             pad_token_id=pad if pad is not None else self.eos_token_ids[0],
         )
+
+
+class _Merged(Exception):
+    """Raised by `merged_prompt`'s hook: the prompt is merged, the rest of the forward is not needed."""
+
+
+def merged_prompt(vlm, inputs) -> torch.Tensor:
+    """The prompt [1, L, H] as the VLM's decoder receives it: token embeddings with the image features in
+    the image positions. The VLM's own forward merges them (its tiling, projector and checks, whatever
+    the family) and is stopped as it calls the decoder, whose input is kept."""
+    merged = {}
+
+    def keep(decoder, args, kwargs):
+        merged["inputs_embeds"] = kwargs["inputs_embeds"]
+        raise _Merged
+
+    hook = vlm.get_decoder().register_forward_pre_hook(keep, with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            vlm(**inputs, use_cache=False)
+    except _Merged:
+        pass
+    finally:
+        hook.remove()
+    return merged["inputs_embeds"]
+
+
+def text_causal_lm(vlm) -> torch.nn.Module | None:
+    """The VLM's decoder and head as one causal LM, their weights shared (not copied), for the fast
+    loop to decode with; None when its text model is not one the loop runs (FAST_TEXT_MODELS)."""
+    config = vlm.config.get_text_config()
+    if config.model_type not in FAST_TEXT_MODELS:
+        return None
+    with torch.device("meta"):  # the empty shell only: its decoder and head are the VLM's
+        language_model = AutoModelForCausalLM.from_config(config)
+    setattr(language_model, language_model.base_model_prefix, vlm.get_decoder())  # e.g. .model
+    language_model.set_output_embeddings(vlm.get_output_embeddings())
+    return language_model.eval()
 
 
 def transformers_generate(model, request: GenerationRequest, config: GenerationConfig, **inputs) -> None:

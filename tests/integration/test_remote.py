@@ -28,8 +28,9 @@ def free_port() -> int:
 def start_a(cache_dir) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ASSISTANT_CACHE_DIR": str(cache_dir)}
+    # A stands in for any OpenAI-compatible server: it answers at once, with no decode step to compile.
     process = subprocess.Popen(
-        [ASSISTANT, "serve", "--profile", "tiny", "--port", str(port)],
+        [ASSISTANT, "serve", "--profile", "tiny", "--compile-decode", "off", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
