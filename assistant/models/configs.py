@@ -31,8 +31,14 @@ SMOLLM2_135M = dict(
     rope_theta=100_000.0,
     rms_norm_eps=1e-5,
 )
-SMOLLM2_360M = dict(SMOLLM2_135M, hidden_size=960, intermediate_size=2560, num_hidden_layers=32)
-SMOLLM2_360M.update(num_attention_heads=15, num_key_value_heads=5)
+SMOLLM2_360M = dict(
+    SMOLLM2_135M,
+    hidden_size=960,
+    intermediate_size=2560,
+    num_hidden_layers=32,
+    num_attention_heads=15,
+    num_key_value_heads=5,
+)
 SMOLVLM_VOCAB = 49280  # SmolLM2's 49,152 tokens and SmolVLM's image and layout tokens, rounded up
 # SigLIP base/16 at 512 px (google/siglip-base-patch16-512), SmolVLM-256M's and -500M's vision tower.
 SIGLIP_BASE_512 = dict(
