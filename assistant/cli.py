@@ -260,6 +260,7 @@ def _generation_flags() -> argparse.ArgumentParser:
     flag("--top-k", help="sample among the k most likely tokens (0: off)")
     flag("--repetition-penalty", help="> 1 discourages repetition")
     flag("--seed", help="makes sampling repeatable")
+    flag("--image-detail", help="low, auto or high: how much of a photo the model sees (default auto)")
     return flags
 
 

@@ -18,6 +18,10 @@ from .errors import AssistantError, ContextOverflowError
 
 Role = Literal["system", "user", "assistant"]
 ROLES = ("system", "user", "assistant")
+# How much of a photo the model sees (OpenAI's `image_url.detail`): one view, the model's own tiling,
+# or as many views as the machine's time budget allows (assistant/vision/detail.py). Least first.
+Detail = Literal["low", "auto", "high"]
+DETAILS: tuple[Detail, ...] = ("low", "auto", "high")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,11 @@ class Text:
 class Image:
     image: PIL.Image.Image  # 8-bit RGB, validated by assistant.media
     name: str = ""  # the file name the user gave, for messages and exports
+    detail: Detail = "auto"
+
+    def __post_init__(self) -> None:
+        if self.detail not in DETAILS:
+            raise ValueError(f"unknown image detail {self.detail!r}; the levels are: {', '.join(DETAILS)}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,6 +117,12 @@ class Conversation:
     def images(self) -> list[PIL.Image.Image]:
         """Every image of every turn, in conversation order."""
         return [image for message in self.messages for image in message.images]
+
+    @property
+    def detail(self) -> Detail:
+        """The most detail any of its photos asks for: a model's processor tiles a prompt's photos alike."""
+        asked = [part.detail for message in self.messages for part in message.parts if isinstance(part, Image)]
+        return max(asked, key=DETAILS.index, default="auto")
 
     def turns(self) -> list[list[Message]]:
         """Messages grouped into turns: each user message with the replies that follow it."""

@@ -10,13 +10,13 @@ modules behind them can change without the faces noticing.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import history
-from .conversation import Conversation, Image, Message, Text
+from .conversation import DETAILS, Conversation, Detail, Image, Message, Text
 from .engine import Engine, Reply
 from .errors import AssistantError, MediaError, SpeechError
 from .fetch import fetch_image_url, parse_hosts
@@ -47,11 +47,13 @@ from .voice import Voice
 
 __all__ = [  # what the faces use, beside Assistant itself
     "COLOUR_LAYOUTS",
+    "DETAILS",
     "PROFILE_NAMES",
     "SAMPLE_RATE",
     "SPEECH_FORMATS",
     "TRANSCRIPT_MEDIA_TYPES",
     "Conversation",
+    "Detail",
     "Heard",
     "Image",
     "LiveTranscription",
@@ -117,26 +119,40 @@ class Assistant:
         audio_paths: Iterable[str | os.PathLike] = (),
         language_hint: str | None = None,
         heard: Heard | None = None,
+        detail: Detail | None = None,
     ) -> Message:
         """A user message from typed text, image files and voice recordings. Each file is validated
         against the limits; each recording is transcribed and becomes the user's words.
         `language_hint`: the language the person last spoke in this conversation. `heard`: a
-        recording already transcribed live, whose words come first."""
+        recording already transcribed live, whose words come first. `detail`: how much of the photos
+        the model sees (default: the settings' image_detail)."""
         image_paths = list(image_paths)
         self._check_image_count(len(image_paths))
         limits = ImageLimits.from_settings(self.settings)
-        images = [Image(read_image_file(path, limits), name=os.path.basename(path)) for path in image_paths]
+        detail = detail or self.settings.image_detail
+        images = [
+            Image(read_image_file(path, limits), name=os.path.basename(path), detail=detail) for path in image_paths
+        ]
         recordings = [self.voice.read_recording(path) for path in audio_paths]
         return self._compose(text, images, recordings, language_hint, heard)
 
     def user_message_from_bytes(
-        self, text: str, images: Iterable[bytes] = (), recordings: Iterable[bytes] = ()
+        self,
+        text: str,
+        images: Iterable[bytes] = (),
+        recordings: Iterable[bytes] = (),
+        details: Sequence[Detail | None] = (),
     ) -> Message:
-        """The same from media received as bytes (the HTTP API): validated, decoded, transcribed."""
+        """The same from media received as bytes (the HTTP API): validated, decoded, transcribed.
+        `details`: each image's detail level, in order (missing or None: the settings' image_detail)."""
         images = list(images)
         self._check_image_count(len(images))
         limits = ImageLimits.from_settings(self.settings)
-        decoded = [Image(decode_image(data, limits)) for data in images]
+        details = [*details, *[None] * (len(images) - len(details))]
+        decoded = [
+            Image(decode_image(data, limits), detail=detail or self.settings.image_detail)
+            for data, detail in zip(images, details)
+        ]
         return self._compose(text, decoded, [self.voice.decode_recording(data) for data in recordings])
 
     def fetch_image(self, url: str) -> bytes:

@@ -167,6 +167,14 @@ class Settings(BaseModel):
     max_speech_chars: int = Field(4096, ge=1, le=100_000)
     """The longest text /v1/audio/speech will speak."""
 
+    # --- photos
+    image_detail: Literal["low", "auto", "high"] = "auto"
+    """How much of a photo the model sees when the request does not say (OpenAI's `image_url.detail`):
+    low, one view; high, the model's own tiling; auto, as many views as `image_budget_s` allows."""
+    image_budget_s: float = Field(1.5, gt=0.0, le=600.0)
+    """Seconds of vision encoding `auto` detail may spend on a photo, from the encoder's speed measured
+    at start (one view always)."""
+
     # --- limits on untrusted media
     max_image_bytes: int = Field(20 * MiB, ge=1024)
     """A bigger photo is refused."""

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
-from ..core import Assistant, Conversation, Message, Reply
+from ..core import DETAILS, Assistant, Conversation, Message, Reply
 from ..errors import AssistantError
 from ..events import Event, TextDelta, Usage
 from .errors import ApiError, parse_json
@@ -131,13 +131,14 @@ class _MessageReader:
     def user(self, content, where: str):
         if isinstance(content, str):
             return self.assistant.user_message_from_bytes(content)
-        texts, images, recordings = [], [], []
+        texts, images, details, recordings = [], [], [], []
         for index, part in enumerate(self._parts(content, where)):
             at = f"{where}.content.{index}"
             kind = part.get("type")
             if kind == "text":
                 texts.append(_field(part, "text", str, at))
             elif kind == "image_url":
+                details.append(_detail(part, at))  # checked first: nothing is fetched or decoded for a bad request
                 images.append(self._image(part, at))
             elif kind == "input_audio":
                 recordings.append(self._audio(part, at))
@@ -147,7 +148,7 @@ class _MessageReader:
                     f"{at}.type {kind!r} is not supported; the part types are text, image_url and input_audio",
                     param=f"{at}.type",
                 )
-        return self.assistant.user_message_from_bytes("\n".join(texts), images, recordings)
+        return self.assistant.user_message_from_bytes("\n".join(texts), images, recordings, details)
 
     def _parts(self, content, where: str) -> list[dict]:
         if not isinstance(content, list) or not all(isinstance(part, dict) for part in content):
@@ -175,6 +176,17 @@ class _MessageReader:
         if not isinstance(audio, dict):
             raise ApiError(400, f"{at}.input_audio must be an object with data and format", param=f"{at}.input_audio")
         return _base64(_field(audio, "data", str, f"{at}.input_audio"), f"{at}.input_audio.data")
+
+
+def _detail(part: dict, at: str) -> str | None:
+    """OpenAI's `image_url.detail`: low, high or auto; None when the client does not say."""
+    image_url = part.get("image_url")
+    detail = image_url.get("detail") if isinstance(image_url, dict) else None
+    if detail is not None and detail not in DETAILS:
+        raise ApiError(
+            400, f"{at}.image_url.detail must be one of {', '.join(DETAILS)}", param=f"{at}.image_url.detail"
+        )
+    return detail
 
 
 def _field(container: dict, name: str, kind: type, at: str):

@@ -64,6 +64,7 @@ def load_model(settings: Settings) -> LocalModel:
         context_tokens=settings.context_tokens,
         speed=decode_speed(settings, device),
         cache_dir=settings.cache_dir,
+        image_budget_s=settings.image_budget_s,
     )
     loaded.details.update(profile=resolved.profile.name, reason=resolved.reason)
     return loaded
@@ -102,6 +103,7 @@ def load_pretrained(
     context_tokens: int | None = None,
     speed: DecodeSpeed | None = None,
     cache_dir: Path | None = None,
+    image_budget_s: float = 1.5,
 ) -> LocalModel:
     """Load a pretrained VLM (hub id or local directory) with its processor and chat template; with
     `speed`, its language model decodes in the fast loop (when it is one the loop runs, FAST_TEXT_MODELS)."""
@@ -138,6 +140,7 @@ def load_pretrained(
         load_seconds=time.perf_counter() - started,
         details={"decode": describe(decoder)},
         decoder=decoder,
+        image_budget_s=image_budget_s,
     )
     _check_parts_agree(loaded)
     return loaded

@@ -14,16 +14,19 @@ weights. Without one, transformers' `generate` runs the whole VLM.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import PIL.Image
 import torch
 from jinja2 import TemplateError
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from ..conversation import Conversation, to_chat_messages
+from ..conversation import Conversation, Image, Message, to_chat_messages
 from ..errors import ModelUnavailableError
+from ..vision.detail import tiling_for
 from .base import Encoded, GenerationRequest, ReplyRequest
 from .fast_decode import FastDecoder
 from .streaming import start_generation
@@ -53,6 +56,8 @@ class LocalModel:
     load_seconds: float = 0.0
     details: dict[str, str] = field(default_factory=dict)  # shown to the user: profile, reason, ...
     decoder: FastDecoder | None = None  # the fast decode loop over the language model; None: `generate`
+    image_budget_s: float = 1.5  # seconds of vision encoding `auto` detail may spend on a photo
+    _seconds_per_view: float | None = field(default=None, repr=False)  # measured at the first `auto` photo
 
     @property
     def tokenizer(self):
@@ -61,10 +66,28 @@ class LocalModel:
     def encode(self, conversation: Conversation) -> Encoded:
         chat, images = to_chat_messages(conversation)
         prompt = self._render(chat)
-        inputs = self.processor(text=prompt, images=images or None, return_tensors="pt")
+        tiling = tiling_for(self.processor.image_processor, conversation.detail, images, self._views_affordable)
+        images = tiling.prepared(images) if images else None
+        inputs = self.processor(text=prompt, images=images, return_tensors="pt", **tiling.processor_kwargs)
         input_ids = inputs["input_ids"][0]
         image_tokens = int((input_ids == self.image_token_id).sum()) if self.image_token_id is not None else 0
         return Encoded(inputs, prompt_tokens=int(input_ids.numel()), image_tokens=image_tokens)
+
+    def _views_affordable(self) -> int:
+        """The views of a photo that `image_budget_s` pays for, at this machine's speed (one at least)."""
+        if self._seconds_per_view is None:
+            self._seconds_per_view = self._time_one_view()
+        return max(1, int(self.image_budget_s // self._seconds_per_view))
+
+    def _time_one_view(self) -> float:
+        """Seconds the vision tower and merge take for one view here: the second of two runs (the
+        first pays one-time costs)."""
+        photo = Image(PIL.Image.new("RGB", (64, 64), "gray"), detail="low")
+        inputs = self._inputs(self.encode(Conversation().add(Message.user("", [photo]))))
+        merged_prompt(self.model, inputs)
+        started = time.perf_counter()
+        merged_prompt(self.model, inputs)
+        return time.perf_counter() - started
 
     def _render(self, chat: list[dict]) -> str:
         try:

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..core import Assistant, Conversation, Image, Message, Text
+from ..core import Assistant, Conversation, Detail, Image, Message, Text
 
 Bubble = dict
 AUDIO_SUFFIXES = frozenset({".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".webm", ".aac", ".weba"})
@@ -65,9 +65,11 @@ def for_display(chat: list[Bubble]) -> list[dict]:
     return [{"role": bubble["role"], "content": bubble["content"]} for bubble in chat]
 
 
-def to_conversation(chat: list[Bubble], assistant: Assistant, persona: str | None) -> Conversation:
+def to_conversation(
+    chat: list[Bubble], assistant: Assistant, persona: str | None, detail: Detail | None = None
+) -> Conversation:
     """The conversation the model answers; photos of every earlier turn are read again, so they
-    stay in view."""
+    stay in view, at `detail` (default: the settings' image_detail)."""
     conversation = assistant.new_conversation(persona)
     for role, bubbles in _messages(chat):
         texts = [b["content"] for b in bubbles if b["kind"] in ("text", "spoken")]
@@ -75,7 +77,7 @@ def to_conversation(chat: list[Bubble], assistant: Assistant, persona: str | Non
             photos = [
                 b["content"]["path"] for b in bubbles if b["kind"] == "file" and not is_recording(b["content"]["path"])
             ]
-            conversation.add(assistant.user_message("\n".join(texts), photos))
+            conversation.add(assistant.user_message("\n".join(texts), photos, detail=detail))
         elif texts:
             conversation.add(Message.assistant("\n".join(texts)))
     return conversation

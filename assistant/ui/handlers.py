@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import NO_SPEECH, SAMPLE_RATE, Assistant, Heard, LiveTranscription, Speech, encode_speech
+from ..core import NO_SPEECH, SAMPLE_RATE, Assistant, Detail, Heard, LiveTranscription, Speech, encode_speech
 from ..errors import AssistantError
 from ..events import Event, SpeechChunk, TextDelta, TurnsDropped, Usage
 from . import chat as bubbles
@@ -37,12 +37,13 @@ class Panel:
     max_new_tokens: int | None = None
     seed: int | None = None
     speak: bool | None = None  # "Speak answers" as the person set it; None: speak after a voice question
+    detail: Detail | None = None  # how much of the photos the model sees; None: the settings' own
 
     @classmethod
-    def from_values(cls, speak, persona, temperature, top_p, max_new_tokens, seed) -> Panel:
+    def from_values(cls, speak, persona, temperature, top_p, max_new_tokens, seed, detail=None) -> Panel:
         """Gradio gives numbers as floats and an empty seed box as None."""
         whole = lambda value: None if value is None or value == "" else int(value)  # noqa: E731
-        return cls(persona or None, temperature, top_p, whole(max_new_tokens), whole(seed), speak)
+        return cls(persona or None, temperature, top_p, whole(max_new_tokens), whole(seed), speak, detail or None)
 
     def speaks_after(self, asked: list[Bubble]) -> bool:
         """The person's choice wins; otherwise answers are spoken after a voice question."""
@@ -88,7 +89,7 @@ class ChatHandlers:
             hint = bubbles.last_spoken_language(chat)
             to_transcribe = [path for path in recordings if path not in live[:1]]
             sent = self.assistant.user_message(
-                message.get("text") or "", photos, to_transcribe, language_hint=hint, heard=heard
+                message.get("text") or "", photos, to_transcribe, language_hint=hint, heard=heard, detail=panel.detail
             )
         except AssistantError as error:
             yield Update([*chat, bubbles.error_bubble(str(error))], input=message)
@@ -155,7 +156,7 @@ class ChatHandlers:
         speaking = panel.speaks_after(asked)
         yield Update(asked, speaking=speaking)
         try:
-            conversation = bubbles.to_conversation(asked, self.assistant, panel.persona)
+            conversation = bubbles.to_conversation(asked, self.assistant, panel.persona, panel.detail)
             reply = self.assistant.reply(conversation, **panel.generation_overrides())
             events = self.assistant.voice.spoken(reply) if speaking else reply
             said: list[Speech] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from ..core import Assistant, encode_speech
+from ..core import DETAILS, Assistant, encode_speech
 from . import chat as bubbles
 from .handlers import ChatHandlers, Panel, reply_stats
 
@@ -99,6 +99,12 @@ def _side_panel(assistant: Assistant):
             label="Persona",
             info=personas[settings.persona].description if settings.persona in personas else None,
         )
+        detail = gr.Radio(
+            list(DETAILS),
+            value=settings.image_detail,
+            label="Photo detail",
+            info="low: one view, the quickest answer; high: the model's own tiling; auto: what this machine affords",
+        )
         with gr.Accordion("Generation", open=False):
             temperature = gr.Slider(
                 0.0,
@@ -122,7 +128,7 @@ def _side_panel(assistant: Assistant):
             exported = gr.File(label="Download", visible=False, interactive=False)
             import_button = gr.UploadButton("Import JSON", file_types=[".json"], size="sm")
     return (
-        [persona, temperature, top_p, max_new_tokens, seed],
+        [persona, temperature, top_p, max_new_tokens, seed, detail],
         stats,
         (export_json, export_markdown, exported, import_button),
         speak_box,

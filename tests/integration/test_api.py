@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from assistant.conversation import Image
 from assistant.core import Assistant
 from assistant.engine import Engine
 from assistant.ui import launch
@@ -125,6 +126,15 @@ def test_an_image_part_and_an_audio_part_reach_the_model(client, asked, photo_fi
     assert reply.usage.prompt_tokens > 20 and reply.choices[0].message.content is not None
 
 
+def test_each_photo_keeps_the_detail_the_client_asks_for(client, asked, photo_files):
+    photo = data_url(photo_files[0], "image/png")
+    parts = [{"type": "image_url", "image_url": {"url": photo, "detail": detail}} for detail in ("low", "high")]
+    parts.append({"type": "image_url", "image_url": {"url": photo}})  # not said: the settings' image_detail
+    client.chat.completions.create(model="any", max_tokens=2, messages=[{"role": "user", "content": parts}])
+    images = [part for part in asked[0].messages[0].parts if isinstance(part, Image)]
+    assert [image.detail for image in images] == ["low", "high", "auto"]
+
+
 @pytest.mark.parametrize("response_format", ["json", "text", "verbose_json", "srt", "vtt"])
 def test_transcriptions_in_every_format(client, response_format):
     with QUESTION_WAV.open("rb") as audio:
@@ -189,6 +199,18 @@ def test_transcriptions_in_every_format(client, response_format):
             },
             "messages.0.content.0.image_url.url",
             "not fetched",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:,", "detail": "max"}}],
+                    }
+                ]
+            },
+            "messages.0.content.0.image_url.detail",
+            "must be one of low, auto, high",
         ),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "not supported"),
         ({"messages": [{"role": "assistant", "content": "x"}]}, "messages", "last message must be the user's"),

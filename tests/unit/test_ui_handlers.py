@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from assistant.conversation import Image
 from assistant.errors import BusyError
 from assistant.events import Usage
 from assistant.history import from_json
@@ -204,3 +205,12 @@ def test_a_restored_chat_keeps_the_language_of_what_was_said_for_the_next_record
     restored = handlers.restore(saved, [])
     assert restored[0]["language"] == "fr" and "language" not in restored[2], "only a language code is kept"
     assert last_spoken_language(restored[:2]) == "fr" and last_spoken_language([]) is None
+
+
+def test_the_photo_detail_setting_reaches_every_photo_in_view(handlers, photo_files, asked):
+    low, high = (Panel(temperature=0.0, max_new_tokens=2, detail=detail) for detail in ("low", "high"))
+    chat = last(handlers.send({"text": "One", "files": [str(photo_files[0])]}, [], low)).chat
+    last(handlers.send({"text": "Two", "files": [str(photo_files[1])]}, chat, high))
+    first, second = ([part.detail for part in m.parts if isinstance(part, Image)] for m in asked[1].messages[::2])
+    assert (asked[0].detail, first, second) == ("low", ["high"], ["high"]), "the chat's setting, for old photos too"
+    assert Panel.from_values(None, "", 0.7, 0.9, 8.0, None, "low").detail == "low"
