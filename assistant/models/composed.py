@@ -226,7 +226,7 @@ class ComposedModel(LocalModel):
             self.model.language_model, request, config, inputs_embeds=embeddings, attention_mask=attention_mask
         )
 
-    def _embeddings(self, encoded: Encoded) -> torch.Tensor:
+    def _merge(self, encoded: Encoded) -> torch.Tensor:
         """The prompt's token embeddings with the projected image features in the image slots."""
         inputs = encoded.inputs.to(self.device)
         with torch.inference_mode():

@@ -30,6 +30,7 @@ import shutil
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -213,20 +214,28 @@ class FastDecoder:
 
         return step
 
-    def warm_up(self) -> threading.Thread | None:
+    def warm_up(self, before: Callable[[], None] | None = None) -> threading.Thread | None:
         """Compile the one-token step, then the batch step, in the background (minutes each the first
-        time, much less once Inductor's disk cache has them); a reply asked meanwhile waits for them:
-        on a 2-core machine, decoding beside a compile was slower than waiting for it (the compile's
-        thread and the worker fight over the cores). Returns the thread (None: nothing to compile)."""
+        time, much less once Inductor's disk cache has them), after `before` (the model's own warm-up,
+        e.g. its vision tower's compile); a reply asked meanwhile waits for them: on a 2-core machine,
+        decoding beside a compile was slower than waiting for it (the compile's thread and the worker
+        fight over the cores). Returns the thread (None: nothing to compile)."""
         if not self.speed.compile:
             return None
-        thread = threading.Thread(target=self._compile, name="decode-compile", daemon=True)
+        thread = threading.Thread(target=self._compile, args=(before,), name="decode-compile", daemon=True)
         thread.start()
         return thread
 
-    def _compile(self) -> None:
+    def turn(self) -> threading.Lock:
+        """Held while the warm-up compiles: model work outside the decoder (a VLM's vision tower) waits
+        its turn in it, as replies do."""
+        return self._lock
+
+    def _compile(self, before: Callable[[], None] | None = None) -> None:
         use_model_threads()  # the compiled loops are written for this many threads
         with self._lock, torch.inference_mode():
+            if before is not None:
+                before()
             embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
             hooks = _Hooks(LogitsProcessorList(), StoppingCriteriaList(), None)
             one_reply = functools.partial(self._decode, embeddings, 3, hooks, eos_token_ids=[])

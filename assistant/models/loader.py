@@ -24,6 +24,7 @@ from ..profiles import TINY_PREFIX, fall_back_to_starter, resolve_profile
 from ..settings import Settings
 from .composed import is_composed_dir, load_composed
 from .fast_decode import DecodeSpeed, can_compile, describe, fast_decoder
+from .fast_vision import quicken_vision
 from .local import LocalModel, eos_token_ids, text_causal_lm
 
 log = logging.getLogger(__name__)
@@ -149,13 +150,16 @@ def load_pretrained(
 def _fast_decoder(model, speed: DecodeSpeed, dtype: torch.dtype, cache_dir: Path | None):
     """(the fast loop over the VLM's language model, the dtype the rest of the VLM now runs in). Below
     float32 the whole VLM goes to bfloat16 first: its own forward merges the image features into the
-    decoder's embeddings, which must agree in type, and the vision tower is faster so."""
+    decoder's embeddings, which must agree in type, and the vision tower is faster so; where the decode
+    step is compiled, the vision tower is too, with int8 layers (models/fast_vision.py)."""
     language_model = text_causal_lm(model)
     if language_model is None:
         return None, dtype
     if speed.weights != "float32":
         model.to(torch.bfloat16)
         dtype = torch.bfloat16
+    if speed.compile and not quicken_vision(model):
+        log.info("no vision tower found to compile in %s", type(model).__name__)
     return fast_decoder(language_model, speed, cache_dir), dtype
 
 

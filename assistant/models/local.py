@@ -13,6 +13,7 @@ weights. Without one, transformers' `generate` runs the whole VLM.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
@@ -76,17 +77,24 @@ class LocalModel:
     def _views_affordable(self) -> int:
         """The views of a photo that `image_budget_s` pays for, at this machine's speed (one at least)."""
         if self._seconds_per_view is None:
-            self._seconds_per_view = self._time_one_view()
+            with self._turn():
+                if self._seconds_per_view is None:  # the warm-up, waited for, may have measured it
+                    self._seconds_per_view = self._time_one_view()
         return max(1, int(self.image_budget_s // self._seconds_per_view))
+
+    def _warm_vision(self) -> None:
+        """The warm-up's first part (in the decoder's compile thread, holding its turn): the vision
+        tower's first run, which compiles it where it is compiled, and its speed measured."""
+        self._seconds_per_view = self._time_one_view()
 
     def _time_one_view(self) -> float:
         """Seconds the vision tower and merge take for one view here: the second of two runs (the
         first pays one-time costs)."""
         photo = Image(PIL.Image.new("RGB", (64, 64), "gray"), detail="low")
-        inputs = self._inputs(self.encode(Conversation().add(Message.user("", [photo]))))
-        merged_prompt(self.model, inputs)
+        encoded = self.encode(Conversation().add(Message.user("", [photo])))
+        self._merge(encoded)
         started = time.perf_counter()
-        merged_prompt(self.model, inputs)
+        self._merge(encoded)
         return time.perf_counter() - started
 
     def _render(self, chat: list[dict]) -> str:
@@ -139,7 +147,15 @@ class LocalModel:
 
     def _embeddings(self, encoded: Encoded) -> torch.Tensor:
         """The prompt [1, L, H] as the language model receives it, image features merged."""
+        with self._turn():
+            return self._merge(encoded)
+
+    def _merge(self, encoded: Encoded) -> torch.Tensor:
         return merged_prompt(self.model, self._inputs(encoded))
+
+    def _turn(self):
+        """Waits while the decoder's warm-up compiles (the vision tower among it)."""
+        return self.decoder.turn() if self.decoder is not None else contextlib.nullcontext()
 
     def _inputs(self, encoded: Encoded):
         inputs = encoded.inputs.to(self.device)
@@ -150,7 +166,7 @@ class LocalModel:
     def warm_up(self) -> threading.Thread | None:
         """Start getting ready in the background (a decoder that compiles does it here), returning the
         thread; None when there is nothing to do. The engine calls it once."""
-        return None if self.decoder is None else self.decoder.warm_up()
+        return None if self.decoder is None else self.decoder.warm_up(before=self._warm_vision)
 
     def generation_config(self, max_new_tokens: int) -> GenerationConfig:
         pad = self.tokenizer.pad_token_id

@@ -3,6 +3,8 @@ built and loaded through the real loader): the prompt merged by the VLM's own fo
 over its decoder and head. In float32 it answers token for token as transformers' `generate` on the
 whole VLM, alone and batched; a family the loop does not run keeps `generate`."""
 
+import types
+
 import pytest
 import torch
 from PIL import Image as PILImage
@@ -11,6 +13,7 @@ from assistant.conversation import Conversation, Message
 from assistant.engine import Engine
 from assistant.events import TextDelta
 from assistant.models.fast_decode import DecodeSpeed
+from assistant.models.fast_vision import vision_tower
 from assistant.models.loader import ensure_tiny_model, load_pretrained
 from assistant.models.local import merged_prompt
 from assistant.sampling import GenerationOptions
@@ -107,3 +110,20 @@ def test_a_family_the_loop_does_not_run_keeps_generate(cache_dir):
     assert model.decoder is None and model.details["decode"] == "transformers generate" and not model.can_batch
     text, usage = answer(model, photos_across_two_turns(), GREEDY)
     assert text and usage.image_tokens > 0
+
+
+@pytest.mark.slow
+def test_a_compiled_model_compiles_its_vision_tower_in_the_warm_up_and_measures_a_view(cache_dir):
+    model = load("smolvlm", cache_dir, DecodeSpeed("int8", compile=True, batch=1))
+    engine = Engine(model)
+    try:
+        engine.warming_up.join()
+        assert model._seconds_per_view > 0, "the warm-up measured what a view costs here"
+        reply = engine.reply(photos_across_two_turns(), GREEDY)
+        text = reply.text()
+    finally:
+        engine.close()
+    assert text and reply.usage.image_tokens > 0
+    tower = vision_tower(model.model)
+    assert isinstance(tower.forward, types.FunctionType), "the compiled forward answered (no fall-back to eager)"
+    assert "Int8" in type(tower.encoder.layers[0].mlp.fc1.weight).__name__, "int8 weights in the tower"
