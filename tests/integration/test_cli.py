@@ -65,7 +65,7 @@ def test_a_profile_whose_model_cannot_be_had_says_what_to_do(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
     for advice in (
-        "llava-onevision-qwen2-0.5b-ov-hf",
+        "SmolVLM-500M-Instruct",
         "not in the local Hugging Face cache",
         "--profile tiny",
         "--model PATH",
