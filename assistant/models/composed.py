@@ -226,6 +226,13 @@ class ComposedModel(LocalModel):
             self.model.language_model, request, config, inputs_embeds=embeddings, attention_mask=attention_mask
         )
 
+    def _image_positions(self, encoded: Encoded) -> torch.Tensor:
+        return encoded.inputs["image_mask"][0]
+
+    def _token_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model.language_model.get_input_embeddings()(ids[None].to(self.device))
+
     def _merge(self, encoded: Encoded) -> torch.Tensor:
         """The prompt's token embeddings with the projected image features in the image slots."""
         inputs = encoded.inputs.to(self.device)

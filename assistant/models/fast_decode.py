@@ -120,6 +120,23 @@ def convert_weights(language_model: torch.nn.Module, weights: DecodeWeights) -> 
     return language_model
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt whose positions can be told apart from what a cache holds, so that a cache holding the
+    same beginning (the earlier turns of a conversation, or just its system prompt) is prefilled from
+    where the two part: a follow-up question reads only what is new."""
+
+    length: int  # positions
+    embed: Callable[[int], torch.Tensor]  # start -> the prompt's embeddings from position `start` on, [1, L - start, H]
+    # [L] int64: each position's token id, image positions a (negative) digest of the prompt's images;
+    # None: nothing to compare, so nothing is reused (and the cache is not kept for the next).
+    key: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, embeddings: torch.Tensor) -> Prompt:
+        return cls(embeddings.shape[1], lambda start: embeddings[:, start:])
+
+
 @dataclass
 class _Hooks:
     """What the engine plugs into a generation: its sampler, its stop check, its token stream."""
@@ -188,11 +205,17 @@ class FastDecoder:
         self.device = language_model.get_input_embeddings().weight.device
         self.context_tokens = language_model.config.max_position_embeddings
         self._caches: dict[int, StaticCache] = {}
+        # What each one-reply cache holds, position by position (Prompt.key, then the reply's tokens);
+        # None or absent: nothing to reuse. `reused`: positions the last reply did not prefill again.
+        self._held: dict[int, torch.Tensor | None] = {}
+        self.reused = 0
         self._positions = torch.arange(self.context_tokens, device=self.device)
         self._step = self._compiled(self._one_token) if speed.compile else self._one_token
         # Compiled, a batch always has `speed.batch` rows (idle ones fill it): one graph for any batch.
         self._rows_step = self._compiled(self._rows_one_token) if speed.compile else self._rows_one_token
-        self._lock = threading.Lock()  # the compile thread and the engine's worker take turns
+        # The compile thread and the engine's worker take turns; re-entrant, as a prompt's embeddings
+        # (vision and all, in the model's turn) are made inside a reply's.
+        self._lock = threading.RLock()
 
     @staticmethod
     def _compiled(one_token_step):
@@ -226,7 +249,7 @@ class FastDecoder:
         thread.start()
         return thread
 
-    def turn(self) -> threading.Lock:
+    def turn(self) -> threading.RLock:
         """Held while the warm-up compiles: model work outside the decoder (a VLM's vision tower) waits
         its turn in it, as replies do."""
         return self._lock
@@ -238,7 +261,7 @@ class FastDecoder:
                 before()
             embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
             hooks = _Hooks(LogitsProcessorList(), StoppingCriteriaList(), None)
-            one_reply = functools.partial(self._decode, embeddings, 3, hooks, eos_token_ids=[])
+            one_reply = functools.partial(self._decode, Prompt.of(embeddings), 3, hooks, eos_token_ids=[])
             self._try_compile("decode step", "_step", self._one_token, one_reply)
             if self.speed.batch > 1 and self._rows_step is not self._rows_one_token:
                 requests = [
@@ -264,17 +287,19 @@ class FastDecoder:
     @torch.inference_mode()
     def generate(
         self,
-        inputs_embeds: torch.Tensor,
+        prompt: Prompt | torch.Tensor,
         max_new_tokens: int,
         logits_processor: LogitsProcessorList,
         stopping_criteria: StoppingCriteriaList,
         streamer: BaseStreamer | None,
         eos_token_ids: list[int],
     ) -> torch.Tensor:
-        """Greedy over the processors' scores, like `generate(do_sample=False)`; returns the new ids."""
+        """Greedy over the processors' scores, like `generate(do_sample=False)`; returns the new ids.
+        `prompt`: a Prompt, whose beginning may already be in the cache, or its embeddings [1, L, H]."""
+        prompt = prompt if isinstance(prompt, Prompt) else Prompt.of(prompt)
         with self._lock:
             return self._decode(
-                inputs_embeds, max_new_tokens, _Hooks(logits_processor, stopping_criteria, streamer), eos_token_ids
+                prompt, max_new_tokens, _Hooks(logits_processor, stopping_criteria, streamer), eos_token_ids
             )
 
     @torch.inference_mode()
@@ -290,7 +315,7 @@ class FastDecoder:
             for prompt, r in zip(prompts, requests):
                 self.generate(
                     prompt, r.max_new_tokens, r.logits_processor, r.stopping_criteria, r.streamer, eos_token_ids
-                )
+                )  # an embeddings tensor: a batch's prompts are not compared with what the caches hold
             return
         with self._lock:
             self._decode_batch(prompts, requests, eos_token_ids)
@@ -367,21 +392,34 @@ class FastDecoder:
             mask[i, width - prompt.shape[1] :] = 1
         return batch, mask
 
-    def _decode(
-        self, inputs_embeds: torch.Tensor, max_new_tokens: int, hooks: _Hooks, eos_token_ids: list[int]
-    ) -> torch.Tensor:
-        prompt_length = inputs_embeds.shape[1]
-        end = prompt_length + max_new_tokens
-        cache = self._cache_for(end)
+    def _decode(self, prompt: Prompt, max_new_tokens: int, hooks: _Hooks, eos_token_ids: list[int]) -> torch.Tensor:
+        end = prompt.length + max_new_tokens
+        bucket = self._bucket(end)
+        start = self._reusable(bucket, prompt.key)
+        self._held[bucket] = None  # until this reply's positions are all written
+        cache = self._cache_for(end, reset=start == 0)
+        start = self.reused = start if _rewind(cache, start) else 0
         reply = _ReplyInProgress(hooks, max_new_tokens, self.device)
-        logits = self._prefill(inputs_embeds.to(self.dtype), cache)
-        for position in range(prompt_length, end):
+        logits = self._prefill(prompt.embed(start).to(self.dtype), cache, start)
+        for position in range(prompt.length, end):
             token = reply.take(logits, eos_token_ids)
             if not reply.active:
                 break
             token_ids = torch.tensor([[token]], device=self.device)
             logits = self._next_logits(token_ids, position, cache)
+        if prompt.key is not None:  # the cache holds the prompt and every token but the last (never stepped)
+            self._held[bucket] = torch.cat([prompt.key, reply.generated[0, :-1].to(prompt.key.device)])
         return reply.generated
+
+    def _reusable(self, bucket: int, key: torch.Tensor) -> int:
+        """Positions at the start of `key` that the bucket's cache holds already; one at least is left
+        to prefill, whose logits give the first token."""
+        held = self._held.get(bucket)
+        if held is None or key is None:
+            return 0
+        length = min(held.shape[0], key.shape[0] - 1)
+        parted = (held[:length] != key[:length]).nonzero()
+        return int(parted[0]) if parted.numel() else length
 
     def _next_logits(self, token: torch.Tensor, position: int, cache: StaticCache) -> torch.Tensor:
         arguments = (token, torch.tensor([position], device=self.device), cache, self._seen(position))
@@ -408,10 +446,16 @@ class FastDecoder:
             setattr(self, attribute, eager)
             return eager(*arguments)
 
-    def _prefill(self, inputs_embeds: torch.Tensor, cache: StaticCache) -> torch.Tensor:
-        positions = torch.arange(inputs_embeds.shape[1], device=self.device)
+    def _prefill(self, inputs_embeds: torch.Tensor, cache: StaticCache, start: int = 0) -> torch.Tensor:
+        """The embeddings of positions `start`... into the cache; the last one's logits."""
+        positions = torch.arange(start, start + inputs_embeds.shape[1], device=self.device)
         output = self.language_model(
-            inputs_embeds=inputs_embeds, cache_position=positions, cache=cache, use_cache=True, logits_to_keep=1
+            inputs_embeds=inputs_embeds,
+            cache_position=positions,
+            position_ids=positions[None],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
         return output.logits[:, -1]
 
@@ -423,16 +467,32 @@ class FastDecoder:
         )
         return output.logits[:, -1]
 
-    def _cache_for(self, tokens: int, batch: int = 1) -> StaticCache:
+    def _bucket(self, tokens: int) -> int:
+        """The cache size for `tokens`: powers of two from SMALLEST_CACHE, up to the context."""
         size = SMALLEST_CACHE
         while size < tokens:
             size *= 2
-        size = min(size, self.context_tokens)
+        return min(size, self.context_tokens)
+
+    def _cache_for(self, tokens: int, batch: int = 1, reset: bool = True) -> StaticCache:
+        size = self._bucket(tokens)
         key = size if batch == 1 else (size, batch)  # a cache's batch size is fixed when it is first filled
         if key not in self._caches:
             self._caches[key] = StaticCache(
                 config=self.language_model.config, max_cache_len=size
             )  # placed on first use
         cache = self._caches[key]
-        cache.reset()
+        if reset:
+            cache.reset()
         return cache
+
+
+def _rewind(cache: StaticCache, start: int) -> bool:
+    """Make `cache` hold its first `start` positions only (the next write goes to `start`); False where
+    it cannot (then it must be reset)."""
+    if start == 0:
+        return True
+    held = int(cache.get_seq_length())
+    if held > start:
+        cache.crop(start - held)  # negative: positions to drop from the end
+    return int(cache.get_seq_length()) == start

@@ -14,6 +14,7 @@ weights. Without one, transformers' `generate` runs the whole VLM.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import time
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from ..conversation import Conversation, Image, Message, to_chat_messages
 from ..errors import ModelUnavailableError
 from ..vision.detail import tiling_for
 from .base import Encoded, GenerationRequest, ReplyRequest
-from .fast_decode import FastDecoder
+from .fast_decode import FastDecoder, Prompt
 from .streaming import start_generation
 
 # Text decoders the fast loop runs for a hub VLM: 1-D positions (not Qwen2-VL's M-RoPE), and their
@@ -127,7 +128,34 @@ class LocalModel:
             self._generate_whole(request)
             return
         hooks = (request.logits_processor, request.stopping_criteria, request.streamer)
-        self.decoder.generate(self._embeddings(request.encoded), request.max_new_tokens, *hooks, self.eos_token_ids)
+        self.decoder.generate(self._prompt(request.encoded), request.max_new_tokens, *hooks, self.eos_token_ids)
+
+    def _prompt(self, encoded: Encoded) -> Prompt:
+        """The prompt as the fast decoder compares it with what its cache holds (token ids; image
+        positions marked by a digest of the prompt's pixels) and embeds it from any position on: words
+        after the cached beginning need no vision run, which is what makes a follow-up quick."""
+        ids = encoded.inputs["input_ids"][0]
+        images = self._image_positions(encoded)
+        key = ids.clone()
+        if images.any():
+            key[images] = -2 - pixels_digest(encoded.inputs["pixel_values"])  # never a token id
+
+        def embed(start: int) -> torch.Tensor:
+            if start == 0 or images[start:].any():
+                return self._embeddings(encoded)[:, start:]
+            return self._token_embeddings(ids[start:])
+
+        return Prompt(int(ids.shape[0]), embed, key)
+
+    def _image_positions(self, encoded: Encoded) -> torch.Tensor:
+        ids = encoded.inputs["input_ids"][0]
+        return (
+            ids == self.image_token_id if self.image_token_id is not None else torch.zeros_like(ids, dtype=torch.bool)
+        )
+
+    def _token_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model.get_input_embeddings()(ids[None].to(self.device))
 
     def _generate_whole(self, request: GenerationRequest) -> None:
         """The reply from transformers' `generate` on the whole VLM."""
@@ -176,6 +204,13 @@ class LocalModel:
             eos_token_id=self.eos_token_ids,
             pad_token_id=pad if pad is not None else self.eos_token_ids[0],
         )
+
+
+def pixels_digest(pixels: torch.Tensor) -> int:
+    """A digest of a prompt's pixels (and their shape: the tiling), 56 bits."""
+    digest = hashlib.blake2b(str(tuple(pixels.shape)).encode(), digest_size=7)
+    digest.update(pixels.detach().contiguous().cpu().view(torch.uint8).numpy().data)
+    return int.from_bytes(digest.digest(), "big")
 
 
 class _Merged(Exception):

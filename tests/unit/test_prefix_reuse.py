@@ -1,0 +1,100 @@
+"""A follow-up reads only what is new: the fast decoder keeps what its cache holds and prefills a prompt
+from where it parts from it (models/fast_decode.py Prompt). Each reply is checked against the same
+question asked of a fresh model, token for token in float32: reuse may save work, never change words."""
+
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from assistant.conversation import Conversation, Message
+from assistant.engine import Engine
+from assistant.models.fast_decode import DecodeSpeed
+from assistant.models.loader import ensure_tiny_model, load_pretrained
+from assistant.sampling import GenerationOptions
+
+GREEDY = GenerationOptions(temperature=0.0, max_new_tokens=12)
+FLOAT32 = DecodeSpeed("float32", compile=False, batch=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(cache_dir):
+    return str(ensure_tiny_model("llava_onevision", cache_dir))
+
+
+def fresh(tiny_dir):
+    return load_pretrained(tiny_dir, torch.device("cpu"), torch.float32, speed=FLOAT32)
+
+
+def reply_text(model, conversation: Conversation) -> str:
+    engine = Engine(model)
+    try:
+        return engine.reply(conversation, GREEDY).text()
+    finally:
+        engine.close()
+
+
+def photo(colour: str) -> PILImage.Image:
+    return PILImage.new("RGB", (40, 32), colour)
+
+
+def first_turn(colour: str = "red", question: str = "What colour is this photo?") -> Conversation:
+    return Conversation("be brief").add(Message.user(question, [photo(colour)]))
+
+
+def follow_up(conversation: Conversation, answer: str) -> Conversation:
+    continued = Conversation(conversation.system_prompt, list(conversation.messages))
+    return continued.add(Message.assistant(answer)).add(Message.user("And what shape is it?"))
+
+
+def test_a_follow_up_reads_only_its_new_words_and_answers_as_a_fresh_model(tiny_dir):
+    model = fresh(tiny_dir)
+    asked = first_turn()
+    answer = reply_text(model, asked)
+    first_length = model.encode(asked).prompt_tokens
+    then = follow_up(asked, answer)
+    text = reply_text(model, then)
+    assert model.decoder.reused >= first_length, "the first turn, photo and all, was not read again"
+    assert model.decoder.reused < model.encode(then).prompt_tokens
+    assert text == reply_text(fresh(tiny_dir), then), "reuse changed the reply"
+
+
+def test_the_same_question_again_is_all_reused_but_its_last_position(tiny_dir):
+    model = fresh(tiny_dir)
+    asked = first_turn()
+    once = reply_text(model, asked)
+    assert reply_text(model, asked) == once and model.decoder.reused == model.encode(asked).prompt_tokens - 1
+
+
+def test_an_edited_turn_is_read_again_from_the_edit(tiny_dir):
+    model = fresh(tiny_dir)
+    asked = first_turn(question="What colour is this photo?")
+    reply_text(model, asked)
+    edited = first_turn(question="Which colour is this photo?")
+    text = reply_text(model, edited)
+    ids, edited_ids = (model.encode(c).inputs["input_ids"][0] for c in (asked, edited))
+    parted = int((ids[: len(edited_ids)] != edited_ids[: len(ids)]).nonzero()[0])
+    assert model.decoder.reused == parted, "reused up to the first word that changed, not past it"
+    assert text == reply_text(fresh(tiny_dir), edited)
+
+
+def test_another_photo_in_the_same_place_is_seen_again(tiny_dir):
+    model = fresh(tiny_dir)
+    reply_text(model, first_turn("red"))
+    blue = first_turn("blue")
+    text = reply_text(model, blue)
+    ids = model.encode(blue).inputs["input_ids"][0]
+    first_image = int((ids == model.image_token_id).nonzero()[0])
+    assert model.decoder.reused <= first_image, "the red photo's positions must not stand for the blue one"
+    assert text == reply_text(fresh(tiny_dir), blue)
+
+
+def test_another_conversation_in_between_shares_only_the_system_prompt(tiny_dir):
+    model = fresh(tiny_dir)
+    asked = first_turn()
+    answer = reply_text(model, asked)
+    other = Conversation("be brief").add(Message.user("Tell me about boats."))
+    reply_text(model, other)
+    then = follow_up(asked, answer)
+    text = reply_text(model, then)
+    assert 0 < model.decoder.reused < model.encode(asked).prompt_tokens
+    assert text == reply_text(fresh(tiny_dir), then)
