@@ -174,6 +174,9 @@ class Settings(BaseModel):
     image_budget_s: float = Field(1.5, gt=0.0, le=600.0)
     """Seconds of vision encoding `auto` detail may spend on a photo, from the encoder's speed measured
     at start (one view always)."""
+    image_cache_mb: int = Field(128, ge=0, le=65_536)
+    """Memory for what the vision tower made of the photos seen lately: a photo kept there is not
+    encoded again in a later turn or conversation. 0 keeps none."""
 
     # --- limits on untrusted media
     max_image_bytes: int = Field(20 * MiB, ge=1024)

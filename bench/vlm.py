@@ -1,6 +1,6 @@
 """A hub VLM at full size (published geometry, models/configs.py) through the engine: time to first
-token for a photo and a question, and decode speed, for each way of decoding, beside transformers'
-`generate` in float32 (the model card's own code) in the same run.
+token for a photo and a question, then for a follow-up question about it, and decode speed, for each
+way of decoding, beside transformers' `generate` in float32 (the model card's own code) in the same run.
 
     python -m bench.vlm [--model smolvlm2-256m] [--modes generate,bfloat16,int8-compiled] [--out FILE]
 
@@ -37,6 +37,7 @@ MODES = {
 }
 PHOTOS = ((512, 512), (1024, 768))
 QUESTION = "What is in this photo?"
+FOLLOW_UP = "And what colour is it?"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,8 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     for mode in args.modes.split(","):
         rows += measure(directory, mode, args.tokens, args.runs)
     lines = [f"# {args.model} at full size: first token and decode", "", command_line("bench.vlm", argv), ""]
-    header = ["decoding", "photo", "detail", "image tokens", "first token (s)", "decode tok/s", "compile (s)"]
-    lines += markdown_table(header, rows, "llrrrrr") + [""]
+    header = [
+        "decoding", "photo", "detail", "image tokens", "first token (s)", "follow-up first token (s)",
+        "decode tok/s", "compile (s)",
+    ]  # fmt: skip
+    lines += markdown_table(header, rows, "llrrrrrr") + [""]
     lines += machine_section(f"{model_threads()} (the engine's worker; this thread loads on 1)", load_before)
     publish("\n".join(lines), args.out)
 
@@ -80,16 +84,29 @@ def measure(directory: Path, mode: str, tokens: int, runs: int) -> list[list]:
     try:
         for size in PHOTOS:
             for detail in DETAILS:
-                photo = Photo(PILImage.new("RGB", size, (200, 40, 30)), detail=detail)
-                question = Conversation().add(Message.user(QUESTION, [photo]))
-                usages = [_usage(engine, question, options) for _ in range(runs)]
+                asked = [_photo_question(size, detail, run) for run in range(runs)]
+                usages = [_usage(engine, question, options) for question in asked]
+                then = [_usage(engine, _follow_up(engine, question, options), options) for question in asked[-1:]]
                 first = min(usage.time_to_first_token_s for usage in usages)
                 speed = max(usage.tokens_per_s for usage in usages)
-                row = [mode, f"{size[0]} x {size[1]}", detail, usages[0].image_tokens, f"{first:.2f}", f"{speed:.1f}"]
-                rows.append([*row, compile_s])
+                row = [mode, f"{size[0]} x {size[1]}", detail, usages[0].image_tokens, f"{first:.2f}"]
+                rows.append([*row, f"{then[0].time_to_first_token_s:.2f}", f"{speed:.1f}", compile_s])
     finally:
         engine.close()
     return rows
+
+
+def _photo_question(size: tuple[int, int], detail: str, run: int) -> Conversation:
+    """A photo question; each run's photo differs, so that none is answered from what an earlier one
+    left in a cache."""
+    photo = Photo(PILImage.new("RGB", size, (200, 40 + 20 * run, 30)), detail=detail)
+    return Conversation().add(Message.user(QUESTION, [photo]))
+
+
+def _follow_up(engine: Engine, conversation: Conversation, options: GenerationOptions) -> Conversation:
+    """`conversation`, its reply (asked again: the engine answers the same, greedily), and a second question."""
+    answer = engine.reply(conversation, options).text()
+    return conversation.add(Message.assistant(answer)).add(Message.user(FOLLOW_UP))
 
 
 def _usage(engine: Engine, conversation: Conversation, options: GenerationOptions):

@@ -10,6 +10,7 @@ form against float32 and says how far its features move (bench/results/vision-to
 from __future__ import annotations
 
 import logging
+import threading
 
 import torch
 
@@ -45,16 +46,17 @@ def quicken(tower: torch.nn.Module) -> None:
     quantize_(tower, Int8DynamicActivationInt8WeightConfig())
     eager = tower.forward
     compiled = torch.compile(eager)
+    failed = threading.Event()  # a compile that failed: the eager forward from then on
 
     def forward(*args, **kwargs):
-        if tower.forward is eager:  # a compile that failed: the eager forward from then on
+        if failed.is_set():
             return eager(*args, **kwargs)
         try:
             with torch._inductor.config.patch(VISION_INDUCTOR_SETTINGS):
                 return compiled(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - costs speed only: the eager forward answers
             log.warning("the compiled vision tower failed, continuing without it: %s", error)
-            tower.forward = eager
+            failed.set()
             return eager(*args, **kwargs)
 
     tower.forward = forward

@@ -21,11 +21,12 @@ from ..devices import pick_device
 from ..errors import ModelUnavailableError
 from ..hub import hub_model_available, is_path, unavailable_message
 from ..profiles import TINY_PREFIX, fall_back_to_starter, resolve_profile
-from ..settings import Settings
+from ..settings import MiB, Settings
 from .composed import is_composed_dir, load_composed
 from .fast_decode import DecodeSpeed, can_compile, describe, fast_decoder
-from .fast_vision import quicken_vision
+from .fast_vision import quicken_vision, vision_tower
 from .local import LocalModel, eos_token_ids, text_causal_lm
+from .view_cache import remember_views
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def load_model(settings: Settings) -> LocalModel:
         speed=decode_speed(settings, device),
         cache_dir=settings.cache_dir,
         image_budget_s=settings.image_budget_s,
+        image_cache_bytes=settings.image_cache_mb * MiB,
     )
     loaded.details.update(profile=resolved.profile.name, reason=resolved.reason)
     return loaded
@@ -105,9 +107,11 @@ def load_pretrained(
     speed: DecodeSpeed | None = None,
     cache_dir: Path | None = None,
     image_budget_s: float = 1.5,
+    image_cache_bytes: int = 128 * MiB,
 ) -> LocalModel:
     """Load a pretrained VLM (hub id or local directory) with its processor and chat template; with
-    `speed`, its language model decodes in the fast loop (when it is one the loop runs, FAST_TEXT_MODELS)."""
+    `speed`, its language model decodes in the fast loop (when it is one the loop runs, FAST_TEXT_MODELS).
+    The vision tower's output for each view is kept, up to `image_cache_bytes` (models/view_cache.py)."""
     _check_local_path(source)
     started = time.perf_counter()
     try:
@@ -129,6 +133,8 @@ def load_pretrained(
     decoder = None
     if speed is not None and device_map is None:  # a model spread over devices stays with `generate`
         decoder, dtype = _fast_decoder(model, speed, dtype, cache_dir)
+    tower = vision_tower(model)
+    views = remember_views(model, tower, image_cache_bytes) if tower is not None else None
     loaded = LocalModel(
         name=source,
         model=model,
@@ -142,6 +148,7 @@ def load_pretrained(
         details={"decode": describe(decoder)},
         decoder=decoder,
         image_budget_s=image_budget_s,
+        views=views,
     )
     _check_parts_agree(loaded)
     return loaded

@@ -32,6 +32,7 @@ from ..vision.detail import tiling_for
 from .base import Encoded, GenerationRequest, ReplyRequest
 from .fast_decode import FastDecoder, Prompt
 from .streaming import start_generation
+from .view_cache import ViewCache
 
 # Text decoders the fast loop runs for a hub VLM: 1-D positions (not Qwen2-VL's M-RoPE), and their
 # one-token step checked against `generate` (tests/unit/test_fast_decode.py).
@@ -59,6 +60,7 @@ class LocalModel:
     details: dict[str, str] = field(default_factory=dict)  # shown to the user: profile, reason, ...
     decoder: FastDecoder | None = None  # the fast decode loop over the language model; None: `generate`
     image_budget_s: float = 1.5  # seconds of vision encoding `auto` detail may spend on a photo
+    views: ViewCache | None = None  # the vision tower's output for the views seen lately
     _seconds_per_view: float | None = field(default=None, repr=False)  # measured at the first `auto` photo
 
     @property
@@ -91,12 +93,15 @@ class LocalModel:
     def _time_one_view(self) -> float:
         """Seconds the vision tower and merge take for one view here: the second of two runs (the
         first pays one-time costs)."""
-        photo = Image(PIL.Image.new("RGB", (64, 64), "gray"), detail="low")
-        encoded = self.encode(Conversation().add(Message.user("", [photo])))
-        self._merge(encoded)
+        first, second = (self._one_view_prompt(grey) for grey in ("gray", "darkgray"))  # the second: not cached
+        self._merge(first)
         started = time.perf_counter()
-        self._merge(encoded)
+        self._merge(second)
         return time.perf_counter() - started
+
+    def _one_view_prompt(self, colour: str) -> Encoded:
+        photo = Image(PIL.Image.new("RGB", (64, 64), colour), detail="low")
+        return self.encode(Conversation().add(Message.user("", [photo])))
 
     def _render(self, chat: list[dict]) -> str:
         try:
