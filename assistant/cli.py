@@ -489,7 +489,7 @@ def _load(settings: Settings):
     if assistant.engine.warming_up is not None:
         print(
             "compiling the decode steps in the background (a few minutes the first time, about a minute after); "
-            "a question asked meanwhile waits for them",
+            "a question asked meanwhile is answered beside them, more slowly",
             file=sys.stderr,
         )
     return assistant

@@ -18,7 +18,7 @@ import torch
 import transformers
 
 from assistant.models.configs import SIGLIP_BASE_512
-from assistant.models.fast_vision import quicken
+from assistant.models.fast_vision import compiling_here, quicken
 from assistant.threads import model_threads, reserve_for_model, run_in_model_thread
 
 from .common import command_line, load_average, machine_section, markdown_table, publish, repeat
@@ -63,7 +63,7 @@ def measure(name: str, config, runs: int) -> list[list]:
     rows, reference, reference_s = [], None, None
     for form in FORMS:
         tower, dtype = _in_form(copy.deepcopy(reference_tower), form)
-        with torch.inference_mode():
+        with torch.inference_mode(), compiling_here():
             features = tower(pixel_values=pixels.to(dtype)).last_hidden_state.float()  # the warm-up (and compile)
             seconds = min(repeat(lambda: tower(pixel_values=pixels.to(dtype)), runs))
         reference = features if reference is None else reference

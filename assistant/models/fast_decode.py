@@ -22,16 +22,18 @@ one more compile (Dynamo then marks the cache's size dynamic), not one per size.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -50,6 +52,11 @@ warnings.filterwarnings("ignore", message=".*_stable_hash_for_caching.*")
 
 DecodeWeights = Literal["float32", "bfloat16", "int8"]
 SMALLEST_CACHE = 1024  # tokens; a short chat and its reply fit in the first bucket
+# A follow-up's new tokens (the end of the last reply, the new question) go through a compiled step of
+# this many positions, a few times at most; a longer prompt, eagerly at once (bench/results/prefill.md).
+PREFILL_CHUNK = 16
+WARM_UP_SWITCH_INTERVAL_S = 1e-5  # Python's thread switch interval while the warm-up compiles (default 5 ms)
+COMPILED_PREFILL_CHUNKS = 4
 
 # How the one-token step is compiled: frozen weights let Inductor pack them for its own C++ GEMM
 # kernels, chosen against ATen's by timing each shape once (max_autotune), which beat ATen's int8
@@ -138,6 +145,16 @@ class Prompt:
 
 
 @dataclass
+class _Lane:
+    """Where one line of replies keeps its state: static caches by size (`_bucket`), and what each
+    holds position by position (Prompt.key, then the reply's tokens; None or absent: nothing to reuse)."""
+
+    eager: bool  # steps without the compiled graphs
+    caches: dict[int | tuple[int, int], StaticCache] = field(default_factory=dict)
+    held: dict[int, torch.Tensor | None] = field(default_factory=dict)
+
+
+@dataclass
 class _Hooks:
     """What the engine plugs into a generation: its sampler, its stop check, its token stream."""
 
@@ -204,18 +221,21 @@ class FastDecoder:
         self.dtype = language_model.get_input_embeddings().weight.dtype
         self.device = language_model.get_input_embeddings().weight.device
         self.context_tokens = language_model.config.max_position_embeddings
-        self._caches: dict[int, StaticCache] = {}
-        # What each one-reply cache holds, position by position (Prompt.key, then the reply's tokens);
-        # None or absent: nothing to reuse. `reused`: positions the last reply did not prefill again.
-        self._held: dict[int, torch.Tensor | None] = {}
-        self.reused = 0
+        self._lane = _Lane(eager=not speed.compile)
+        # While the warm-up compiles, replies are decoded beside it with the eager steps, in caches
+        # of their own (dropped once it is done): slower, but at once rather than after the compile.
+        self._beside_compile = _Lane(eager=True)
+        self._warming = threading.Event()
+        self.reused = 0  # positions of the last reply's prompt that were not prefilled again
         self._positions = torch.arange(self.context_tokens, device=self.device)
         self._step = self._compiled(self._one_token) if speed.compile else self._one_token
         # Compiled, a batch always has `speed.batch` rows (idle ones fill it): one graph for any batch.
         self._rows_step = self._compiled(self._rows_one_token) if speed.compile else self._rows_one_token
+        self._chunk_step = self._compiled(self._chunk) if speed.compile else None
         # The compile thread and the engine's worker take turns; re-entrant, as a prompt's embeddings
         # (vision and all, in the model's turn) are made inside a reply's.
         self._lock = threading.RLock()
+        self._beside_lock = threading.Lock()
 
     @staticmethod
     def _compiled(one_token_step):
@@ -240,29 +260,52 @@ class FastDecoder:
     def warm_up(self, before: Callable[[], None] | None = None) -> threading.Thread | None:
         """Compile the one-token step, then the batch step, in the background (minutes each the first
         time, much less once Inductor's disk cache has them), after `before` (the model's own warm-up,
-        e.g. its vision tower's compile); a reply asked meanwhile waits for them: on a 2-core machine,
-        decoding beside a compile was slower than waiting for it (the compile's thread and the worker
-        fight over the cores). Returns the thread (None: nothing to compile)."""
+        e.g. its vision tower's compile). A reply asked meanwhile does not wait for them: it is decoded
+        with the eager steps beside the compile, slower (the two share the cores) but at once.
+        Returns the thread (None: nothing to compile)."""
         if not self.speed.compile:
             return None
+        self._warming.set()
         thread = threading.Thread(target=self._compile, args=(before,), name="decode-compile", daemon=True)
         thread.start()
         return thread
 
-    def turn(self) -> threading.RLock:
-        """Held while the warm-up compiles: model work outside the decoder (a VLM's vision tower) waits
-        its turn in it, as replies do."""
-        return self._lock
+    @property
+    def warming(self) -> bool:
+        """Whether the warm-up is compiling (replies are decoded eagerly beside it)."""
+        return self._warming.is_set()
+
+    def turn(self) -> contextlib.AbstractContextManager:
+        """Model work outside the decoder (a VLM's vision tower) takes turns with the replies; while
+        the warm-up compiles, it goes on beside it, as replies do."""
+        return contextlib.nullcontext() if self.warming else self._lock
 
     def _compile(self, before: Callable[[], None] | None = None) -> None:
+        # The compile is Python, holding the GIL; a reply beside it (eager steps: a thousand calls into
+        # PyTorch a token, each giving the GIL up and waiting to take it back) waited up to the switch
+        # interval at each, and decoded at 0.24 tokens/s. A shorter interval while it lasts hands it back sooner.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(WARM_UP_SWITCH_INTERVAL_S)
+        try:
+            self._compile_steps(before)
+        finally:
+            sys.setswitchinterval(switch_interval)
+            self._warming.clear()
+
+    def _compile_steps(self, before: Callable[[], None] | None) -> None:
         use_model_threads()  # the compiled loops are written for this many threads
         with self._lock, torch.inference_mode():
             if before is not None:
-                before()
+                try:
+                    before()
+                except Exception as error:  # noqa: BLE001 - the model's own warm-up: its steps still compile
+                    log.warning("the model's warm-up failed, going on with the decode steps: %s", error)
             embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
             hooks = _Hooks(LogitsProcessorList(), StoppingCriteriaList(), None)
-            one_reply = functools.partial(self._decode, Prompt.of(embeddings), 3, hooks, eos_token_ids=[])
+            one_reply = functools.partial(self._decode, Prompt.of(embeddings), 3, hooks, [], self._lane)
             self._try_compile("decode step", "_step", self._one_token, one_reply)
+            follow_up = functools.partial(self._follow_up, embeddings)
+            self._try_compile("prefill step", "_chunk_step", self._chunk, follow_up)
             if self.speed.batch > 1 and self._rows_step is not self._rows_one_token:
                 requests = [
                     GenerationRequest(None, 3, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in range(2)
@@ -271,6 +314,12 @@ class FastDecoder:
                     self._decode_batch, [embeddings, embeddings[:, :2]], requests, eos_token_ids=[]
                 )
                 self._try_compile("batch step", "_rows_step", self._rows_one_token, batch)
+
+    def _follow_up(self, embeddings: torch.Tensor) -> None:
+        """A prompt, then more of it as a follow-up: the compiled prefill step's first run."""
+        cache = self._cache_for(self._lane, 2 * embeddings.shape[1] + 1)
+        self._prefill(embeddings, cache, 0)
+        self._prefill(embeddings, cache, embeddings.shape[1], eager=False)
 
     def _try_compile(self, what: str, attribute: str, eager, run) -> None:
         """Compile the step held in `attribute` by running it (`run`); if that fails, the eager step
@@ -297,10 +346,14 @@ class FastDecoder:
         """Greedy over the processors' scores, like `generate(do_sample=False)`; returns the new ids.
         `prompt`: a Prompt, whose beginning may already be in the cache, or its embeddings [1, L, H]."""
         prompt = prompt if isinstance(prompt, Prompt) else Prompt.of(prompt)
+        hooks = _Hooks(logits_processor, stopping_criteria, streamer)
+        if self.warming:  # the compile holds the lock: decode beside it
+            with self._beside_lock:
+                return self._decode(prompt, max_new_tokens, hooks, eos_token_ids, self._beside_compile)
         with self._lock:
-            return self._decode(
-                prompt, max_new_tokens, _Hooks(logits_processor, stopping_criteria, streamer), eos_token_ids
-            )
+            self._beside_compile.caches.clear()  # the warm-up is done: their memory is free again
+            self._beside_compile.held.clear()
+            return self._decode(prompt, max_new_tokens, hooks, eos_token_ids, self._lane)
 
     @torch.inference_mode()
     def generate_batch(
@@ -311,7 +364,7 @@ class FastDecoder:
         slots would not fit the context together are answered one after another."""
         budget = max(request.max_new_tokens for request in requests)
         fits = max(prompt.shape[1] for prompt in prompts) + budget <= self.context_tokens
-        if len(prompts) == 1 or not fits:
+        if len(prompts) == 1 or not fits or self.warming:
             for prompt, r in zip(prompts, requests):
                 self.generate(
                     prompt, r.max_new_tokens, r.logits_processor, r.stopping_criteria, r.streamer, eos_token_ids
@@ -331,7 +384,7 @@ class FastDecoder:
         rows = max(len(prompts), self.speed.batch) if self.speed.compile else len(prompts)
         embeddings, prompt_mask = self._left_padded(prompts, rows)
         width = prompt_mask.shape[1]
-        cache = self._cache_for(width + budget, batch=rows)
+        cache = self._cache_for(self._lane, width + budget, batch=rows)
         # One mask over every slot of the cache (a fixed shape for the compiled step): the prompts'
         # tokens and, as they come, the new ones; the left padding stays hidden.
         mask = prompt_mask.new_zeros(rows, cache.get_max_length())
@@ -392,37 +445,31 @@ class FastDecoder:
             mask[i, width - prompt.shape[1] :] = 1
         return batch, mask
 
-    def _decode(self, prompt: Prompt, max_new_tokens: int, hooks: _Hooks, eos_token_ids: list[int]) -> torch.Tensor:
+    def _decode(
+        self, prompt: Prompt, max_new_tokens: int, hooks: _Hooks, eos_token_ids: list[int], lane: _Lane
+    ) -> torch.Tensor:
         end = prompt.length + max_new_tokens
         bucket = self._bucket(end)
-        start = self._reusable(bucket, prompt.key)
-        self._held[bucket] = None  # until this reply's positions are all written
-        cache = self._cache_for(end, reset=start == 0)
+        start = _reusable(lane.held.get(bucket), prompt.key)
+        lane.held[bucket] = None  # until this reply's positions are all written
+        cache = self._cache_for(lane, end, reset=start == 0)
         start = self.reused = start if _rewind(cache, start) else 0
         reply = _ReplyInProgress(hooks, max_new_tokens, self.device)
-        logits = self._prefill(prompt.embed(start).to(self.dtype), cache, start)
+        logits = self._prefill(prompt.embed(start).to(self.dtype), cache, start, lane.eager)
         for position in range(prompt.length, end):
             token = reply.take(logits, eos_token_ids)
             if not reply.active:
                 break
             token_ids = torch.tensor([[token]], device=self.device)
-            logits = self._next_logits(token_ids, position, cache)
+            logits = self._next_logits(token_ids, position, cache, lane.eager)
         if prompt.key is not None:  # the cache holds the prompt and every token but the last (never stepped)
-            self._held[bucket] = torch.cat([prompt.key, reply.generated[0, :-1].to(prompt.key.device)])
+            lane.held[bucket] = torch.cat([prompt.key, reply.generated[0, :-1].to(prompt.key.device)])
         return reply.generated
 
-    def _reusable(self, bucket: int, key: torch.Tensor) -> int:
-        """Positions at the start of `key` that the bucket's cache holds already; one at least is left
-        to prefill, whose logits give the first token."""
-        held = self._held.get(bucket)
-        if held is None or key is None:
-            return 0
-        length = min(held.shape[0], key.shape[0] - 1)
-        parted = (held[:length] != key[:length]).nonzero()
-        return int(parted[0]) if parted.numel() else length
-
-    def _next_logits(self, token: torch.Tensor, position: int, cache: StaticCache) -> torch.Tensor:
+    def _next_logits(self, token: torch.Tensor, position: int, cache: StaticCache, eager: bool) -> torch.Tensor:
         arguments = (token, torch.tensor([position], device=self.device), cache, self._seen(position))
+        if eager:
+            return self._one_token(*arguments)
         return self._run_step("_step", self._one_token, arguments, "decode step")
 
     def _seen(self, position: int) -> torch.Tensor:
@@ -446,8 +493,14 @@ class FastDecoder:
             setattr(self, attribute, eager)
             return eager(*arguments)
 
-    def _prefill(self, inputs_embeds: torch.Tensor, cache: StaticCache, start: int = 0) -> torch.Tensor:
-        """The embeddings of positions `start`... into the cache; the last one's logits."""
+    def _prefill(self, inputs_embeds: torch.Tensor, cache: StaticCache, start: int = 0, eager: bool = True):
+        """The embeddings of positions `start`... into the cache; the last one's logits. A follow-up's
+        few new tokens go through the compiled prefill step; a prompt from the start (into a cache
+        that may not be placed yet, which the graph would be specialised on) or a long one, eagerly."""
+        chunks = -(-inputs_embeds.shape[1] // PREFILL_CHUNK)
+        if not eager and start > 0 and self._chunk_step is not None and chunks <= COMPILED_PREFILL_CHUNKS:
+            if start + chunks * PREFILL_CHUNK <= cache.get_max_length():
+                return self._prefill_in_chunks(inputs_embeds, cache, start)
         positions = torch.arange(start, start + inputs_embeds.shape[1], device=self.device)
         output = self.language_model(
             inputs_embeds=inputs_embeds,
@@ -458,6 +511,30 @@ class FastDecoder:
             logits_to_keep=1,
         )
         return output.logits[:, -1]
+
+    def _prefill_in_chunks(self, inputs_embeds: torch.Tensor, cache: StaticCache, start: int) -> torch.Tensor:
+        """Through the compiled step, PREFILL_CHUNK positions at a time, the last chunk padded; the
+        padding's cache slots are given back (the next positions written overwrite them)."""
+        length = inputs_embeds.shape[1]
+        for offset in range(0, length, PREFILL_CHUNK):
+            piece = inputs_embeds[:, offset : offset + PREFILL_CHUNK]
+            real = piece.shape[1]
+            padded = torch.nn.functional.pad(piece, (0, 0, 0, PREFILL_CHUNK - real))
+            positions = self._positions[start + offset : start + offset + PREFILL_CHUNK].clone()  # one graph: no offset
+            logits = self._run_step("_chunk_step", self._chunk, (padded, positions, cache), "prefill step")
+            if real < PREFILL_CHUNK and not _rewind(cache, start + offset + real):
+                raise RuntimeError("the cache could not give back a padded prefill's slots")
+        return logits[real - 1][None]
+
+    def _chunk(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, cache: StaticCache) -> torch.Tensor:
+        output = self.language_model(
+            inputs_embeds=inputs_embeds,
+            cache_position=positions,
+            position_ids=positions[None],
+            cache=cache,
+            use_cache=True,
+        )
+        return output.logits[0]
 
     def _one_token(
         self, token: torch.Tensor, position: torch.Tensor, cache: StaticCache, seen: torch.Tensor
@@ -474,17 +551,25 @@ class FastDecoder:
             size *= 2
         return min(size, self.context_tokens)
 
-    def _cache_for(self, tokens: int, batch: int = 1, reset: bool = True) -> StaticCache:
+    def _cache_for(self, lane: _Lane, tokens: int, batch: int = 1, reset: bool = True) -> StaticCache:
         size = self._bucket(tokens)
         key = size if batch == 1 else (size, batch)  # a cache's batch size is fixed when it is first filled
-        if key not in self._caches:
-            self._caches[key] = StaticCache(
-                config=self.language_model.config, max_cache_len=size
-            )  # placed on first use
-        cache = self._caches[key]
+        if key not in lane.caches:
+            lane.caches[key] = StaticCache(config=self.language_model.config, max_cache_len=size)  # placed on first use
+        cache = lane.caches[key]
         if reset:
             cache.reset()
         return cache
+
+
+def _reusable(held: torch.Tensor | None, key: torch.Tensor | None) -> int:
+    """Positions at the start of `key` that a cache holding `held` has already; one at least is left
+    to prefill, whose logits give the first token."""
+    if held is None or key is None:
+        return 0
+    length = min(held.shape[0], key.shape[0] - 1)
+    parted = (held[:length] != key[:length]).nonzero()
+    return int(parted[0]) if parted.numel() else length
 
 
 def _rewind(cache: StaticCache, start: int) -> bool:

@@ -9,6 +9,7 @@ form against float32 and says how far its features move (bench/results/vision-to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 
@@ -38,25 +39,44 @@ def quicken_vision(vlm) -> bool:
     return True
 
 
+# Set in the thread that may compile a tower (the warm-up's, inside `compiling_here`).
+_compiling_thread = threading.local()
+
+
+@contextlib.contextmanager
+def compiling_here():
+    """Quickened towers called inside this block compile (the warm-up); called elsewhere before that,
+    they run eagerly rather than compile in a reply's time."""
+    _compiling_thread.active = True
+    try:
+        yield
+    finally:
+        _compiling_thread.active = False
+
+
 def quicken(tower: torch.nn.Module) -> None:
-    """Give `tower` int8 linear layers and a compiled forward, compiled at its first call (the
-    warm-up's); a compile that fails leaves the eager forward, which costs speed only."""
+    """Give `tower` int8 linear layers and a compiled forward, compiled at its first call inside
+    `compiling_here` (the warm-up's); until then it runs eagerly, and a compile that fails leaves the
+    eager forward for good, which costs speed only."""
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
     quantize_(tower, Int8DynamicActivationInt8WeightConfig())
     eager = tower.forward
     compiled = torch.compile(eager)
-    failed = threading.Event()  # a compile that failed: the eager forward from then on
+    ready = threading.Event()  # compiled once: the compiled forward for every caller from then on
+    failed = threading.Event()
 
     def forward(*args, **kwargs):
-        if failed.is_set():
+        if failed.is_set() or not (ready.is_set() or getattr(_compiling_thread, "active", False)):
             return eager(*args, **kwargs)
         try:
             with torch._inductor.config.patch(VISION_INDUCTOR_SETTINGS):
-                return compiled(*args, **kwargs)
+                output = compiled(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - costs speed only: the eager forward answers
             log.warning("the compiled vision tower failed, continuing without it: %s", error)
             failed.set()
             return eager(*args, **kwargs)
+        ready.set()
+        return output
 
     tower.forward = forward

@@ -31,6 +31,7 @@ from ..errors import ModelUnavailableError
 from ..vision.detail import tiling_for
 from .base import Encoded, GenerationRequest, ReplyRequest
 from .fast_decode import FastDecoder, Prompt
+from .fast_vision import compiling_here
 from .streaming import start_generation
 from .view_cache import ViewCache
 
@@ -78,7 +79,10 @@ class LocalModel:
         return Encoded(inputs, prompt_tokens=int(input_ids.numel()), image_tokens=image_tokens)
 
     def _views_affordable(self) -> int:
-        """The views of a photo that `image_budget_s` pays for, at this machine's speed (one at least)."""
+        """The views of a photo that `image_budget_s` pays for, at this machine's speed (one at least;
+        one while the warm-up compiles, which measures it)."""
+        if self._seconds_per_view is None and self.decoder is not None and self.decoder.warming:
+            return 1
         if self._seconds_per_view is None:
             with self._turn():
                 if self._seconds_per_view is None:  # the warm-up, waited for, may have measured it
@@ -88,7 +92,8 @@ class LocalModel:
     def _warm_vision(self) -> None:
         """The warm-up's first part (in the decoder's compile thread, holding its turn): the vision
         tower's first run, which compiles it where it is compiled, and its speed measured."""
-        self._seconds_per_view = self._time_one_view()
+        with compiling_here():
+            self._seconds_per_view = self._time_one_view()
 
     def _time_one_view(self) -> float:
         """Seconds the vision tower and merge take for one view here: the second of two runs (the
@@ -187,7 +192,7 @@ class LocalModel:
         return merged_prompt(self.model, self._inputs(encoded))
 
     def _turn(self):
-        """Waits while the decoder's warm-up compiles (the vision tower among it)."""
+        """Takes turns with the decoder's replies (beside its warm-up, which compiles the tower too)."""
         return self.decoder.turn() if self.decoder is not None else contextlib.nullcontext()
 
     def _inputs(self, encoded: Encoded):
@@ -227,8 +232,11 @@ def merged_prompt(vlm, inputs) -> torch.Tensor:
     the image positions. The VLM's own forward merges them (its tiling, projector and checks, whatever
     the family) and is stopped as it calls the decoder, whose input is kept."""
     merged = {}
+    caller = threading.get_ident()
 
     def keep(decoder, args, kwargs):
+        if threading.get_ident() != caller:  # another thread's forward (hooks are the module's): its own hook
+            return
         merged["inputs_embeds"] = kwargs["inputs_embeds"]
         raise _Merged
 

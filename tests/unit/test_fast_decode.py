@@ -85,8 +85,10 @@ def test_the_compiled_step_answers_as_the_eager_one(composed_dir, cache_dir):
     assert "".join(compiled) == "".join(eager)
     assert compiled_model.decoder._step is not compiled_model.decoder._one_token, "the compile did not fall back"
     assert compiled_model.decoder.language_model.config._attn_implementation == decode_attention.NAME
-    # The warm-up and a 24-token reply: every length of the filled cache is one graph, compiled once.
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    # The warm-up and a 24-token reply: every length of the filled cache is one graph, compiled once;
+    # the prefill step (a prompt of a few chunks) is the other.
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+    assert compiled_model.decoder._chunk_step is not compiled_model.decoder._chunk
     assert compiled_model.details["decode"] == "float32 weights, compiled static-cache step"
 
 
@@ -117,7 +119,7 @@ def test_stop_and_length_end_a_fast_reply_as_they_end_generate(composed_dir, cac
 
 def test_the_cache_grows_in_power_of_two_buckets_up_to_the_context(composed_dir, cache_dir):
     decoder = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False)).decoder
-    sizes = [decoder._cache_for(tokens).get_max_length() for tokens in (10, 1024, 1025, 3000, 10**6)]
+    sizes = [decoder._cache_for(decoder._lane, tokens).get_max_length() for tokens in (10, 1024, 1025, 3000, 10**6)]
     assert sizes == [1024, 1024, 2048, 2048, decoder.context_tokens]
 
 
@@ -126,7 +128,7 @@ def test_a_long_conversation_moves_to_a_bigger_cache_and_keeps_answering(compose
     long_question = Conversation().add(Message.user("word " * 300))
     pieces, usage = answer(model, GREEDY, long_question)
     assert usage.prompt_tokens > 1024 and usage.completion_tokens >= 1
-    assert 2048 in model.decoder._caches
+    assert 2048 in model.decoder._lane.caches
 
 
 def test_settings_choose_the_decode_path(make_settings, monkeypatch, caplog):
@@ -204,7 +206,7 @@ def test_replies_asked_together_are_decoded_together_each_as_it_would_be_alone(c
         ]
     finally:
         engine.close()
-    assert any(isinstance(key, tuple) and key[1] >= 3 for key in model.decoder._caches), (
+    assert any(isinstance(key, tuple) and key[1] >= 3 for key in model.decoder._lane.caches), (
         "they were decoded as one batch"
     )
     for (pieces, usage_alone), (text, usage) in zip(alone, together):
@@ -280,10 +282,10 @@ def test_compiled_batches_answer_as_each_reply_alone_in_one_graph(composed_dir, 
         together = [(reply.text(), reply.usage) for reply in replies]
     finally:
         engine.close()
-    assert any(isinstance(key, tuple) and key[1] == 4 for key in model.decoder._caches), "one batch of four rows"
+    assert any(isinstance(key, tuple) and key[1] == 4 for key in model.decoder._lane.caches), "one batch of four rows"
     assert model.decoder._rows_step is not model.decoder._rows_one_token, "the compile did not fall back"
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2, (
-        "the one-token step and the batch step, once each"
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 3, (
+        "the one-token step, the prefill step and the batch step, once each"
     )
     for (pieces, usage_alone), (text, usage) in zip(alone, together):
         assert text == "".join(pieces)

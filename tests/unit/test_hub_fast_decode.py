@@ -83,7 +83,7 @@ def test_replies_asked_together_are_decoded_together_each_as_it_would_be_alone(f
         together = [(reply.text(), reply.usage) for reply in replies]
     finally:
         engine.close()
-    assert any(isinstance(key, tuple) for key in model.decoder._caches), "some were decoded as one batch"
+    assert any(isinstance(key, tuple) for key in model.decoder._lane.caches), "some were decoded as one batch"
     for (text_alone, usage_alone), (text, usage) in zip(alone, together):
         assert text == text_alone
         assert (usage.completion_tokens, usage.prompt_tokens) == (

@@ -8,6 +8,7 @@ from PIL import Image as PILImage
 
 from assistant.conversation import Conversation, Message
 from assistant.engine import Engine
+from assistant.models import fast_decode
 from assistant.models.fast_decode import DecodeSpeed
 from assistant.models.loader import ensure_tiny_model, load_pretrained
 from assistant.sampling import GenerationOptions
@@ -97,4 +98,24 @@ def test_another_conversation_in_between_shares_only_the_system_prompt(tiny_dir)
     then = follow_up(asked, answer)
     text = reply_text(model, then)
     assert 0 < model.decoder.reused < model.encode(asked).prompt_tokens
+    assert text == reply_text(fresh(tiny_dir), then)
+
+
+@pytest.mark.slow
+def test_a_compiled_follow_up_answers_as_a_fresh_eager_model(tiny_dir):
+    """A follow-up's new tokens go through the compiled prefill step, a chunk at a time."""
+    model = load_pretrained(
+        tiny_dir, torch.device("cpu"), torch.float32, speed=DecodeSpeed("float32", compile=True, batch=1)
+    )
+    engine = Engine(model)
+    try:
+        engine.warming_up.join()
+        asked = first_turn()
+        then = follow_up(asked, engine.reply(asked, GREEDY).text())
+        text = engine.reply(then, GREEDY).text()
+    finally:
+        engine.close()
+    assert model.decoder._chunk_step is not model.decoder._chunk, "the prefill step compiled"
+    new_tokens = model.encode(then).prompt_tokens - model.decoder.reused
+    assert 1 < new_tokens <= fast_decode.PREFILL_CHUNK * fast_decode.COMPILED_PREFILL_CHUNKS
     assert text == reply_text(fresh(tiny_dir), then)
