@@ -52,11 +52,9 @@ warnings.filterwarnings("ignore", message=".*_stable_hash_for_caching.*")
 
 DecodeWeights = Literal["float32", "bfloat16", "int8"]
 SMALLEST_CACHE = 1024  # tokens; a short chat and its reply fit in the first bucket
-# A follow-up's new tokens (the end of the last reply, the new question) go through a compiled step of
-# this many positions, a few times at most; a longer prompt, eagerly at once (bench/results/prefill.md).
-PREFILL_CHUNK = 16
-WARM_UP_SWITCH_INTERVAL_S = 1e-5  # Python's thread switch interval while the warm-up compiles (default 5 ms)
-COMPILED_PREFILL_CHUNKS = 4
+# Python's thread switch interval while the warm-up compiles (default 5 ms); a reply beside it decoded
+# at 0.24 tokens/s with the default, 0.7 with 5e-5, 1.0 with 1e-5, 1.2 with 1e-6 (SmolVLM-500M's size).
+WARM_UP_SWITCH_INTERVAL_S = 1e-5
 
 # How the one-token step is compiled: frozen weights let Inductor pack them for its own C++ GEMM
 # kernels, chosen against ATen's by timing each shape once (max_autotune), which beat ATen's int8
@@ -231,7 +229,6 @@ class FastDecoder:
         self._step = self._compiled(self._one_token) if speed.compile else self._one_token
         # Compiled, a batch always has `speed.batch` rows (idle ones fill it): one graph for any batch.
         self._rows_step = self._compiled(self._rows_one_token) if speed.compile else self._rows_one_token
-        self._chunk_step = self._compiled(self._chunk) if speed.compile else None
         # The compile thread and the engine's worker take turns; re-entrant, as a prompt's embeddings
         # (vision and all, in the model's turn) are made inside a reply's.
         self._lock = threading.RLock()
@@ -304,8 +301,6 @@ class FastDecoder:
             hooks = _Hooks(LogitsProcessorList(), StoppingCriteriaList(), None)
             one_reply = functools.partial(self._decode, Prompt.of(embeddings), 3, hooks, [], self._lane)
             self._try_compile("decode step", "_step", self._one_token, one_reply)
-            follow_up = functools.partial(self._follow_up, embeddings)
-            self._try_compile("prefill step", "_chunk_step", self._chunk, follow_up)
             if self.speed.batch > 1 and self._rows_step is not self._rows_one_token:
                 requests = [
                     GenerationRequest(None, 3, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in range(2)
@@ -314,12 +309,6 @@ class FastDecoder:
                     self._decode_batch, [embeddings, embeddings[:, :2]], requests, eos_token_ids=[]
                 )
                 self._try_compile("batch step", "_rows_step", self._rows_one_token, batch)
-
-    def _follow_up(self, embeddings: torch.Tensor) -> None:
-        """A prompt, then more of it as a follow-up: the compiled prefill step's first run."""
-        cache = self._cache_for(self._lane, 2 * embeddings.shape[1] + 1)
-        self._prefill(embeddings, cache, 0)
-        self._prefill(embeddings, cache, embeddings.shape[1], eager=False)
 
     def _try_compile(self, what: str, attribute: str, eager, run) -> None:
         """Compile the step held in `attribute` by running it (`run`); if that fails, the eager step
@@ -455,7 +444,7 @@ class FastDecoder:
         cache = self._cache_for(lane, end, reset=start == 0)
         start = self.reused = start if _rewind(cache, start) else 0
         reply = _ReplyInProgress(hooks, max_new_tokens, self.device)
-        logits = self._prefill(prompt.embed(start).to(self.dtype), cache, start, lane.eager)
+        logits = self._prefill(prompt.embed(start).to(self.dtype), cache, start)
         for position in range(prompt.length, end):
             token = reply.take(logits, eos_token_ids)
             if not reply.active:
@@ -493,14 +482,10 @@ class FastDecoder:
             setattr(self, attribute, eager)
             return eager(*arguments)
 
-    def _prefill(self, inputs_embeds: torch.Tensor, cache: StaticCache, start: int = 0, eager: bool = True):
-        """The embeddings of positions `start`... into the cache; the last one's logits. A follow-up's
-        few new tokens go through the compiled prefill step; a prompt from the start (into a cache
-        that may not be placed yet, which the graph would be specialised on) or a long one, eagerly."""
-        chunks = -(-inputs_embeds.shape[1] // PREFILL_CHUNK)
-        if not eager and start > 0 and self._chunk_step is not None and chunks <= COMPILED_PREFILL_CHUNKS:
-            if start + chunks * PREFILL_CHUNK <= cache.get_max_length():
-                return self._prefill_in_chunks(inputs_embeds, cache, start)
+    def _prefill(self, inputs_embeds: torch.Tensor, cache: StaticCache, start: int = 0) -> torch.Tensor:
+        """The embeddings of positions `start`... into the cache; the last one's logits. Eager: a
+        compiled step of 16 positions saved a fifth at most on a few new tokens and lost beyond 16
+        (bench/results/prefill.md), which did not pay for its compile."""
         positions = torch.arange(start, start + inputs_embeds.shape[1], device=self.device)
         output = self.language_model(
             inputs_embeds=inputs_embeds,
@@ -511,30 +496,6 @@ class FastDecoder:
             logits_to_keep=1,
         )
         return output.logits[:, -1]
-
-    def _prefill_in_chunks(self, inputs_embeds: torch.Tensor, cache: StaticCache, start: int) -> torch.Tensor:
-        """Through the compiled step, PREFILL_CHUNK positions at a time, the last chunk padded; the
-        padding's cache slots are given back (the next positions written overwrite them)."""
-        length = inputs_embeds.shape[1]
-        for offset in range(0, length, PREFILL_CHUNK):
-            piece = inputs_embeds[:, offset : offset + PREFILL_CHUNK]
-            real = piece.shape[1]
-            padded = torch.nn.functional.pad(piece, (0, 0, 0, PREFILL_CHUNK - real))
-            positions = self._positions[start + offset : start + offset + PREFILL_CHUNK].clone()  # one graph: no offset
-            logits = self._run_step("_chunk_step", self._chunk, (padded, positions, cache), "prefill step")
-            if real < PREFILL_CHUNK and not _rewind(cache, start + offset + real):
-                raise RuntimeError("the cache could not give back a padded prefill's slots")
-        return logits[real - 1][None]
-
-    def _chunk(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, cache: StaticCache) -> torch.Tensor:
-        output = self.language_model(
-            inputs_embeds=inputs_embeds,
-            cache_position=positions,
-            position_ids=positions[None],
-            cache=cache,
-            use_cache=True,
-        )
-        return output.logits[0]
 
     def _one_token(
         self, token: torch.Tensor, position: torch.Tensor, cache: StaticCache, seen: torch.Tensor
