@@ -5,7 +5,8 @@ moment its HTTP API answers (`/v1/chat/completions`, streamed, `detail: low`, gr
 
 Two starts of the same model: `cold`, with an empty cache directory (no compiled code on disk: what
 a new install meets), then `warm`, on the cache the first start left. Reported from the moment the
-process is started: when the API answered, the first streamed text, and the whole answer. The model
+process is started: when the API answered, the first streamed text, and the whole answer; then, once
+the app is idle (its warm-up done), its peak resident memory. The model
 is a local directory (e.g. the full-size look-alike `python -m bench.vlm` builds into
 ~/.cache/assistant/bench/full-size/), so that the hub is not needed.
 """
@@ -43,17 +44,19 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-start-") as cache:
         for start in ("cold", "warm"):
-            rows.append([start, *(f"{seconds:.1f}" for seconds in first_answer(args.model, Path(cache), args.tokens))])
+            *seconds, peak = first_answer(args.model, Path(cache), args.tokens)
+            rows.append([start, *(f"{s:.1f}" for s in seconds), f"{peak:.0f}"])
     lines = [f"# From `python app.py` to the first answer: {args.model.name}", "", command_line("bench.start", argv)]
-    header = ["start", "API answers (s)", "first text (s)", "whole answer (s)"]
-    lines += ["", *markdown_table(header, rows, "lrrr"), ""]
+    header = ["start", "API answers (s)", "first text (s)", "whole answer (s)", "peak memory, warm-up done (MiB)"]
+    lines += ["", *markdown_table(header, rows, "lrrrr"), ""]
     lines += machine_section("the app's own", load_before)
     publish("\n".join(lines), args.out)
 
 
-def first_answer(model: Path, cache: Path, tokens: int) -> tuple[float, float, float]:
+def first_answer(model: Path, cache: Path, tokens: int) -> tuple[float, float, float, float]:
     """Start the app on `model` with `cache` as its cache directory and ask one photo question as soon
-    as it listens: seconds from the start to (the API answering, the first text, the end of the answer)."""
+    as it listens: seconds from the start to (the API answering, the first text, the end of the answer),
+    and the app's peak memory in MiB once its warm-up is done."""
     port = free_port()
     command = [sys.executable, "app.py", "--model", str(model.resolve()), "--port", str(port)]
     environment = {**os.environ, "XDG_CACHE_HOME": str(cache)}
@@ -75,10 +78,34 @@ def first_answer(model: Path, cache: Path, tokens: int) -> tuple[float, float, f
                     first = time.perf_counter() - started
         if first is None:
             raise RuntimeError("the answer had no text")
-        return listening, first, time.perf_counter() - started
+        answered = time.perf_counter() - started
+        _wait_until_idle(app.pid)  # the warm-up's compile done
+        return listening, first, answered, _peak_mib(app.pid)
     finally:
         app.terminate()
         app.wait(30)
+
+
+def _wait_until_idle(pid: int, quiet_s: float = 10.0) -> None:
+    """Until the process has used under 10% of a core for `quiet_s` seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        before = _cpu_ticks(pid)
+        time.sleep(quiet_s)
+        if (_cpu_ticks(pid) - before) / ticks < 0.1 * quiet_s:
+            return
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def _peak_mib(pid: int) -> float:
+    """The process's peak resident memory (VmHWM) so far, in MiB."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def _wait_until_it_answers(app: subprocess.Popen, url: str) -> None:
