@@ -58,12 +58,14 @@ def launch(assistant: Assistant, **overrides):
         "max_file_size": max(settings.max_image_bytes, settings.max_audio_bytes),
         "show_error": False,
     }
-    blocking = not overrides.pop("prevent_thread_lock", False)
-    app.launch(**{**options, **overrides}, prevent_thread_lock=True)
     if api_allowed(settings):
-        app.server_app.include_router(build_api(assistant))
+        # Given to the server as it is made: added after `launch`, the routes answered 404 to a client
+        # that came as soon as the port opened.
+        options["app_kwargs"] = {"routes": list(build_api(assistant).routes)}
     else:
         log.warning("the HTTP API is off: it is reachable from other machines, so set ASSISTANT_API_KEY to turn it on")
+    blocking = not overrides.pop("prevent_thread_lock", False)
+    app.launch(**{**options, **overrides}, prevent_thread_lock=True)
     if blocking:
         app.block_thread()
     return app

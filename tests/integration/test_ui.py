@@ -203,3 +203,22 @@ def _wait_for_updates(job, count: int, timeout: float = 60) -> None:
     while len(job.outputs()) < count:
         assert time.monotonic() < deadline, "the reply never started streaming"
         time.sleep(0.05)
+
+
+def test_the_api_answers_as_soon_as_the_port_opens(ui_assistant, monkeypatch):
+    """A client that comes the moment the server listens finds the API there (it once got a 404)."""
+    import gradio
+    import httpx
+
+    original_launch = gradio.Blocks.launch
+    statuses = []
+
+    def launch_then_ask(blocks, *args, **kwargs):
+        launched = original_launch(blocks, *args, **kwargs)
+        statuses.append(httpx.get(f"{blocks.local_url.rstrip('/')}/v1/models", timeout=10).status_code)
+        return launched
+
+    monkeypatch.setattr(gradio.Blocks, "launch", launch_then_ask)
+    app = launch(ui_assistant, server_port=None, prevent_thread_lock=True, quiet=True)
+    app.close()
+    assert statuses == [200]
