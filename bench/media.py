@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from assistant.models.configs import SIGLIP_SO400M_384
+
 from .common import repeat
 
 
@@ -30,23 +32,12 @@ def starter_encoder(photo: Image.Image, runs: int) -> EncoderResult:
     return EncoderResult("EfficientNet-Lite0 (starter)", 224, 1000 * statistics.median(repeat(encode, runs, warm_up=1)))
 
 
-# SigLIP so400m/14 at 384 px: LLaVA-OneVision's vision tower, sizes from its config.json.
-SIGLIP_SO400M = dict(
-    hidden_size=1152,
-    intermediate_size=4304,
-    num_hidden_layers=27,
-    num_attention_heads=16,
-    image_size=384,
-    patch_size=14,
-)
-
-
 def hub_encoder(runs: int, device: torch.device) -> EncoderResult:
     """The `cpu` profile's vision tower at its real size, random weights, one 384-px tile."""
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     torch.manual_seed(0)
-    tower = SiglipVisionModel(SiglipVisionConfig(**SIGLIP_SO400M)).eval().to(device)
+    tower = SiglipVisionModel(SiglipVisionConfig(**SIGLIP_SO400M_384)).eval().to(device)
     pixels = torch.randn(1, 3, 384, 384, device=device)
 
     def encode():

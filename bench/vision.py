@@ -17,21 +17,12 @@ from pathlib import Path
 import torch
 import transformers
 
-from assistant.models.configs import SIGLIP_BASE_512
+from assistant.models.configs import SIGLIP_BASE_512, SIGLIP_SO400M_384
 from assistant.models.fast_vision import compiling_here, quicken
 from assistant.threads import model_threads, reserve_for_model, run_in_model_thread
 
 from .common import command_line, load_average, machine_section, markdown_table, publish, repeat
 
-# SigLIP so400m/14 at 384 px: LLaVA-OneVision's tower (google/siglip-so400m-patch14-384).
-SIGLIP_SO400M_384 = dict(
-    hidden_size=1152,
-    intermediate_size=4304,
-    num_hidden_layers=27,
-    num_attention_heads=16,
-    image_size=384,
-    patch_size=14,
-)
 TOWERS = {
     "SigLIP base/16 at 512 px (SmolVLM-256M/500M)": (transformers.SmolVLMVisionConfig, SIGLIP_BASE_512),
     "SigLIP so400m/14 at 384 px (LLaVA-OneVision, a tile)": (transformers.SiglipVisionConfig, SIGLIP_SO400M_384),

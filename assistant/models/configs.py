@@ -44,6 +44,15 @@ SMOLVLM_VOCAB = 49280  # SmolLM2's 49,152 tokens and SmolVLM's image and layout 
 SIGLIP_BASE_512 = dict(
     hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=512, patch_size=16
 )
+# SigLIP so400m/14 at 384 px: LLaVA-OneVision's vision tower (google/siglip-so400m-patch14-384).
+SIGLIP_SO400M_384 = dict(
+    hidden_size=1152,
+    intermediate_size=4304,
+    num_hidden_layers=27,
+    num_attention_heads=16,
+    image_size=384,
+    patch_size=14,
+)
 SMOLVLM_SCALE_FACTOR = 4  # pixel shuffle: (512 / 16)^2 = 1024 patches -> 64 image tokens per view
 SMOLVLM_LONGEST_EDGE = 2048  # an image is resized to fit 2048 px, then split into 512-px views
 SMOLVLM_GRID = 6  # views per side at most (<row_R_col_C> tokens, R and C from 1 to 6)
