@@ -33,7 +33,7 @@ from .base import Encoded, GenerationRequest, ReplyRequest
 from .fast_decode import FastDecoder, Prompt
 from .fast_vision import compiling_here
 from .streaming import start_generation
-from .view_cache import ViewCache
+from .view_cache import ViewCache, add_tensor
 
 # Text decoders the fast loop runs for a hub VLM: 1-D positions (not Qwen2-VL's M-RoPE), and their
 # one-token step checked against `generate` (tests/unit/test_fast_decode.py).
@@ -218,8 +218,8 @@ class LocalModel:
 
 def pixels_digest(pixels: torch.Tensor) -> int:
     """A digest of a prompt's pixels (and their shape: the tiling), 56 bits."""
-    digest = hashlib.blake2b(str(tuple(pixels.shape)).encode(), digest_size=7)
-    digest.update(pixels.detach().contiguous().cpu().view(torch.uint8).numpy().data)
+    digest = hashlib.blake2b(digest_size=7)
+    add_tensor(digest, pixels)
     return int.from_bytes(digest.digest(), "big")
 
 

@@ -146,10 +146,15 @@ def _view_key(view: int, pixel_values: torch.Tensor, kwargs: dict) -> bytes:
     for value in (pixel_values, *kwargs.values()):
         if isinstance(value, torch.Tensor):
             part = value[view] if value.dim() and value.shape[0] == pixel_values.shape[0] else value
-            digest.update(f"{part.dtype}{tuple(part.shape)}".encode())
-            digest.update(part.detach().contiguous().cpu().view(torch.uint8).numpy().data)
+            add_tensor(digest, part)
     digest.update(repr(sorted((k, v) for k, v in kwargs.items() if not isinstance(v, torch.Tensor))).encode())
     return digest.digest()
+
+
+def add_tensor(digest, tensor: torch.Tensor) -> None:
+    """Feed `tensor` (its type, shape and bytes) to a hashlib digest."""
+    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    digest.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy().data)
 
 
 def _rows(kwargs: dict, views: int, subset: torch.Tensor) -> dict:
