@@ -44,6 +44,7 @@ from transformers.generation.streamers import BaseStreamer
 from ..threads import use_model_threads
 from . import decode_attention
 from .base import GenerationRequest
+from .int8_rows import few_rows_int8
 
 log = logging.getLogger(__name__)
 # torchao's Int8Tensor lacks a hash for one of torch.compile's caches; the other caches keep a restart
@@ -216,6 +217,9 @@ class FastDecoder:
             suits = decode_attention.suits(language_model.config)
             self.language_model.set_attn_implementation(decode_attention.NAME if suits else "eager")
         self.speed = speed
+        # Eager runs (prompts, steps before or without the compile) multiply few rows by int8 weights
+        # with ATen's int8 kernel rather than widening every weight first (int8_rows).
+        self._eager_kernels = few_rows_int8 if speed.weights == "int8" else contextlib.nullcontext
         self.dtype = language_model.get_input_embeddings().weight.dtype
         self.device = language_model.get_input_embeddings().weight.device
         self.context_tokens = language_model.config.max_position_embeddings
@@ -378,15 +382,16 @@ class FastDecoder:
         # tokens and, as they come, the new ones; the left padding stays hidden.
         mask = prompt_mask.new_zeros(rows, cache.get_max_length())
         mask[:, :width] = prompt_mask
-        output = self.batch_model(
-            inputs_embeds=embeddings,
-            attention_mask=mask,
-            position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
-            cache_position=self._positions[:width],
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        with self._eager_kernels():
+            output = self.batch_model(
+                inputs_embeds=embeddings,
+                attention_mask=mask,
+                position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+                cache_position=self._positions[:width],
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         logits = output.logits[:, -1]
         lengths = prompt_mask.sum(-1, keepdim=True)
         # An ended reply's row (and an idle one) still moves with the batch, fed this token; what it
@@ -458,7 +463,8 @@ class FastDecoder:
     def _next_logits(self, token: torch.Tensor, position: int, cache: StaticCache, eager: bool) -> torch.Tensor:
         arguments = (token, torch.tensor([position], device=self.device), cache, self._seen(position))
         if eager:
-            return self._one_token(*arguments)
+            with self._eager_kernels():
+                return self._one_token(*arguments)
         return self._run_step("_step", self._one_token, arguments, "decode step")
 
     def _seen(self, position: int) -> torch.Tensor:
@@ -473,13 +479,13 @@ class FastDecoder:
         graph, which may not compile), the eager one from then on, which costs speed, not the reply:
         this position is written again, so the cache stays whole."""
         step = getattr(self, attribute)
-        try:
-            return step(*arguments)
-        except Exception as error:
-            if step == eager:
-                raise
-            log.warning("the compiled %s failed, continuing without it: %s", what, error)
-            setattr(self, attribute, eager)
+        if step != eager:
+            try:
+                return step(*arguments)
+            except Exception as error:  # noqa: BLE001 - costs speed only: the eager step answers
+                log.warning("the compiled %s failed, continuing without it: %s", what, error)
+                setattr(self, attribute, eager)
+        with self._eager_kernels():
             return eager(*arguments)
 
     def _prefill(self, inputs_embeds: torch.Tensor, cache: StaticCache, start: int = 0) -> torch.Tensor:
@@ -487,14 +493,15 @@ class FastDecoder:
         compiled step of 16 positions saved a fifth at most on a few new tokens and lost beyond 16
         (bench/results/prefill.md), which did not pay for its compile."""
         positions = torch.arange(start, start + inputs_embeds.shape[1], device=self.device)
-        output = self.language_model(
-            inputs_embeds=inputs_embeds,
-            cache_position=positions,
-            position_ids=positions[None],
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        with self._eager_kernels():
+            output = self.language_model(
+                inputs_embeds=inputs_embeds,
+                cache_position=positions,
+                position_ids=positions[None],
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         return output.logits[:, -1]
 
     def _one_token(

@@ -61,6 +61,7 @@ class TokenStream(BaseStreamer):
         self.stops = StopStrings(request.options.stop)
         self.eos_token_ids = set(eos_token_ids)
         self.prompt_seen = False
+        self.text_started = False
         self.token_ids: list[int] = []
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
@@ -87,6 +88,13 @@ class TokenStream(BaseStreamer):
         self.request.emit(self.usage())
 
     def _show(self, text: str) -> None:
+        if not self.text_started:
+            # After a prompt ending "Assistant:", the model's first word comes with its space, which
+            # the chat template writes itself when the reply is put back ("Assistant: " + text). Without
+            # it, the next turn's prompt holds the very tokens the model generated, which the fast
+            # decoder then reuses instead of reading them again (models/fast_decode.py Prompt).
+            text = text.removeprefix(" ")
+            self.text_started = bool(text)
         self._put(self.stops.push(text))
 
     def _put(self, text: str) -> None:

@@ -8,8 +8,11 @@ from PIL import Image as PILImage
 
 from assistant.conversation import Conversation, Message
 from assistant.engine import Engine
+from assistant.events import Usage
+from assistant.models.base import ReplyRequest
 from assistant.models.fast_decode import DecodeSpeed
 from assistant.models.loader import ensure_tiny_model, load_pretrained
+from assistant.models.streaming import start_generation
 from assistant.sampling import GenerationOptions
 
 GREEDY = GenerationOptions(temperature=0.0, max_new_tokens=12)
@@ -117,3 +120,42 @@ def test_a_compiled_follow_up_answers_as_a_fresh_eager_model(tiny_dir):
     assert model.decoder._step is not model.decoder._one_token, "the step compiled"
     assert 0 < model.decoder.reused < model.encode(then).prompt_tokens - 1
     assert text == reply_text(fresh(tiny_dir), then)
+
+
+def shown_text(model, conversation: Conversation, generated: list[int]) -> str:
+    """What the chat shows of a reply made of the tokens `generated`, through the model's own token stream."""
+    request = ReplyRequest(conversation, GREEDY)
+    stream = start_generation(model, request).streamer
+    stream.put(torch.tensor([0]))  # the prompt comes first, and is not shown
+    for token in generated:
+        stream.put(torch.tensor([token]))
+    stream.end()
+    text = ""
+    while not isinstance(event := request.next_event(), Usage):
+        text += event.text
+    return text
+
+
+# What each family's model writes first: after "Assistant:" a word with its space; after ChatML's
+# "<|im_start|>assistant\n" a word alone.
+FIRST_WORDS = {"smolvlm": " the photo is red", "idefics3": " the photo is red", "llava_onevision": "the photo is red"}
+
+
+@pytest.mark.parametrize("family", sorted(FIRST_WORDS))
+def test_a_reply_put_back_reads_as_the_tokens_the_model_gave(family, cache_dir):
+    """The chat (and an API client) sends the reply back as the assistant's turn: rendered by the chat
+    template, it must be the model's own tokens after the first prompt, or the follow-up reads the whole
+    reply again. SmolVLM's template writes "Assistant: " + text, while the model, after "Assistant:",
+    writes its first word with its space: the shown text starts at the word."""
+    model = load_pretrained(
+        str(ensure_tiny_model(family, cache_dir)), torch.device("cpu"), torch.float32, speed=FLOAT32
+    )
+    asked = first_turn()
+    generated = model.tokenizer(FIRST_WORDS[family], add_special_tokens=False).input_ids
+    answer = shown_text(model, asked, generated)
+    assert not answer.startswith(" "), f"shown with its leading space: {answer!r}"
+    first = model.encode(asked).inputs["input_ids"][0].tolist()
+    then = model.encode(follow_up(asked, answer)).inputs["input_ids"][0].tolist()
+    assert then[: len(first) + len(generated)] == first + generated, (
+        f"the reply came back as {then[len(first) : len(first) + len(generated)]}, the model gave {generated}"
+    )
