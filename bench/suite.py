@@ -9,6 +9,8 @@ machine's details and its memory bandwidth, measured in the same run. Sections:
     decode   the starter (text, photo + text) and a realistic-size hub LM: engine vs transformers,
              % of the bandwidth limit, greedy agreement with the baseline
     peer     llama.cpp on the same SmolLM2 GGUF, when llama-cpp-python is installed
+    vlm      the `cpu` profile's VLM at full size (published geometry, models/configs.py): photo
+             question at each detail level, follow-up, decode; the fast loop vs transformers' generate
     images   encoding time per vision encoder
     speech   Whisper real-time factor per backend; the piper voice
     http     1, 4, 8 concurrent clients of `assistant serve --profile starter`
@@ -32,7 +34,10 @@ from PIL import Image, ImageDraw
 from . import decode, machine
 from .common import command, markdown_table, publish, timed
 
-SECTIONS = ("decode", "peer", "images", "speech", "http", "memory")
+SECTIONS = ("decode", "peer", "vlm", "images", "speech", "http", "memory")
+# The `cpu` profile's model (SmolVLM-500M-Instruct) has SmolVLM2-500M's geometry, which is built here.
+CPU_PROFILE_LOOK_ALIKE = "smolvlm2-500m"
+VLM_PHOTO = (1024, 768)  # a phone photo's shape, scaled down
 MB = 1e6
 TARGET_SPEEDUP, TARGET_LIMIT_PERCENT, TARGET_PHOTO_TTFT_S = 2.0, 50.0, 1.0
 
@@ -64,6 +69,7 @@ def run(args) -> dict:
 
     section("decode", lambda: _decode(args, device))
     section("peer", lambda: _peer(args))
+    section("vlm", lambda: _vlm(args))
     section("images", lambda: run_in_model_thread(_images, device))
     section("speech", lambda: run_in_model_thread(_speech, args))
     section("http", lambda: _http(args))
@@ -111,6 +117,16 @@ def _peer(args) -> dict:
         return_dict=False,
     )
     return dataclasses.asdict(peer.llama_cpp(list(prompt_ids), args.tokens))
+
+
+def _vlm(args) -> list[dict]:
+    from . import vlm
+
+    directory = vlm.built(CPU_PROFILE_LOOK_ALIKE, _cache_dir(args))
+    rows = []
+    for mode in ("generate", "int8-compiled"):
+        rows += vlm.measure(directory, mode, tokens=32, runs=2, photos=(VLM_PHOTO,))
+    return [dataclasses.asdict(row) for row in rows]
 
 
 def _images(device) -> list[dict]:
@@ -187,6 +203,7 @@ def markdown(report: dict) -> str:
     if "decode" in report:
         lines += _decode_table(report["decode"], bandwidth, report.get("peer"))
     for name, title, render in (
+        ("vlm", f"Photo questions, the cpu profile's VLM at full size ({CPU_PROFILE_LOOK_ALIKE})", _vlm_table),
         ("http", "Several users at once (HTTP API, starter)", _http_table),
         ("images", "Image encoding", _images_table),
         ("speech", "Speech", _speech_table),
@@ -324,6 +341,27 @@ def _http_table(rows) -> list[str]:
         for r in rows
     ]
     return markdown_table(header, cells, "rlrrrrrr") + [""]
+
+
+def _vlm_table(rows) -> list[str]:
+    from . import vlm
+
+    generate = {r["detail"]: r for r in rows if r["decoding"] == "generate"}
+
+    def vs_generate(r: dict, field: str) -> str:
+        base = generate.get(r["detail"])
+        return "-" if base is None or r is base else f"{base[field] / r[field]:.1f}x faster"
+
+    cells = [
+        [
+            *vlm.cells(vlm.VlmRow(**r)),
+            vs_generate(r, "time_to_first_token_s"),
+            vs_generate(r, "follow_up_first_token_s"),
+        ]
+        for r in rows
+    ]
+    header = [*vlm.HEADER, "first token vs generate", "follow-up vs generate"]
+    return markdown_table(header, cells, "llrrrrrrrrr") + ["", vlm.FOLLOW_UP_NOTE, ""]
 
 
 def _images_table(rows) -> list[str]:

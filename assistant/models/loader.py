@@ -26,6 +26,7 @@ from .composed import is_composed_dir, load_composed
 from .fast_decode import DecodeSpeed, can_compile, describe, fast_decoder
 from .fast_vision import quicken_vision, vision_tower
 from .local import LocalModel, eos_token_ids, text_causal_lm
+from .processed_images import RememberingImageProcessor
 from .view_cache import remember_views
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ def load_pretrained(
 ) -> LocalModel:
     """Load a pretrained VLM (hub id or local directory) with its processor and chat template; with
     `speed`, its language model decodes in the fast loop (when it is one the loop runs, FAST_TEXT_MODELS).
-    The vision tower's output for each view is kept, up to `image_cache_bytes` (models/view_cache.py)."""
+    The vision tower's output for each view is kept, up to `image_cache_bytes` (models/view_cache.py),
+    and the processor's for the photos seen last (models/processed_images.py)."""
     _check_local_path(source)
     started = time.perf_counter()
     try:
@@ -135,6 +137,8 @@ def load_pretrained(
         decoder, dtype = _fast_decoder(model, speed, dtype, cache_dir)
     tower = vision_tower(model)
     views = remember_views(model, tower, image_cache_bytes) if tower is not None else None
+    if getattr(processor, "image_processor", None) is not None:  # every turn brings the same photos back
+        processor.image_processor = RememberingImageProcessor(processor.image_processor)
     loaded = LocalModel(
         name=source,
         model=model,

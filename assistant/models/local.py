@@ -24,6 +24,7 @@ from typing import Any
 import PIL.Image
 import torch
 from jinja2 import TemplateError
+from torch.utils.weak import WeakTensorKeyDictionary
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 from ..conversation import Conversation, Image, Message, to_chat_messages
@@ -216,11 +217,20 @@ class LocalModel:
         )
 
 
+# Digests of the pixels seen lately, by tensor: the processor's output for a photo already processed
+# comes back as the same tensors (models/processed_images.py), which nothing writes to, so a follow-up
+# about a photo at `high` detail (41 MB of pixels) does not hash them again.
+_DIGESTS = WeakTensorKeyDictionary()
+
+
 def pixels_digest(pixels: torch.Tensor) -> int:
     """A digest of a prompt's pixels (and their shape: the tiling), 56 bits."""
-    digest = hashlib.blake2b(digest_size=7)
-    add_tensor(digest, pixels)
-    return int.from_bytes(digest.digest(), "big")
+    known = _DIGESTS.get(pixels)
+    if known is None:
+        digest = hashlib.blake2b(digest_size=7)
+        add_tensor(digest, pixels)
+        known = _DIGESTS[pixels] = int.from_bytes(digest.digest(), "big")
+    return known
 
 
 class _Merged(Exception):

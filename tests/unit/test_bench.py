@@ -101,6 +101,30 @@ def test_a_failed_section_says_why_and_the_others_still_report():
     assert "| tiny | 1.0 | 300 |" in text
 
 
+def vlm_row(decoding: str, detail: str, first_s: float, follow_up_s: float) -> dict:
+    return {
+        "model": "smolvlm2-500m", "decoding": decoding, "photo": "1024 x 768", "detail": detail,
+        "image_tokens": 64, "time_to_first_token_s": first_s, "follow_up_first_token_s": follow_up_s,
+        "follow_up_new_tokens": 16, "tokens_per_s": 50.0, "compile_s": None,
+    }  # fmt: skip
+
+
+def test_the_vlm_section_pairs_each_detail_level_with_generate_at_the_same_level():
+    vlm_rows = [
+        vlm_row("generate", "low", 2.0, 2.1),
+        vlm_row("generate", "high", 24.0, 24.0),
+        vlm_row("int8-compiled", "low", 1.0, 0.3),
+        vlm_row("int8-compiled", "high", 12.0, 0.5),
+    ]
+    text = suite.markdown(report(rows(25.0, 0.8), vlm=vlm_rows))
+    assert "## Photo questions, the cpu profile's VLM at full size" in text
+    assert "| int8-compiled | 1024 x 768 | low | 64 | 1.00 | 0.30 | 16 | 50.0 | - | 2.0x faster | 7.0x faster |" in text
+    assert (
+        "| int8-compiled | 1024 x 768 | high | 64 | 12.00 | 0.50 | 16 | 50.0 | - | 2.0x faster | 48.0x faster |" in text
+    )
+    assert "| generate | 1024 x 768 | low | 64 | 2.00 | 2.10 | 16 | 50.0 | - | - | - |" in text
+
+
 def test_the_harness_forces_equal_lengths_and_measures_agreement_on_a_real_composed_model(tmp_path, cache_dir):
     vision, lm = build_tiny_parts(tmp_path / "parts")
     directory = train(
