@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 import torch
@@ -105,7 +106,9 @@ def built(name: str, cache_dir: Path | None = None) -> Path:
     """The look-alike `name`, built once into the cache's bench/full-size/ folder."""
     cache_dir = cache_dir or load_settings(env={}, config_file=None).cache_dir
     directory = cache_dir / "bench" / "full-size" / name
-    if not (directory / "config.json").is_file():
+    config = directory / "config.json"
+    stored = json.loads(config.read_text()).get("dtype") if config.is_file() else None
+    if stored != str(PUBLISHED[name].stored_dtype).removeprefix("torch."):  # none yet, or an older build's
         build_full_size(name, directory, cache_dir)
     return directory
 

@@ -73,6 +73,9 @@ class PublishedVLM:
     text: dict  # the language model's sizes (a LlamaConfig's)
     packaged_text_weights: str | None = None  # a packaged LM (models/causal_lm.py) with these sizes
     vision: dict = field(default_factory=lambda: SIGLIP_BASE_512)
+    # The checkpoint's stored type (its config's torch_dtype): what a download reads from disk, and
+    # what loading and the app's peak memory depend on.
+    stored_dtype: torch.dtype = torch.bfloat16
 
 
 PUBLISHED: dict[str, PublishedVLM] = {
@@ -108,7 +111,7 @@ def build_full_size(name: str, directory: str | pathlib.Path, cache_dir: pathlib
     model.generation_config.eos_token_id = end_of_turn
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     directory = pathlib.Path(directory)
-    model.save_pretrained(directory)
+    model.to(published.stored_dtype).save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
 

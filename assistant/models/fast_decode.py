@@ -45,6 +45,7 @@ from ..threads import use_model_threads
 from . import decode_attention
 from .base import GenerationRequest
 from .int8_rows import few_rows_int8
+from .memory import give_back_freed_memory
 
 log = logging.getLogger(__name__)
 # torchao's Int8Tensor lacks a hash for one of torch.compile's caches; the other caches keep a restart
@@ -292,6 +293,7 @@ class FastDecoder:
         finally:
             sys.setswitchinterval(switch_interval)
             self._warming.clear()
+            give_back_freed_memory()  # the compile's working set
 
     def _compile_steps(self, before: Callable[[], None] | None) -> None:
         use_model_threads()  # the compiled loops are written for this many threads
