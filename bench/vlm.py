@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image as PILImage
 
@@ -116,17 +118,20 @@ def built(name: str, cache_dir: Path | None = None) -> Path:
 def measure(
     directory: Path, mode: str, tokens: int, runs: int, photos: tuple[tuple[int, int], ...] = PHOTOS
 ) -> list[VlmRow]:
-    model = load_pretrained(str(directory), torch.device("cpu"), torch.float32, speed=MODES[mode])
+    # The baseline is the model card's code: no photo is remembered from one turn to the next.
+    remembered = {"image_cache_bytes": 0} if MODES[mode] is None else {}  # else the loader's default
+    model = load_pretrained(str(directory), torch.device("cpu"), torch.float32, speed=MODES[mode], **remembered)
     engine = Engine(model)
     compile_s = None
     if engine.warming_up is not None:
         _, compile_s = timed(engine.warming_up.join)
     options = GenerationOptions(temperature=0.0, max_new_tokens=tokens)
+    photos_made = itertools.count()
     rows = []
     try:
         for size in photos:
             for detail in DETAILS:
-                asked = [_photo_question(size, detail, run) for run in range(runs)]
+                asked = [_photo_question(size, detail, next(photos_made)) for _ in range(runs)]
                 usages = [_usage(engine, question, options) for question in asked]
                 follow_up = _follow_up(engine, asked[-1], options)
                 then = _usage(engine, follow_up, options)
@@ -143,10 +148,12 @@ def measure(
     return rows
 
 
-def _photo_question(size: tuple[int, int], detail: str, run: int) -> Conversation:
-    """A photo question; each run's photo differs, so that none is answered from what an earlier one
-    left in a cache."""
-    photo = Photo(PILImage.new("RGB", size, (200, 40 + 20 * run % 200, 30)), detail=detail)
+def _photo_question(size: tuple[int, int], detail: str, seed: int) -> Conversation:
+    """A photo question. Each photo is noise drawn from its own seed: no two photos, and no two views of
+    one photo, are alike, so none is answered from what another left in a cache (a plain colour's views
+    would all be one view to the tower's cache)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    photo = Photo(PILImage.fromarray(pixels), detail=detail)
     return Conversation().add(Message.user(QUESTION, [photo]))
 
 

@@ -118,7 +118,7 @@ def load_pretrained(
     """Load a pretrained VLM (hub id or local directory) with its processor and chat template; with
     `speed`, its language model decodes in the fast loop (when it is one the loop runs, FAST_TEXT_MODELS).
     The vision tower's output for each view is kept, up to `image_cache_bytes` (models/view_cache.py),
-    and the processor's for the photos seen last (models/processed_images.py)."""
+    and the processor's for the photos seen last (models/processed_images.py); 0: neither."""
     _check_local_path(source)
     started = time.perf_counter()
     try:
@@ -146,8 +146,8 @@ def load_pretrained(
         decoder, dtype = _fast_decoder(model, speed, dtype, cache_dir)
     tower = vision_tower(model)
     views = remember_views(model, tower, image_cache_bytes) if tower is not None else None
-    if getattr(processor, "image_processor", None) is not None:  # every turn brings the same photos back
-        processor.image_processor = RememberingImageProcessor(processor.image_processor)
+    if image_cache_bytes > 0 and getattr(processor, "image_processor", None) is not None:
+        processor.image_processor = RememberingImageProcessor(processor.image_processor)  # turns bring photos back
     loaded = LocalModel(
         name=source,
         model=model,

@@ -83,3 +83,10 @@ def test_what_is_kept_stays_within_its_bytes_dropping_the_least_recently_used(ca
     assert images.hits == 2, "red, used last but one, was dropped"
     images(green, return_tensors="pt")
     assert images.hits == 2, "green, the least recently used, was kept past the bound"
+
+
+def test_no_photo_memory_asked_for_keeps_the_processor_as_it_came(cache_dir):
+    directory = str(ensure_tiny_model("smolvlm", cache_dir))
+    model = load_pretrained(directory, torch.device("cpu"), torch.float32, image_cache_bytes=0)
+    assert not isinstance(model.processor.image_processor, RememberingImageProcessor)
+    assert model.views is None, "nor the vision tower's outputs"
