@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
+import statistics
 
 import torch
 
@@ -14,9 +16,28 @@ from .common import load_average, processor_name, repeat
 GIB = 1024**3
 
 
-def read_bandwidth(device: torch.device, size_bytes: int = GIB, runs: int = 5) -> float:
-    """Bytes/s the processor reads from memory: the best of `runs` sums over a buffer far larger
-    than any cache (CPU), or copies between two buffers on the GPU (read + write counted)."""
+@dataclasses.dataclass(frozen=True)
+class Bandwidth:
+    """Bytes/s read from memory, over several reads of one buffer in the same run. Single reads here
+    swung from 16 to 34 GB/s within seconds (other tenants, the processor's clock); the best of a run's
+    reads was steadier (31.6, 33.1 and 33.7 GB/s in three processes), so percentages are judged
+    against it, with the spread shown beside it."""
+
+    reads: tuple[float, ...]
+
+    @property
+    def best(self) -> float:
+        return max(self.reads)
+
+    def spread(self) -> str:
+        """The reads in GB/s, lowest, median and best."""
+        low, middle, high = (value / 1e9 for value in (min(self.reads), statistics.median(self.reads), self.best))
+        return f"{low:.1f} / {middle:.1f} / {high:.1f} over {len(self.reads)} reads"
+
+
+def read_bandwidth(device: torch.device, size_bytes: int = GIB, runs: int = 9) -> Bandwidth:
+    """What the processor reads from memory: sums over a buffer far larger than any cache (CPU), or
+    copies between two buffers on the GPU (read + write counted)."""
     if device.type == "cuda":
         a = torch.empty(size_bytes // 4, dtype=torch.float32, device=device).fill_(1.0)
         b = torch.empty_like(a)
@@ -26,9 +47,9 @@ def read_bandwidth(device: torch.device, size_bytes: int = GIB, runs: int = 5) -
             b.copy_(a)
             torch.cuda.synchronize()
 
-        return 2 * size_bytes / min(repeat(copy, runs))
+        return Bandwidth(tuple(2 * size_bytes / seconds for seconds in repeat(copy, runs)))
     a = torch.ones(size_bytes // 4, dtype=torch.float32)
-    return size_bytes / min(repeat(a.sum, runs))
+    return Bandwidth(tuple(size_bytes / seconds for seconds in repeat(a.sum, runs, warm_up=1)))
 
 
 def memory_gib() -> float:
@@ -38,7 +59,7 @@ def memory_gib() -> float:
         return 0.0
 
 
-def details(device: torch.device, bandwidth: float) -> dict:
+def details(device: torch.device, bandwidth: Bandwidth) -> dict:
     import transformers
 
     info = {
@@ -47,7 +68,8 @@ def details(device: torch.device, bandwidth: float) -> dict:
         "model threads": model_threads(),
         "memory GiB": round(memory_gib(), 1),
         "device": device.type,
-        "measured read bandwidth GB/s": round(bandwidth / 1e9, 1),
+        "measured read bandwidth GB/s": round(bandwidth.best / 1e9, 1),
+        "read bandwidth GB/s, lowest / median / best": bandwidth.spread(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

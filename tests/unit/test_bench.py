@@ -11,7 +11,7 @@ from assistant.models.composed import load_composed
 from assistant.models.fast_decode import DecodeSpeed, convert_weights
 from assistant.models.tiny import build_tiny_parts
 from assistant.training.train import TrainConfig, train
-from bench import decode, suite
+from bench import decode, machine, suite
 
 
 def small_lm(tied: bool):
@@ -162,3 +162,11 @@ def test_assistant_bench_answers_help_and_rejects_unknown_sections(capfd):
     assert "--skip" in capfd.readouterr().out, "bench.suite's help lists its flags"
     assert cli_main(["bench", "--skip", "gpu"]) != 0, "an unknown section is an error"
     assert "unknown sections ['gpu']" in capfd.readouterr().err
+
+
+def test_the_bandwidth_is_judged_on_the_best_read_and_shown_with_its_spread():
+    bandwidth = machine.Bandwidth((16e9, 33e9, 31e9, 34e9, 30e9))
+    assert bandwidth.best == 34e9
+    details = machine.details(torch.device("cpu"), bandwidth)
+    assert details["measured read bandwidth GB/s"] == 34.0
+    assert details["read bandwidth GB/s, lowest / median / best"] == "16.0 / 31.0 / 34.0 over 5 reads"
