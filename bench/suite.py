@@ -122,6 +122,8 @@ def _peer(args) -> dict:
 def _vlm(args) -> list[dict]:
     from . import vlm
 
+    if args.quick:
+        return {"error": "left out by --quick (a full-size VLM beside generate at every detail: about 15 minutes)"}
     directory = vlm.built(CPU_PROFILE_LOOK_ALIKE, _cache_dir(args))
     rows = []
     for mode in ("generate", "int8-compiled"):
@@ -402,7 +404,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--skip", default="", help=f"sections to leave out, comma-separated: {','.join(SECTIONS)}")
-    parser.add_argument("--quick", action="store_true", help="the starter only in the decode section")
+    parser.add_argument("--quick", action="store_true", help="the starter only in the decode section, no vlm section")
     parser.add_argument(
         "--fast-decode", default="auto", help="the engine's weights for the starter: auto (int8), bfloat16, float32"
     )
