@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
-from assistant.models.int8_rows import MOST_ROWS, few_rows_int8
+from assistant.models.int8_rows import MOST_ROWS, int8_linear
 from assistant.threads import model_threads, use_model_threads
 
 from .common import command_line, load_average, machine_section, markdown_table, publish, repeat
@@ -47,18 +47,10 @@ def _measure(name: str, inputs: int, outputs: int) -> list[list]:
     for count in ROWS:
         x = torch.randn(count, inputs, dtype=torch.bfloat16)
         torchao_ms = _best_ms(lambda: int8(x))
-        aten_ms = _best_ms(lambda: _with_aten_kernel(int8, x))
+        aten_ms = _best_ms(lambda: int8_linear(x, int8.weight))  # at every size, past MOST_ROWS too
         rows.append([name, count, f"{torchao_ms:.2f}", f"{aten_ms:.2f}", f"{_best_ms(lambda: bfloat16(x)):.2f}",
                      f"{aten_ms / torchao_ms:.2f}"])  # fmt: skip
     return rows
-
-
-def _with_aten_kernel(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with few_rows_int8():
-        # Past MOST_ROWS the mode leaves the product to torchao; here it is timed at every size.
-        if x.shape[0] <= MOST_ROWS:
-            return layer(x)
-        return torch._weight_int8pack_mm(x, layer.weight.qdata, layer.weight.scale.flatten().to(x.dtype))
 
 
 def _best_ms(work) -> float:

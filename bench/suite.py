@@ -119,7 +119,7 @@ def _peer(args) -> dict:
     return dataclasses.asdict(peer.llama_cpp(list(prompt_ids), args.tokens))
 
 
-def _vlm(args) -> list[dict]:
+def _vlm(args) -> list[dict] | dict:
     from . import vlm
 
     if args.quick:

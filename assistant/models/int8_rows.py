@@ -30,7 +30,7 @@ class few_rows_int8(TorchFunctionMode):  # noqa: N801 - used as a context manage
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.linear and _fits(*args, **kwargs):
-            return _int8_linear(*args, **kwargs)
+            return int8_linear(*args, **kwargs)
         return func(*args, **kwargs)
 
 
@@ -45,7 +45,7 @@ def _fits(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     return weight_only and per_row and rows <= MOST_ROWS and input.dtype in (torch.bfloat16, torch.float32)
 
 
-def _int8_linear(input: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+def int8_linear(input: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """input [..., K] @ weight [N, K] (int8, one scale per row) -> [..., N] in input's dtype."""
     rows = input.reshape(-1, input.shape[-1]).contiguous()
     output = torch._weight_int8pack_mm(rows, weight.qdata, weight.scale.flatten().to(input.dtype))

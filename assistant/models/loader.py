@@ -25,7 +25,7 @@ from ..settings import MiB, Settings
 from .composed import is_composed_dir, load_composed
 from .fast_decode import DecodeSpeed, can_compile, describe, fast_decoder
 from .fast_vision import quicken_vision, vision_tower
-from .local import FAST_TEXT_MODELS, LocalModel, eos_token_ids, text_causal_lm
+from .local import LocalModel, eos_token_ids, fast_loop_runs, text_causal_lm
 from .memory import give_back_freed_memory
 from .processed_images import RememberingImageProcessor
 from .view_cache import remember_views
@@ -171,7 +171,7 @@ def _loading_dtype(config, dtype: torch.dtype, speed: DecodeSpeed | None, device
     """The type the weights are loaded in: bfloat16 straight away where the fast loop will run the VLM in
     it (_fast_decoder), rather than float32 first and converted after, which held both at once and
     doubled the app's peak memory for nothing (the rounding is the same)."""
-    fast = speed is not None and device_map is None and config.get_text_config().model_type in FAST_TEXT_MODELS
+    fast = speed is not None and device_map is None and fast_loop_runs(config)
     return torch.bfloat16 if fast and speed.weights != "float32" and dtype == torch.float32 else dtype
 
 

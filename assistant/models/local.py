@@ -261,12 +261,17 @@ def merged_prompt(vlm, inputs) -> torch.Tensor:
     return merged["inputs_embeds"]
 
 
+def fast_loop_runs(config) -> bool:
+    """Whether the fast loop runs the language model of a VLM with this config (FAST_TEXT_MODELS)."""
+    return config.get_text_config().model_type in FAST_TEXT_MODELS
+
+
 def text_causal_lm(vlm) -> torch.nn.Module | None:
     """The VLM's decoder and head as one causal LM, their weights shared (not copied), for the fast
     loop to decode with; None when its text model is not one the loop runs (FAST_TEXT_MODELS)."""
-    config = vlm.config.get_text_config()
-    if config.model_type not in FAST_TEXT_MODELS:
+    if not fast_loop_runs(vlm.config):
         return None
+    config = vlm.config.get_text_config()
     with torch.device("meta"):  # the empty shell only: its decoder and head are the VLM's
         language_model = AutoModelForCausalLM.from_config(config)
     setattr(language_model, language_model.base_model_prefix, vlm.get_decoder())  # e.g. .model

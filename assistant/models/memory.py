@@ -4,9 +4,8 @@ Loading a model frees a great deal on the way (weights converted to bfloat16, th
 float32 copies a checkpoint is read into), and a compile frees its working set at the end. glibc's
 malloc keeps much of that in its heap for reuse rather than returning it (its threshold for giving
 large blocks their own mapping rises as such blocks are freed), so the process stays that much bigger
-while idle: SmolVLM-256M's look-alike stood at 1.75 GB resident after loading, 1.12 GB after
-`malloc_trim` (bench/results/start-smolvlm2-256m.md). Called at those points only: trimming is a walk
-over the heap, not for every reply.
+while idle (tests/unit/test_memory.py makes such a heap and gives it back). Called at those points
+only: trimming is a walk over the heap, not for every reply.
 """
 
 from __future__ import annotations
@@ -14,19 +13,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import logging
-
-log = logging.getLogger(__name__)
 
 
 @functools.cache
 def _libc():
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))  # None found: the process's own symbols
     except OSError:
         return None
-    return libc if libc is not None and hasattr(libc, "malloc_trim") else None  # glibc only (not musl, macOS)
+    return libc if hasattr(libc, "malloc_trim") else None  # glibc only (not musl, macOS)
 
 
 def give_back_freed_memory() -> bool:
