@@ -62,14 +62,16 @@ def quicken(tower: torch.nn.Module) -> None:
 
     quantize_(tower, Int8DynamicActivationInt8WeightConfig())
     eager = tower.forward
-    compiled = torch.compile(eager)
+    compiled = None  # made at the first compiled call, the warm-up's: importing Inductor is a second of the start
     ready = threading.Event()  # compiled once: the compiled forward for every caller from then on
     failed = threading.Event()
 
     def forward(*args, **kwargs):
         if failed.is_set() or not (ready.is_set() or getattr(_compiling_thread, "active", False)):
             return eager(*args, **kwargs)
+        nonlocal compiled
         try:
+            compiled = compiled or torch.compile(eager)
             with torch._inductor.config.patch(VISION_INDUCTOR_SETTINGS):
                 output = compiled(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - costs speed only: the eager forward answers

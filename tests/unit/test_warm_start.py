@@ -3,6 +3,8 @@ steps (models/fast_decode.py): it does not wait minutes for the compiled ones. H
 at its start (where it compiles the vision tower) until the test lets it go, and compiles nothing, so
 the answers can be compared with an eager model's, token for token in float32."""
 
+import os
+import sys
 import threading
 
 import pytest
@@ -11,7 +13,7 @@ from PIL import Image as PILImage
 
 from assistant.conversation import Conversation, Image, Message
 from assistant.engine import Engine
-from assistant.models.fast_decode import DecodeSpeed, FastDecoder
+from assistant.models.fast_decode import WARM_UP_NICENESS, DecodeSpeed, FastDecoder
 from assistant.models.loader import ensure_tiny_model, load_pretrained
 from assistant.sampling import GenerationOptions
 
@@ -88,4 +90,21 @@ def test_auto_detail_asked_during_the_warm_up_takes_one_view_without_timing_the_
         assert model.encode(auto).image_tokens > model.encode(low).image_tokens, "more views, once timed"
     finally:
         release.set()
+        engine.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own priority is Linux's")
+def test_the_warm_up_runs_at_a_lower_priority_than_the_replies(tiny_dir):
+    model = eager_model(tiny_dir)
+    release = threading.Event()
+    with_a_held_warm_up(model, release)
+    priorities = []
+    model._warm_vision = lambda: priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    engine = Engine(model)
+    try:
+        engine.warming_up.join(60)
+        assert priorities == [min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + WARM_UP_NICENESS)]
+        assert engine.reply(question("red"), GREEDY).text(), "replies still run"
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < priorities[0], "the caller keeps its own"
+    finally:
         engine.close()
