@@ -128,7 +128,17 @@ def convert_weights(language_model: torch.nn.Module, weights: DecodeWeights) -> 
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
         quantize_(language_model, Int8WeightOnlyConfig())  # every nn.Linear, lm_head included
+        _scales_in(language_model, torch.bfloat16)
     return language_model
+
+
+def _scales_in(language_model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Keep the int8 weights' scales in `dtype`, the activations': torchao casts them there at every
+    call, and a graph exported with the cast lost Inductor's packed int8 GEMM (packaged_step)."""
+    for module in language_model.modules():
+        weight = getattr(module, "weight", None)
+        if hasattr(weight, "qdata") and hasattr(weight, "scale"):
+            weight.scale = weight.scale.to(dtype)
 
 
 @dataclass(frozen=True)
