@@ -90,7 +90,8 @@ def _phase(phase: str, model: Path, package: Path) -> dict:
         decoder._prefill(decoder.language_model.get_input_embeddings()(torch.tensor([[1, 2, 3, 4]])), cache)
     started = time.perf_counter()
     if phase == "build":
-        program = export_step(decoder.language_model, decoder._one_token, cache, _arguments(4))
+        token, position, seen = _arguments(4)
+        program = export_step(decoder.language_model, decoder._one_token, (token, position, cache, seen))
         exported = time.perf_counter() - started
         build_package(program, package, INDUCTOR_SETTINGS)
         return {"seconds": time.perf_counter() - started, "export_s": exported, "peak_mib": _peak_mib()}

@@ -1,21 +1,23 @@
-"""The one-token decode step compiled ahead of time into a package on disk (torch.export, then
-AOTInductor): built once, and loaded by later starts in about half a second, where torch.compile
-traces the model again at every start (a minute of the start's cores, and its memory).
+"""The decode steps compiled ahead of time into packages on disk (torch.export, then AOTInductor):
+built once, and loaded by later starts in about half a second, where torch.compile traces the model
+again at every start (a minute of the start's cores, and its memory).
 
-    package = build_package(decoder, cache, path)   # minutes: export, then Inductor's C++ compile
-    step = PackagedStep.load(path)                   # half a second
-    logits = step(token, position, cache, seen)      # as FastDecoder's own step
+    program = export_step(language_model, decoder._one_token, (token, position, cache, seen))
+    build_package(program, path, settings)        # minutes: Inductor's C++ compile, once
+    step = PackagedStep.load(path)                 # half a second
+    logits = step(token, position, cache, seen)    # as the step it was exported from
 
-The step is exported with the cache as inputs it writes in place (each layer's keys, values and
-count) and one dynamic size, the filled positions (`seen`, as for torch.compile); a package serves
-one length of cache (a bucket of FastDecoder's). The int8 weights' scales are stored in the
-activations' type (torchao casts them there at every call anyway): Inductor packs such weights for
-its own C++ GEMM, which is what makes the step fast (5 ms a token at SmolLM2-135M's size,
-`python -m bench.packaged_step`).
+A step's cache (a StaticCache among its arguments) becomes inputs it writes in place (each layer's
+keys, values and count), and its last argument, the filled positions (`seen`, a tensor of that
+length, as for torch.compile), one dynamic size; a package serves one length of cache (a bucket of
+FastDecoder's: transformers sizes the mask from the cache's length, a number export fixes). The int8
+weights' scales must be in the activations' type (fast_decode.convert_weights): Inductor then packs
+the weights for its own C++ GEMM, which is what makes the step fast (`python -m bench.packaged_step`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,61 +25,72 @@ from transformers import StaticCache
 
 
 def cache_tensors(cache: StaticCache) -> tuple[torch.Tensor, ...]:
-    """Each layer's keys, values and count of written positions, in layer order: what the step writes."""
+    """Each layer's keys, values and count of written positions, in layer order: what a step writes."""
     return tuple(tensor for layer in cache.layers for tensor in (layer.keys, layer.values, layer.cumulative_length))
 
 
+def _flattened(arguments: tuple) -> tuple[int, tuple]:
+    """(where the cache is, the other arguments followed by the cache's tensors)."""
+    where = next(i for i, argument in enumerate(arguments) if isinstance(argument, StaticCache))
+    others = arguments[:where] + arguments[where + 1 :]
+    return where, (*others, *cache_tensors(arguments[where]))
+
+
+def _hold(cache: StaticCache, tensors) -> None:
+    """Make each of the cache's layers hold the given (keys, values, count)."""
+    for layer, (keys, values, count) in zip(cache.layers, tensors, strict=True):
+        layer.keys, layer.values, layer.cumulative_length = keys, values, count
+
+
 class _StepWithCacheInputs(torch.nn.Module):
-    """`one_token_step(token, position, cache, seen)` with the cache's tensors as plain inputs, so that
-    export sees them as inputs it mutates rather than as constants of the graph."""
+    """`step(*arguments)` called with its cache's tensors as plain inputs, so that export sees them as
+    inputs the step writes to rather than as constants of the graph."""
 
-    def __init__(self, language_model: torch.nn.Module, one_token_step, cache: StaticCache):
+    def __init__(self, language_model: torch.nn.Module, step: Callable, cache: StaticCache, where: int, others: int):
         super().__init__()
-        self.language_model = language_model
-        self._step = one_token_step
-        self._cache = cache
+        self.language_model = language_model  # its weights: the graph's parameters
+        self._step, self._cache, self._where, self._others = step, cache, where, others
 
-    def forward(self, token: torch.Tensor, position: torch.Tensor, seen: torch.Tensor, *tensors: torch.Tensor):
-        layers = self._cache.layers
-        for layer, keys, values, count in zip(layers, tensors[0::3], tensors[1::3], tensors[2::3], strict=True):
-            layer.keys, layer.values, layer.cumulative_length = keys, values, count
-        return self._step(token, position, self._cache, seen)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        others, tensors = inputs[: self._others], inputs[self._others :]
+        _hold(self._cache, zip(tensors[0::3], tensors[1::3], tensors[2::3], strict=True))
+        return self._step(*others[: self._where], self._cache, *others[self._where :])
 
 
-def export_step(language_model, one_token_step, cache: StaticCache, example: tuple) -> torch.export.ExportedProgram:
-    """Export `one_token_step` over `cache` (placed: a prompt was prefilled into it) with `example`
-    = (token, position, seen) as the example inputs."""
-    token, position, seen = example
-    # Export records the writes to the cache; tensors made under inference mode cannot be written
-    # to outside it, so the example cache is a copy.
-    tensors = tuple(tensor.clone() for tensor in cache_tensors(cache))
+def export_step(language_model: torch.nn.Module, step: Callable, arguments: tuple) -> torch.export.ExportedProgram:
+    """Export `step` (a method over `language_model`) called with the example `arguments`: a placed
+    StaticCache among them (a prompt was prefilled into it), the filled positions last."""
+    where, inputs = _flattened(arguments)
+    cache = arguments[where]
+    # Tensors made under inference mode cannot be written to outside it, where export traces: copies.
+    inputs = tuple(tensor.clone() for tensor in inputs)
     held = [(layer.keys, layer.values, layer.cumulative_length) for layer in cache.layers]
-    # One length of cache a package (transformers sizes the mask from the cache's length, a number
-    # export fixes); any count of filled positions in it.
+    others = len(arguments) - 1
     filled = torch.export.Dim("filled", min=2, max=cache.layers[0].max_cache_len - 1)
+    dynamic = [None] * len(inputs)
+    dynamic[others - 1] = {0: filled}
     try:
         return torch.export.export(
-            _StepWithCacheInputs(language_model, one_token_step, cache).eval(),
-            (token, position, seen, *tensors),
-            dynamic_shapes=(None, None, {0: filled}, (None,) * len(tensors)),
+            _StepWithCacheInputs(language_model, step, cache, where, others).eval(),
+            inputs,
+            dynamic_shapes=(tuple(dynamic),),  # forward(*inputs): one argument, a tuple
             strict=False,
         )
     finally:
-        for layer, (keys, values, count) in zip(cache.layers, held, strict=True):
-            layer.keys, layer.values, layer.cumulative_length = keys, values, count
+        _hold(cache, held)
 
 
 def build_package(program: torch.export.ExportedProgram, path: Path, inductor_settings: dict) -> Path:
     """Compile `program` into the package `path` (written whole or not at all)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.partial.pt2")
+    partial = path.with_name(f"{path.stem}.partial.pt2")  # the packager wants the .pt2 suffix
     torch._inductor.aoti_compile_and_package(program, package_path=str(partial), inductor_configs=inductor_settings)
     partial.replace(path)
     return path
 
 
 class PackagedStep:
-    """A package's step, called as FastDecoder's: (token, position, cache, seen) -> logits."""
+    """A package's step, called as the step it was exported from."""
 
     def __init__(self, runner):
         self._runner = runner
@@ -86,5 +99,5 @@ class PackagedStep:
     def load(cls, path: Path) -> PackagedStep:
         return cls(torch._inductor.aoti_load_package(str(path)))
 
-    def __call__(self, token: torch.Tensor, position: torch.Tensor, cache: StaticCache, seen: torch.Tensor):
-        return self._runner(token, position, seen, *cache_tensors(cache))
+    def __call__(self, *arguments) -> torch.Tensor:
+        return self._runner(*_flattened(arguments)[1])

@@ -43,8 +43,8 @@ def steps(step, cache, positions) -> list[torch.Tensor]:
 @pytest.mark.slow
 def test_a_packaged_step_decodes_as_the_eager_step_and_survives_a_restart(decoder, tmp_path):
     first = len(PROMPT[0])
-    example = (torch.tensor([[5]]), torch.tensor([first]), torch.empty(first + 1))
-    program = export_step(decoder.language_model, decoder._one_token, prefilled(decoder), example)
+    example = (torch.tensor([[5]]), torch.tensor([first]), prefilled(decoder), torch.empty(first + 1))
+    program = export_step(decoder.language_model, decoder._one_token, example)
     path = build_package(program, tmp_path / "step.pt2", SETTINGS)
     assert path.is_file() and not list(tmp_path.glob("*.partial.pt2")), "written whole, under its own name"
 
