@@ -46,6 +46,7 @@ from . import decode_attention
 from .base import GenerationRequest
 from .int8_rows import few_rows_int8
 from .memory import give_back_freed_memory
+from .packaged_step import StepPackages, export_step
 
 log = logging.getLogger(__name__)
 # torchao's Int8Tensor lacks a hash for one of torch.compile's caches; the other caches keep a restart
@@ -61,6 +62,8 @@ WARM_UP_SWITCH_INTERVAL_S = 1e-5
 # cores go to a reply first. A photo question asked as the compile began (SmolVLM-256M's size) got its
 # first token after 4.7 s at the replies' priority, 2.7 s with this (test_warm_start.py checks it is set).
 WARM_UP_NICENESS = 15
+# The code a packaged step is built from: a change to it builds the package afresh.
+PACKAGED_CODE = (Path(__file__), Path(decode_attention.__file__), Path(__file__).with_name("packaged_step.py"))
 
 # How the one-token step is compiled: frozen weights let Inductor pack them for its own C++ GEMM
 # kernels, chosen against ATen's by timing each shape once (max_autotune), which beat ATen's int8
@@ -103,13 +106,17 @@ def keep_compiled_steps_in(cache_dir: Path) -> None:
 def fast_decoder(
     language_model: torch.nn.Module | None, speed: DecodeSpeed | None, cache_dir: Path | None = None
 ) -> FastDecoder | None:
-    """A FastDecoder over `language_model` at `speed`, its compiled steps kept in `cache_dir`; None when
-    there is no language model the loop runs or no speed asked for (transformers' generate)."""
+    """A FastDecoder over `language_model` at `speed`, its compiled steps kept in `cache_dir` (on a CPU,
+    its one-token step as a package there); None when there is no language model the loop runs or no
+    speed asked for (transformers' generate)."""
     if language_model is None or speed is None:
         return None
+    packages = None
     if speed.compile and cache_dir is not None:
         keep_compiled_steps_in(Path(cache_dir))
-    return FastDecoder(language_model, speed)
+        if language_model.device.type == "cpu":
+            packages = Path(cache_dir) / "packages"
+    return FastDecoder(language_model, speed, packages)
 
 
 def describe(decoder: FastDecoder | None) -> str:
@@ -217,7 +224,7 @@ class _ReplyInProgress:
 class FastDecoder:
     """Drives one causal LM for the engine's single worker thread; a background thread compiles."""
 
-    def __init__(self, language_model: torch.nn.Module, speed: DecodeSpeed):
+    def __init__(self, language_model: torch.nn.Module, speed: DecodeSpeed, packages: Path | None = None):
         # Uncompiled, int8's kernels are slow at any batch size and bf16's are not (`python -m
         # bench.batch_step` times both): an eager int8 decoder keeps a bf16 copy of the LM for batches
         # (twice the int8 weights' memory). Compiled, int8 batches well.
@@ -232,6 +239,7 @@ class FastDecoder:
             suits = decode_attention.suits(language_model.config)
             self.language_model.set_attn_implementation(decode_attention.NAME if suits else "eager")
         self.speed = speed
+        self._packages = packages  # where the one-token step is kept as a package (None: torch.compile at each start)
         # Eager runs (prompts, steps before or without the compile) multiply few rows by int8 weights
         # with ATen's int8 kernel rather than widening every weight first (int8_rows).
         self._eager_kernels = few_rows_int8 if speed.weights == "int8" else contextlib.nullcontext
@@ -324,7 +332,8 @@ class FastDecoder:
             embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
             hooks = _Hooks(LogitsProcessorList(), StoppingCriteriaList(), None)
             one_reply = functools.partial(self._decode, Prompt.of(embeddings), 3, hooks, [], self._lane)
-            self._try_compile("decode step", "_step", self._one_token, one_reply)
+            if not (self._packages and self._use_packaged_step(embeddings)):
+                self._try_compile("decode step", "_step", self._one_token, one_reply)
             if self.speed.batch > 1 and self._rows_step is not self._rows_one_token:
                 requests = [
                     GenerationRequest(None, 3, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in range(2)
@@ -333,6 +342,30 @@ class FastDecoder:
                     self._decode_batch, [embeddings, embeddings[:, :2]], requests, eos_token_ids=[]
                 )
                 self._try_compile("batch step", "_rows_step", self._rows_one_token, batch)
+
+    def _use_packaged_step(self, embeddings: torch.Tensor) -> bool:
+        """Take the one-token step for the first bucket's cache from its package (built in a process of
+        its own the first time: minutes, but none of this process's GIL or memory; loaded in half a
+        second after); False where that fails (then it is compiled here, as without packages). A
+        bigger cache's step is compiled when first needed, as before."""
+        started = time.perf_counter()
+        try:
+            packages = StepPackages(self._packages, self.language_model, INDUCTOR_SETTINGS, PACKAGED_CODE)
+            cache = self._cache_for(self._lane, SMALLEST_CACHE)
+            self._prefill(embeddings, cache)
+            prompt = embeddings.shape[1]
+            example = (torch.tensor([[0]], device=self.device), torch.tensor([prompt], device=self.device))
+            example += (cache, self._seen(prompt))
+            self._lane.held[SMALLEST_CACHE] = None  # the example's positions are no conversation's
+            packaged = packages.get(
+                f"step-{SMALLEST_CACHE}", lambda: export_step(self.language_model, self._one_token, example)
+            )
+        except Exception as error:  # noqa: BLE001 - the compile in this process does what it would have
+            log.warning("no packaged decode step (%s); compiling it here instead", error)
+            return False
+        self._step = _ByCacheLength({SMALLEST_CACHE: packaged}, otherwise=self._step)
+        log.info("packaged decode step ready in %.1f s", time.perf_counter() - started)
+        return True
 
     def _try_compile(self, what: str, attribute: str, eager, run) -> None:
         """Compile the step held in `attribute` by running it (`run`); if that fails, the eager step
@@ -548,6 +581,19 @@ class FastDecoder:
         if reset:
             cache.reset()
         return cache
+
+
+class _ByCacheLength:
+    """The packaged one-token steps for the cache lengths that have one; `otherwise` for the rest
+    (and for a cache filled to its last slot, past the range a package was exported for)."""
+
+    def __init__(self, packaged: dict[int, Callable], otherwise: Callable):
+        self.packaged, self.otherwise = packaged, otherwise
+
+    def __call__(self, token, position, cache: StaticCache, seen: torch.Tensor) -> torch.Tensor:
+        length = cache.layers[0].max_cache_len
+        step = self.packaged.get(length) if seen.shape[0] < length else None
+        return (step or self.otherwise)(token, position, cache, seen)
 
 
 def _lower_this_threads_priority(niceness: int) -> None:

@@ -17,10 +17,16 @@ the weights for its own C++ GEMM, which is what makes the step fast (`python -m 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import StaticCache
 
 
@@ -62,20 +68,22 @@ def export_step(language_model: torch.nn.Module, step: Callable, arguments: tupl
     StaticCache among them (a prompt was prefilled into it), the filled positions last."""
     where, inputs = _flattened(arguments)
     cache = arguments[where]
-    # Tensors made under inference mode cannot be written to outside it, where export traces: copies.
-    inputs = tuple(tensor.clone() for tensor in inputs)
     held = [(layer.keys, layer.values, layer.cumulative_length) for layer in cache.layers]
     others = len(arguments) - 1
     filled = torch.export.Dim("filled", min=2, max=cache.layers[0].max_cache_len - 1)
     dynamic = [None] * len(inputs)
     dynamic[others - 1] = {0: filled}
     try:
-        return torch.export.export(
-            _StepWithCacheInputs(language_model, step, cache, where, others).eval(),
-            inputs,
-            dynamic_shapes=(tuple(dynamic),),  # forward(*inputs): one argument, a tuple
-            strict=False,
-        )
+        # Export traces outside inference mode (a warm-up runs inside it), where tensors made inside it
+        # cannot be written to: the example's tensors are copies made there.
+        with torch.inference_mode(False):
+            inputs = tuple(tensor.clone() for tensor in inputs)
+            return torch.export.export(
+                _StepWithCacheInputs(language_model, step, cache, where, others).eval(),
+                inputs,
+                dynamic_shapes=(tuple(dynamic),),  # forward(*inputs): one argument, a tuple
+                strict=False,
+            )
     finally:
         _hold(cache, held)
 
@@ -101,3 +109,69 @@ class PackagedStep:
 
     def __call__(self, *arguments) -> torch.Tensor:
         return self._runner(*_flattened(arguments)[1])
+
+
+class StepPackages:
+    """One model's step packages, in a folder named by a digest of all they are built from: the
+    weights, the model's config, the code of the steps, the versions of torch, torchao and
+    transformers, the CPU's instruction set and Inductor's settings. So a package never serves another
+    model, and an upgrade builds afresh."""
+
+    def __init__(self, root: Path, language_model: torch.nn.Module, settings: dict, code: Iterable[Path]):
+        self.folder = root / _digest(language_model, settings, code)
+        self.settings = settings
+
+    def get(self, name: str, export: Callable[[], torch.export.ExportedProgram]) -> PackagedStep:
+        """The package `name`, built first if there is none (export, then a process of its own)."""
+        path = self.folder / f"{name}.pt2"
+        if not path.is_file():
+            self._build_apart(export(), path)
+        return PackagedStep.load(path)
+
+    def _build_apart(self, program: torch.export.ExportedProgram, path: Path) -> None:
+        """Build in a process of its own: Inductor's compile is minutes of Python (the GIL a reply
+        beside it needs) and a gigabyte or more of memory, both gone when that process exits. It runs
+        at the caller's priority (a warm-up's: lowered)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.folder, prefix="export-") as scratch:
+            saved = Path(scratch) / "program.pt2"
+            torch.export.save(program, saved)
+            command = [sys.executable, "-m", __name__, str(saved), str(path), json.dumps(self.settings)]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"building {path.name} failed: {done.stderr.strip()[-2000:]}")
+
+
+def _digest(language_model: torch.nn.Module, settings: dict, code: Iterable[Path]) -> str:
+    import torchao
+
+    digest = hashlib.blake2b(digest_size=12)
+    versions = (torch.__version__, torchao.__version__, transformers.__version__)
+    for text in (*versions, torch.backends.cpu.get_cpu_capability(), json.dumps(settings, sort_keys=True)):
+        digest.update(text.encode())
+    digest.update(language_model.config.to_json_string().encode())
+    for path in code:
+        digest.update(path.read_bytes())
+    for name, tensor in sorted(language_model.state_dict().items()):
+        digest.update(name.encode())
+        for part in _plain_tensors(tensor):
+            digest.update(part.detach().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _plain_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """A tensor's plain tensors: a quantized weight's (torchao's subclasses) are its data and scales."""
+    if type(tensor) in (torch.Tensor, torch.nn.Parameter):
+        return [tensor]
+    names, _ = tensor.__tensor_flatten__()
+    return [part for name in names for part in _plain_tensors(getattr(tensor, name))]
+
+
+def _build_main(argv: list[str]) -> None:
+    """python -m assistant.models.packaged_step PROGRAM PACKAGE SETTINGS_JSON (what StepPackages runs)."""
+    program, package, settings = argv
+    build_package(torch.export.load(program), Path(package), json.loads(settings))
+
+
+if __name__ == "__main__":
+    _build_main(sys.argv[1:])

@@ -14,7 +14,7 @@ from assistant.conversation import Conversation, Message
 from assistant.engine import Engine
 from assistant.errors import ContextOverflowError
 from assistant.events import TextDelta
-from assistant.models import decode_attention, loader
+from assistant.models import decode_attention, fast_decode, loader
 from assistant.models.composed import load_composed
 from assistant.models.fast_decode import DecodeSpeed, FastDecoder
 from assistant.models.tiny import build_tiny_parts
@@ -77,16 +77,21 @@ def test_float32_static_cache_answers_exactly_as_generate(composed_dir, cache_di
     assert fast_usage.image_tokens == 4
 
 
-def test_the_compiled_step_answers_as_the_eager_one(composed_dir, cache_dir):
+@pytest.mark.parametrize("packaged", [True, False], ids=["packaged", "compiled here"])
+def test_the_compiled_step_answers_as_the_eager_one(composed_dir, cache_dir, packaged):
     eager, _ = answer(load(composed_dir, cache_dir, DecodeSpeed("float32", compile=False)), GREEDY)
     compiled_model = load(composed_dir, cache_dir, DecodeSpeed("float32", compile=True, batch=1))
+    if not packaged:
+        compiled_model.decoder._packages = None  # torch.compile in this process, as on a GPU
     torch._dynamo.utils.counters.clear()
     compiled, usage = answer(compiled_model, GREEDY)
     assert "".join(compiled) == "".join(eager)
     assert compiled_model.decoder._step is not compiled_model.decoder._one_token, "the compile did not fall back"
+    assert isinstance(compiled_model.decoder._step, fast_decode._ByCacheLength) == packaged
     assert compiled_model.decoder.language_model.config._attn_implementation == decode_attention.NAME
-    # The warm-up and a 24-token reply: every length of the filled cache is one graph, compiled once.
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    # The warm-up and a 24-token reply: every length of the filled cache is one graph, compiled once
+    # (in a process of its own when packaged).
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == (0 if packaged else 1)
     assert compiled_model.details["decode"] == "float32 weights, compiled static-cache step"
 
 
@@ -154,6 +159,7 @@ def test_a_failed_compile_falls_back_to_the_eager_step(composed_dir, cache_dir, 
         raise RuntimeError("no compiler today")
 
     decoder._step = broken
+    decoder._packages = None  # the compile in this process (a package that fails: test_packaged_step.py)
     with caplog.at_level(logging.WARNING):
         decoder.warm_up().join()
     assert "the compiled decode step failed, continuing without it: no compiler today" in caplog.text
@@ -282,9 +288,8 @@ def test_compiled_batches_answer_as_each_reply_alone_in_one_graph(composed_dir, 
         engine.close()
     assert any(isinstance(key, tuple) and key[1] == 4 for key in model.decoder._lane.caches), "one batch of four rows"
     assert model.decoder._rows_step is not model.decoder._rows_one_token, "the compile did not fall back"
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2, (
-        "the one-token step and the batch step, once each"
-    )
+    assert isinstance(model.decoder._step, fast_decode._ByCacheLength), "the one-token step from its package"
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1, "the batch step, once"
     for (pieces, usage_alone), (text, usage) in zip(alone, together):
         assert text == "".join(pieces)
         assert usage.completion_tokens == usage_alone.completion_tokens

@@ -6,16 +6,28 @@ import copy
 
 import pytest
 import torch
+from PIL import Image as PILImage
 from torchao.quantization import Int8WeightOnlyConfig, quantize_
 from transformers import StaticCache
 
-from assistant.models.fast_decode import INDUCTOR_SETTINGS, DecodeSpeed, convert_weights
+from assistant.conversation import Conversation, Image, Message
+from assistant.engine import Engine
+from assistant.models import fast_decode
+from assistant.models.fast_decode import INDUCTOR_SETTINGS, DecodeSpeed, FastDecoder, convert_weights
 from assistant.models.loader import ensure_tiny_model, load_pretrained
-from assistant.models.packaged_step import PackagedStep, build_package, cache_tensors, export_step
+from assistant.models.packaged_step import PackagedStep, StepPackages, build_package, cache_tensors, export_step
+from assistant.sampling import GenerationOptions
 
 # Autotuning the GEMMs would time every choice for minutes; these tests check what the step computes.
 SETTINGS = dict(INDUCTOR_SETTINGS, max_autotune=False)
 PROMPT = [[1, 2, 3, 4]]
+GREEDY = GenerationOptions(temperature=0.0, max_new_tokens=12)
+QUESTIONS = [
+    Conversation("be brief").add(
+        Message.user("What colour is this photo?", [Image(PILImage.new("RGB", (40, 32), "red"))])
+    ),
+    Conversation().add(Message.user("Say something long.")),
+]
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +84,70 @@ def test_int8_weights_keep_their_scales_in_the_activations_type_and_answer_the_s
     inputs = torch.randn(3, 64, dtype=torch.bfloat16)
     with torch.inference_mode():
         torch.testing.assert_close(converted(inputs), with_float32_scales(inputs), rtol=0, atol=0)
+
+
+def eager_and_packaged(cache_dir, packages):
+    """The tiny model twice: eagerly decoded, and with a decoder whose warm-up packages its step in
+    `packages` (its vision tower left eager: that compile is not what is tested here)."""
+    directory = str(ensure_tiny_model("smolvlm", cache_dir))
+    eager = load_pretrained(directory, torch.device("cpu"), torch.float32, speed=DecodeSpeed("float32", False, 1))
+    model = load_pretrained(directory, torch.device("cpu"), torch.float32, speed=DecodeSpeed("float32", True, 1))
+    model.decoder = FastDecoder(model.decoder.language_model, DecodeSpeed("float32", True, 1), packages)
+    model._warm_vision = lambda: None
+    return eager, model
+
+
+def answers(model) -> list[str]:
+    engine = Engine(model)
+    try:
+        if engine.warming_up is not None:
+            engine.warming_up.join(300)
+        return [engine.reply(conversation, GREEDY).text() for conversation in QUESTIONS]
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
+def test_the_warm_up_builds_the_package_once_and_a_restart_only_loads_it(cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(fast_decode, "INDUCTOR_SETTINGS", SETTINGS)
+    eager, model = eager_and_packaged(cache_dir, tmp_path)
+    expected = answers(eager)
+    assert answers(model) == expected
+    assert isinstance(model.decoder._step, fast_decode._ByCacheLength), "the step came from the package"
+    built = list(tmp_path.rglob("step-1024.pt2"))
+    assert len(built) == 1 and not list(tmp_path.rglob("export-*")), "one package, and no leftovers"
+
+    def build_again(*args):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(StepPackages, "_build_apart", build_again)
+    _, restarted = eager_and_packaged(cache_dir, tmp_path)
+    assert answers(restarted) == expected
+    assert isinstance(restarted.decoder._step, fast_decode._ByCacheLength)
+
+
+def test_a_package_that_cannot_be_built_leaves_the_step_compiled_here(cache_dir, tmp_path, monkeypatch, caplog):
+    def fail(*args):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(StepPackages, "_build_apart", fail)
+    eager, model = eager_and_packaged(cache_dir, tmp_path)
+    compiled = []
+    monkeypatch.setattr(model.decoder, "_try_compile", lambda what, *args: compiled.append(what))
+    assert answers(model) == answers(eager)
+    assert "decode step" in compiled and "no packaged decode step (no compiler)" in caplog.text
+
+
+def test_packages_are_told_apart_by_the_weights_they_were_built_from(cache_dir, tmp_path):
+    directory = str(ensure_tiny_model("smolvlm", cache_dir))
+    model = load_pretrained(directory, torch.device("cpu"), torch.float32, speed=DecodeSpeed("int8", False, 1))
+    language_model = model.decoder.language_model
+
+    def folder():
+        return StepPackages(tmp_path, language_model, SETTINGS, fast_decode.PACKAGED_CODE).folder
+
+    before = folder()
+    assert folder() == before, "the same model, the same packages"
+    with torch.no_grad():
+        language_model.model.layers[0].mlp.up_proj.weight.qdata[0, 0] += 1  # one int8 weight
+    assert folder() != before
