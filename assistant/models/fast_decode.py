@@ -239,7 +239,8 @@ class FastDecoder:
             suits = decode_attention.suits(language_model.config)
             self.language_model.set_attn_implementation(decode_attention.NAME if suits else "eager")
         self.speed = speed
-        self._packages = packages  # where the one-token step is kept as a package (None: torch.compile at each start)
+        self._packages = packages  # where the steps are kept as packages (None: torch.compile at each start)
+        self._step_packages: StepPackages | None = None
         # Eager runs (prompts, steps before or without the compile) multiply few rows by int8 weights
         # with ATen's int8 kernel rather than widening every weight first (int8_rows).
         self._eager_kernels = few_rows_int8 if speed.weights == "int8" else contextlib.nullcontext
@@ -332,9 +333,17 @@ class FastDecoder:
             embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
             hooks = _Hooks(LogitsProcessorList(), StoppingCriteriaList(), None)
             one_reply = functools.partial(self._decode, Prompt.of(embeddings), 3, hooks, [], self._lane)
-            if not (self._packages and self._use_packaged_step(embeddings)):
+            packaged = self._packages and self._use_package(
+                "decode step", "_step", self._one_token, functools.partial(self._step_example, embeddings)
+            )
+            if not packaged:
                 self._try_compile("decode step", "_step", self._one_token, one_reply)
             if self.speed.batch > 1 and self._rows_step is not self._rows_one_token:
+                packaged = self._packages and self._use_package(
+                    "batch step", "_rows_step", self._rows_one_token, functools.partial(self._rows_example, embeddings)
+                )
+                if packaged:
+                    return
                 requests = [
                     GenerationRequest(None, 3, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in range(2)
                 ]
@@ -343,29 +352,61 @@ class FastDecoder:
                 )
                 self._try_compile("batch step", "_rows_step", self._rows_one_token, batch)
 
-    def _use_packaged_step(self, embeddings: torch.Tensor) -> bool:
-        """Take the one-token step for the first bucket's cache from its package (built in a process of
-        its own the first time: minutes, but none of this process's GIL or memory; loaded in half a
-        second after); False where that fails (then it is compiled here, as without packages). A
-        bigger cache's step is compiled when first needed, as before."""
+    def _use_package(self, what: str, attribute: str, eager_step: Callable, example: Callable[[], tuple]) -> bool:
+        """Take the step held in `attribute`, for the first bucket's cache, from its package (built in
+        a process of its own the first time: minutes, but none of this process's GIL or memory; loaded
+        in half a second after); False where that fails (then it is compiled here, as without
+        packages). A bigger cache's step is compiled when first needed, as before."""
         started = time.perf_counter()
         try:
-            packages = StepPackages(self._packages, self.language_model, INDUCTOR_SETTINGS, PACKAGED_CODE)
-            cache = self._cache_for(self._lane, SMALLEST_CACHE)
-            self._prefill(embeddings, cache)
-            prompt = embeddings.shape[1]
-            example = (torch.tensor([[0]], device=self.device), torch.tensor([prompt], device=self.device))
-            example += (cache, self._seen(prompt))
-            self._lane.held[SMALLEST_CACHE] = None  # the example's positions are no conversation's
-            packaged = packages.get(
-                f"step-{SMALLEST_CACHE}", lambda: export_step(self.language_model, self._one_token, example)
-            )
+            if self._step_packages is None:  # a digest of the weights: a fraction of a second, once
+                self._step_packages = StepPackages(
+                    self._packages, self.language_model, INDUCTOR_SETTINGS, PACKAGED_CODE
+                )
+            arguments = example()
+            rows = arguments[0].shape[0]
+            name = f"{attribute.strip('_')}-{rows}x{SMALLEST_CACHE}"
+            packaged = self._step_packages.get(name, lambda: export_step(self.language_model, eager_step, arguments))
         except Exception as error:  # noqa: BLE001 - the compile in this process does what it would have
-            log.warning("no packaged decode step (%s); compiling it here instead", error)
+            log.warning("no packaged %s (%s); compiling it here instead", what, error)
             return False
-        self._step = _ByCacheLength({SMALLEST_CACHE: packaged}, otherwise=self._step)
-        log.info("packaged decode step ready in %.1f s", time.perf_counter() - started)
+        setattr(self, attribute, _ByCacheLength(packaged, SMALLEST_CACHE, rows, otherwise=getattr(self, attribute)))
+        log.info("packaged %s ready in %.1f s", what, time.perf_counter() - started)
         return True
+
+    def _step_example(self, embeddings: torch.Tensor) -> tuple:
+        """Arguments of the one-token step over the first bucket's cache, a prompt prefilled into it."""
+        cache = self._cache_for(self._lane, SMALLEST_CACHE)
+        self._prefill(embeddings, cache)
+        self._lane.held[SMALLEST_CACHE] = None  # the example's positions are no conversation's
+        prompt = embeddings.shape[1]
+        return (
+            torch.tensor([[0]], device=self.device),
+            self._positions[prompt : prompt + 1],
+            cache,
+            self._seen(prompt),
+        )
+
+    def _rows_example(self, embeddings: torch.Tensor) -> tuple:
+        """Arguments of the batch step (`speed.batch` rows, as a compiled batch always has) over the
+        first bucket's cache, the same prompt prefilled into every row."""
+        rows, prompt = self.speed.batch, embeddings.shape[1]
+        cache = self._cache_for(self._lane, SMALLEST_CACHE, batch=rows)
+        mask = torch.zeros((rows, SMALLEST_CACHE), dtype=torch.long, device=self.device)
+        mask[:, : prompt + 1] = 1
+        with self._eager_kernels():
+            self.batch_model(
+                inputs_embeds=embeddings.expand(rows, -1, -1).to(self.dtype),
+                attention_mask=mask,
+                position_ids=self._positions[:prompt].expand(rows, -1),
+                cache_position=self._positions[:prompt],
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        tokens = torch.zeros((rows, 1), dtype=torch.long, device=self.device)
+        positions = torch.full((rows, 1), prompt, device=self.device)
+        return (tokens, positions, self._positions[prompt : prompt + 1].clone(), mask, cache, self._seen(prompt))
 
     def _try_compile(self, what: str, attribute: str, eager, run) -> None:
         """Compile the step held in `attribute` by running it (`run`); if that fails, the eager step
@@ -584,16 +625,17 @@ class FastDecoder:
 
 
 class _ByCacheLength:
-    """The packaged one-token steps for the cache lengths that have one; `otherwise` for the rest
-    (and for a cache filled to its last slot, past the range a package was exported for)."""
+    """A packaged step where its call has the shapes it was built for (`rows` rows, a cache of
+    `length` positions, not filled to its last slot: export's range); `otherwise` elsewhere."""
 
-    def __init__(self, packaged: dict[int, Callable], otherwise: Callable):
-        self.packaged, self.otherwise = packaged, otherwise
+    def __init__(self, packaged: Callable, length: int, rows: int, otherwise: Callable):
+        self.packaged, self.length, self.rows, self.otherwise = packaged, length, rows, otherwise
 
-    def __call__(self, token, position, cache: StaticCache, seen: torch.Tensor) -> torch.Tensor:
-        length = cache.layers[0].max_cache_len
-        step = self.packaged.get(length) if seen.shape[0] < length else None
-        return (step or self.otherwise)(token, position, cache, seen)
+    def __call__(self, *arguments) -> torch.Tensor:
+        cache = next(argument for argument in arguments if isinstance(argument, StaticCache))
+        seen, rows = arguments[-1], arguments[0].shape[0]
+        fits = cache.layers[0].max_cache_len == self.length and seen.shape[0] < self.length and rows == self.rows
+        return (self.packaged if fits else self.otherwise)(*arguments)
 
 
 def _lower_this_threads_priority(niceness: int) -> None:

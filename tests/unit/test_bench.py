@@ -43,8 +43,8 @@ def test_int8_weights_count_their_bytes_and_scales():
     int8_bytes = decode.weight_bytes_per_token(model)
     rows = sum(m.weight.shape[0] for m in model.modules() if isinstance(m, torch.nn.Linear))
     norms = float_bytes - linear_params * 4
-    assert int8_bytes == linear_params + rows * (4 + 1) + norms // 2, (
-        "int8 values, a float32 scale and an int8 zero per row; bf16 norms"
+    assert int8_bytes == linear_params + rows * (2 + 1) + norms // 2, (
+        "int8 values, a bfloat16 scale and an int8 zero per row; bf16 norms"
     )
 
 
