@@ -11,8 +11,18 @@ from PIL import Image as PILImage
 
 from assistant.core import Assistant
 from assistant.engine import Engine
-from assistant.models import load_model
+from assistant.models import fast_decode, load_model
 from assistant.settings import load_settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_steps_without_autotuning():
+    """Steps compiled in this process or packaged are built without timing each GEMM choice (minutes
+    of a test run): the tests check what a step computes; which kernel is fastest is the benchmarks'."""
+    settings = fast_decode.INDUCTOR_SETTINGS
+    fast_decode.INDUCTOR_SETTINGS = {**settings, "max_autotune": False}
+    yield
+    fast_decode.INDUCTOR_SETTINGS = settings
 
 
 @pytest.fixture(scope="session")

@@ -114,7 +114,7 @@ def test_the_warm_up_builds_the_package_once_and_a_restart_only_loads_it(cache_d
     expected = answers(eager)
     assert answers(model) == expected
     assert isinstance(model.decoder._step, fast_decode._ByCacheLength), "the step came from the package"
-    built = list(tmp_path.rglob("step-1024.pt2"))
+    built = list(tmp_path.rglob("step-1x1024.pt2"))
     assert len(built) == 1 and not list(tmp_path.rglob("export-*")), "one package, and no leftovers"
 
     def build_again(*args):
