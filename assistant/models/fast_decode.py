@@ -324,33 +324,52 @@ class FastDecoder:
 
     def _compile_steps(self, before: Callable[[], None] | None) -> None:
         use_model_threads()  # the compiled loops are written for this many threads
-        with self._lock, torch.inference_mode():
-            if before is not None:
-                try:
-                    before()
-                except Exception as error:  # noqa: BLE001 - the model's own warm-up: its steps still compile
-                    log.warning("the model's warm-up failed, going on with the decode steps: %s", error)
+        with torch.inference_mode():
             embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
+            with self._lock:
+                packaged = self._packages is not None and self._use_packages(embeddings)
+            if packaged:
+                # Replies take the packaged steps from here on, beside the rest of the warm-up (the
+                # vision tower's compile), which then takes turns with them no more than they do.
+                self._warming.clear()
+                self._run_the_models_own(before)
+                return
+            with self._lock:
+                self._run_the_models_own(before)
+                self._compile_here(embeddings)
+
+    def _run_the_models_own(self, before: Callable[[], None] | None) -> None:
+        if before is None:
+            return
+        try:
+            before()
+        except Exception as error:  # noqa: BLE001 - the model's own warm-up: its steps still compile
+            log.warning("the model's warm-up failed, going on with the decode steps: %s", error)
+
+    def _use_packages(self, embeddings: torch.Tensor) -> bool:
+        """The one-token step and (batching) the batch step from their packages; whether both are."""
+        example = functools.partial(self._step_example, embeddings)
+        if not self._use_package("decode step", "_step", self._one_token, example):
+            return False
+        if self.speed.batch == 1 or self._rows_step is self._rows_one_token:
+            return True
+        example = functools.partial(self._rows_example, embeddings)
+        return self._use_package("batch step", "_rows_step", self._rows_one_token, example)
+
+    def _compile_here(self, embeddings: torch.Tensor) -> None:
+        """torch.compile the steps that are not packaged yet, by running them."""
+        if not isinstance(self._step, _ByCacheLength):
             hooks = _Hooks(LogitsProcessorList(), StoppingCriteriaList(), None)
             one_reply = functools.partial(self._decode, Prompt.of(embeddings), 3, hooks, [], self._lane)
-            packaged = self._packages and self._use_package(
-                "decode step", "_step", self._one_token, functools.partial(self._step_example, embeddings)
-            )
-            if not packaged:
-                self._try_compile("decode step", "_step", self._one_token, one_reply)
-            if self.speed.batch > 1 and self._rows_step is not self._rows_one_token:
-                packaged = self._packages and self._use_package(
-                    "batch step", "_rows_step", self._rows_one_token, functools.partial(self._rows_example, embeddings)
-                )
-                if packaged:
-                    return
-                requests = [
-                    GenerationRequest(None, 3, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in range(2)
-                ]
-                batch = functools.partial(
-                    self._decode_batch, [embeddings, embeddings[:, :2]], requests, eos_token_ids=[]
-                )
-                self._try_compile("batch step", "_rows_step", self._rows_one_token, batch)
+            self._try_compile("decode step", "_step", self._one_token, one_reply)
+        if self.speed.batch > 1 and self._rows_step is not self._rows_one_token:
+            if isinstance(self._rows_step, _ByCacheLength):
+                return
+            requests = [
+                GenerationRequest(None, 3, LogitsProcessorList(), StoppingCriteriaList(), None) for _ in range(2)
+            ]
+            batch = functools.partial(self._decode_batch, [embeddings, embeddings[:, :2]], requests, eos_token_ids=[])
+            self._try_compile("batch step", "_rows_step", self._rows_one_token, batch)
 
     def _use_package(self, what: str, attribute: str, eager_step: Callable, example: Callable[[], tuple]) -> bool:
         """Take the step held in `attribute`, for the first bucket's cache, from its package (built in
