@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .common import command_line, load_average, machine_section, markdown_table, publish
+from .start import _peak_mib
 
 DEFAULT_MODEL = Path.home() / ".cache/assistant/bench/full-size/smolvlm2-256m"
 FILLED = (8, 128, 1000)
@@ -94,14 +95,18 @@ def _phase(phase: str, model: Path, package: Path) -> dict:
         program = export_step(decoder.language_model, decoder._one_token, (token, position, cache, seen))
         exported = time.perf_counter() - started
         build_package(program, package, INDUCTOR_SETTINGS)
-        return {"seconds": time.perf_counter() - started, "export_s": exported, "peak_mib": _peak_mib()}
+        return {"seconds": time.perf_counter() - started, "export_s": exported, "peak_mib": _peak_mib(os.getpid())}
     if phase == "load":
         step = PackagedStep.load(package)
     else:
         decoder.warm_up().join()
         step = decoder._step
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "peak_mib": _peak_mib(), "step_ms": [_step_ms(step, cache, n) for n in FILLED]}
+    return {
+        "seconds": seconds,
+        "peak_mib": _peak_mib(os.getpid()),
+        "step_ms": [_step_ms(step, cache, n) for n in FILLED],
+    }
 
 
 def _arguments(position: int) -> tuple:
@@ -121,11 +126,6 @@ def _step_ms(step, cache, filled: int) -> float:
         for _ in range(STEPS):
             step(token, position, cache, seen)
     return 1000 * (time.perf_counter() - started) / STEPS
-
-
-def _peak_mib() -> float:
-    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
 
 
 if __name__ == "__main__":
