@@ -260,7 +260,9 @@ class FastDecoder:
         # The compile thread and the engine's worker take turns; re-entrant, as a prompt's embeddings
         # (vision and all, in the model's turn) are made inside a reply's.
         self._lock = threading.RLock()
-        self._beside_lock = threading.Lock()
+        # Replies beside the warm-up (and their vision work) take this one; exporting a step for its
+        # package takes it too: torch.export patches every module's call, in all threads, while it traces.
+        self._beside_lock = threading.RLock()
 
     @staticmethod
     def _compiled(one_token_step):
@@ -306,7 +308,7 @@ class FastDecoder:
     def turn(self) -> contextlib.AbstractContextManager:
         """Model work outside the decoder (a VLM's vision tower) takes turns with the replies; while
         the warm-up compiles, it goes on beside it, as replies do."""
-        return contextlib.nullcontext() if self.warming else self._lock
+        return self._beside_lock if self.warming else self._lock
 
     def _compile(self, before: Callable[[], None] | None = None) -> None:
         # The compile is Python, holding the GIL; a reply beside it (eager steps: a thousand calls into
@@ -326,17 +328,22 @@ class FastDecoder:
         use_model_threads()  # the compiled loops are written for this many threads
         with torch.inference_mode():
             embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
+            if self._packages is None:
+                with self._lock:
+                    self._run_the_models_own(before)
+                    self._compile_here(embeddings)
+                return
             with self._lock:
-                packaged = self._packages is not None and self._use_packages(embeddings)
-            if packaged:
+                built = self._use_packages(embeddings, build=False)
+            if built:
                 # Replies take the packaged steps from here on, beside the rest of the warm-up (the
                 # vision tower's compile), which then takes turns with them no more than they do.
                 self._warming.clear()
-                self._run_the_models_own(before)
-                return
-            with self._lock:
-                self._run_the_models_own(before)
-                self._compile_here(embeddings)
+            self._run_the_models_own(before)
+            if not built:
+                with self._lock:
+                    if not self._use_packages(embeddings, build=True):
+                        self._compile_here(embeddings)
 
     def _run_the_models_own(self, before: Callable[[], None] | None) -> None:
         if before is None:
@@ -346,15 +353,19 @@ class FastDecoder:
         except Exception as error:  # noqa: BLE001 - the model's own warm-up: its steps still compile
             log.warning("the model's warm-up failed, going on with the decode steps: %s", error)
 
-    def _use_packages(self, embeddings: torch.Tensor) -> bool:
-        """The one-token step and (batching) the batch step from their packages; whether both are."""
-        example = functools.partial(self._step_example, embeddings)
-        if not self._use_package("decode step", "_step", self._one_token, example):
-            return False
+    def _use_packages(self, embeddings: torch.Tensor, build: bool) -> bool:
+        """The one-token step and (batching) the batch step from their packages, built first where
+        `build` says; whether both are."""
+        if not isinstance(self._step, _ByCacheLength):
+            example = functools.partial(self._step_example, embeddings)
+            if not self._use_package("decode step", "_step", self._one_token, 1, example, build):
+                return False
         if self.speed.batch == 1 or self._rows_step is self._rows_one_token:
             return True
+        if isinstance(self._rows_step, _ByCacheLength):
+            return True
         example = functools.partial(self._rows_example, embeddings)
-        return self._use_package("batch step", "_rows_step", self._rows_one_token, example)
+        return self._use_package("batch step", "_rows_step", self._rows_one_token, self.speed.batch, example, build)
 
     def _compile_here(self, embeddings: torch.Tensor) -> None:
         """torch.compile the steps that are not packaged yet, by running them."""
@@ -371,27 +382,39 @@ class FastDecoder:
             batch = functools.partial(self._decode_batch, [embeddings, embeddings[:, :2]], requests, eos_token_ids=[])
             self._try_compile("batch step", "_rows_step", self._rows_one_token, batch)
 
-    def _use_package(self, what: str, attribute: str, eager_step: Callable, example: Callable[[], tuple]) -> bool:
-        """Take the step held in `attribute`, for the first bucket's cache, from its package (built in
-        a process of its own the first time: minutes, but none of this process's GIL or memory; loaded
-        in half a second after); False where that fails (then it is compiled here, as without
-        packages). A bigger cache's step is compiled when first needed, as before."""
+    def _use_package(
+        self, what: str, attribute: str, eager_step: Callable, rows: int, example: Callable[[], tuple], build: bool
+    ) -> bool:
+        """Take the step held in `attribute`, for the first bucket's cache and `rows` rows, from its
+        package; without one, build it first where `build` says (exported here, compiled in a process
+        of its own: minutes, but none of this process's GIL or memory; loaded in half a second after).
+        False where there is none (then it is compiled here, as without packages). A bigger cache's
+        step is compiled when first needed, as before."""
         started = time.perf_counter()
         try:
             if self._step_packages is None:  # a digest of the weights: a fraction of a second, once
                 self._step_packages = StepPackages(
                     self._packages, self.language_model, INDUCTOR_SETTINGS, PACKAGED_CODE
                 )
-            arguments = example()
-            rows = arguments[0].shape[0]
             name = f"{attribute.strip('_')}-{rows}x{SMALLEST_CACHE}"
-            packaged = self._step_packages.get(name, lambda: export_step(self.language_model, eager_step, arguments))
+            packaged = self._step_packages.get(
+                name, functools.partial(self._export, eager_step, example) if build else None
+            )
         except Exception as error:  # noqa: BLE001 - the compile in this process does what it would have
             log.warning("no packaged %s (%s); compiling it here instead", what, error)
+            return False
+        if packaged is None:
             return False
         setattr(self, attribute, _ByCacheLength(packaged, SMALLEST_CACHE, rows, otherwise=getattr(self, attribute)))
         log.info("packaged %s ready in %.1f s", what, time.perf_counter() - started)
         return True
+
+    def _export(self, step: Callable, example: Callable[[], tuple]) -> torch.export.ExportedProgram:
+        """`step` exported with the arguments `example` makes, no model work beside it: replies wait
+        (seconds, once per model) rather than run into export's tracing."""
+        arguments = example()
+        with self._beside_lock:
+            return export_step(self.language_model, step, arguments)
 
     def _step_example(self, embeddings: torch.Tensor) -> tuple:
         """Arguments of the one-token step over the first bucket's cache, a prompt prefilled into it."""

@@ -121,10 +121,13 @@ class StepPackages:
         self.folder = root / _digest(language_model, settings, code)
         self.settings = settings
 
-    def get(self, name: str, export: Callable[[], torch.export.ExportedProgram]) -> PackagedStep:
-        """The package `name`, built first if there is none (export, then a process of its own)."""
+    def get(self, name: str, export: Callable[[], torch.export.ExportedProgram] | None) -> PackagedStep | None:
+        """The package `name`, built first if there is none (export, then a process of its own);
+        without `export`, None when there is none."""
         path = self.folder / f"{name}.pt2"
         if not path.is_file():
+            if export is None:
+                return None
             self._build_apart(export(), path)
         return PackagedStep.load(path)
 
@@ -152,10 +155,12 @@ def _digest(language_model: torch.nn.Module, settings: dict, code: Iterable[Path
     digest.update(language_model.config.to_json_string().encode())
     for path in code:
         digest.update(path.read_bytes())
-    for name, tensor in sorted(language_model.state_dict().items()):
-        digest.update(name.encode())
-        for part in _plain_tensors(tensor):
-            digest.update(part.detach().contiguous().view(-1).view(torch.uint8).numpy())
+    # Outside inference mode (a warm-up runs in it), where torchao's int8 weights cannot be detached.
+    with torch.inference_mode(False):
+        for name, tensor in sorted(language_model.state_dict().items()):
+            digest.update(name.encode())
+            for part in _plain_tensors(tensor):
+                digest.update(part.detach().contiguous().view(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 

@@ -3,6 +3,8 @@ eager step, writes the cache in place as the eager step does, and a package load
 later start) answers the same."""
 
 import copy
+import threading
+import time
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from assistant.conversation import Conversation, Image, Message
 from assistant.engine import Engine
 from assistant.models import fast_decode
 from assistant.models.fast_decode import INDUCTOR_SETTINGS, DecodeSpeed, FastDecoder, convert_weights
+from assistant.models.fast_vision import vision_tower
 from assistant.models.loader import ensure_tiny_model, load_pretrained
 from assistant.models.packaged_step import PackagedStep, StepPackages, build_package, cache_tensors, export_step
 from assistant.sampling import GenerationOptions
@@ -86,13 +89,15 @@ def test_int8_weights_keep_their_scales_in_the_activations_type_and_answer_the_s
         torch.testing.assert_close(converted(inputs), with_float32_scales(inputs), rtol=0, atol=0)
 
 
-def eager_and_packaged(cache_dir, packages):
+def eager_and_packaged(cache_dir, packages, weights: str = "float32"):
     """The tiny model twice: eagerly decoded, and with a decoder whose warm-up packages its step in
     `packages` (its vision tower left eager: that compile is not what is tested here)."""
     directory = str(ensure_tiny_model("smolvlm", cache_dir))
-    eager = load_pretrained(directory, torch.device("cpu"), torch.float32, speed=DecodeSpeed("float32", False, 1))
-    model = load_pretrained(directory, torch.device("cpu"), torch.float32, speed=DecodeSpeed("float32", True, 1))
-    model.decoder = FastDecoder(model.decoder.language_model, DecodeSpeed("float32", True, 1), packages)
+    eager = load_pretrained(directory, torch.device("cpu"), torch.float32, speed=DecodeSpeed(weights, False, 1))
+    # Loaded as the fast loop loads it (int8: the VLM in bfloat16), the steps not yet converted or compiled.
+    loading = DecodeSpeed("float32" if weights == "float32" else "bfloat16", False, 1)
+    model = load_pretrained(directory, torch.device("cpu"), torch.float32, speed=loading)
+    model.decoder = FastDecoder(model.decoder.language_model, DecodeSpeed(weights, True, 1), packages)
     model._warm_vision = lambda: None
     return eager, model
 
@@ -126,6 +131,45 @@ def test_the_warm_up_builds_the_package_once_and_a_restart_only_loads_it(cache_d
     assert isinstance(restarted.decoder._step, fast_decode._ByCacheLength)
 
 
+@pytest.mark.slow
+def test_a_question_asked_while_a_step_is_exported_waits_for_it_and_int8_steps_are_packaged(
+    cache_dir, tmp_path, monkeypatch
+):
+    """torch.export patches every module's call while it traces, in all threads: a reply or a photo's
+    encoding beside it broke (HTTP 500 in the app). And int8 weights could not be digested inside the
+    warm-up's inference mode, so their steps were never packaged."""
+    monkeypatch.setattr(fast_decode, "INDUCTOR_SETTINGS", SETTINGS)
+    eager, model = eager_and_packaged(cache_dir, tmp_path, weights="int8")
+    exporting, beside_the_export = threading.Event(), []
+    real_export = fast_decode.export_step
+
+    def slow_export(*arguments):
+        exporting.set()
+        time.sleep(1)  # a question is asked meanwhile
+        try:
+            return real_export(*arguments)
+        finally:
+            exporting.clear()
+
+    def note(module, *_):
+        if exporting.is_set() and threading.current_thread().name != "decode-compile":
+            beside_the_export.append(type(module).__name__)
+
+    for module in (model.decoder.language_model, vision_tower(model.model)):
+        module.register_forward_pre_hook(note)
+    monkeypatch.setattr(fast_decode, "export_step", slow_export)
+    engine = Engine(model)
+    try:
+        assert exporting.wait(120), "the warm-up exports the step"
+        replies = [engine.reply(conversation, GREEDY).text() for conversation in QUESTIONS]
+        engine.warming_up.join(300)
+    finally:
+        engine.close()
+    assert beside_the_export == [], "no model work ran beside the export"
+    assert replies == answers(eager) and all(replies)
+    assert isinstance(model.decoder._step, fast_decode._ByCacheLength), "the int8 step came from its package"
+
+
 def test_a_package_that_cannot_be_built_leaves_the_step_compiled_here(cache_dir, tmp_path, monkeypatch, caplog):
     def fail(*args):
         raise RuntimeError("no compiler")
@@ -148,6 +192,8 @@ def test_packages_are_told_apart_by_the_weights_they_were_built_from(cache_dir, 
 
     before = folder()
     assert folder() == before, "the same model, the same packages"
+    with torch.inference_mode():  # where the warm-up asks
+        assert folder() == before
     with torch.no_grad():
         language_model.model.layers[0].mlp.up_proj.weight.qdata[0, 0] += 1  # one int8 weight
     assert folder() != before
