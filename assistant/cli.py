@@ -488,8 +488,8 @@ def _load(settings: Settings):
         print(f"decoding: {model.details['decode']}", file=sys.stderr)
     if assistant.engine.warming_up is not None:
         print(
-            "compiling the decode steps in the background (a few minutes the first time, about a minute after); "
-            "a question asked meanwhile is answered beside them, more slowly",
+            "compiling the model in the background (minutes the first time, kept on disk for the next starts); "
+            "a question asked meanwhile is answered beside it, more slowly",
             file=sys.stderr,
         )
     return assistant

@@ -87,19 +87,35 @@ def first_answer(model: Path, cache: Path, tokens: int) -> tuple[float, float, f
 
 
 def _wait_until_idle(pid: int, quiet_s: float = 10.0) -> None:
-    """Until the process has used under 10% of a core for `quiet_s` seconds."""
+    """Until the process and the processes it started (a package's build) have used under 10% of a
+    core for `quiet_s` seconds."""
     ticks = os.sysconf("SC_CLK_TCK")
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         before = _cpu_ticks(pid)
         time.sleep(quiet_s)
-        if (_cpu_ticks(pid) - before) / ticks < 0.1 * quiet_s:
+        after = _cpu_ticks(pid)
+        used = sum(max(0, spent - before.get(process, 0)) for process, spent in after.items())
+        if used / ticks < 0.1 * quiet_s:
             return
 
 
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime
+def _cpu_ticks(root: int) -> dict[int, int]:
+    """CPU ticks (user and system) of `root` and each process below it, by pid."""
+    parents, spent = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        pid = int(stat.parent.name)
+        parents[pid], spent[pid] = int(fields[1]), int(fields[11]) + int(fields[12])
+    tree, grew = {root}, True
+    while grew:
+        below = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    return {pid: spent[pid] for pid in tree if pid in spent}
 
 
 def _peak_mib(pid: int) -> float:

@@ -26,7 +26,7 @@ from .composed import is_composed_dir, load_composed
 from .fast_decode import DecodeSpeed, can_compile, describe, fast_decoder
 from .fast_vision import quicken_vision, vision_tower
 from .local import LocalModel, eos_token_ids, fast_loop_runs, text_causal_lm
-from .memory import give_back_freed_memory
+from .memory import give_back_freed_memory, own_mapped_weights
 from .processed_images import RememberingImageProcessor
 from .view_cache import remember_views
 
@@ -188,7 +188,10 @@ def _fast_decoder(model, speed: DecodeSpeed, dtype: torch.dtype, cache_dir: Path
         dtype = torch.bfloat16
     if speed.compile and not quicken_vision(model):
         log.info("no vision tower found to compile in %s", type(model).__name__)
-    return fast_decoder(language_model, speed, cache_dir), dtype
+    decoder = fast_decoder(language_model, speed, cache_dir)
+    if speed.weights == "int8":  # most weights are new ones now: the checkpoint's mapping can go
+        own_mapped_weights(model)
+    return decoder, dtype
 
 
 def ensure_tiny_model(family: str, cache_dir: Path) -> Path:

@@ -13,6 +13,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
+
+import torch
 
 
 @functools.cache
@@ -32,3 +35,27 @@ def give_back_freed_memory() -> bool:
         return False
     libc.malloc_trim(0)
     return True
+
+
+def own_mapped_weights(model: torch.nn.Module) -> int:
+    """Copy the weights that still point into the checkpoint's file into memory of their own; returns
+    the bytes copied. transformers maps a safetensors file and leaves a weight that needs no
+    conversion in place, in the mapping: once the fast loop has converted most weights (int8, and the
+    mapping's pages read while loading still count as the process's memory, all of them: 420 MB for
+    SmolVLM2-256M), the few left (embeddings, norms: 70 MB there) hold that whole mapping. Copied,
+    it is closed. Where nothing was converted, the mapping is the weights themselves: not called there."""
+    copied = 0
+    with torch.no_grad():
+        for module in model.modules():
+            for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+                if type(tensor.data) is not torch.Tensor or tensor.device.type != "cpu":
+                    continue  # a quantized weight (made in memory) or on an accelerator
+                if tensor.untyped_storage().resizable():
+                    continue  # memory of its own: a mapping's storage cannot be resized
+                copied += tensor.untyped_storage().nbytes()
+                if isinstance(tensor, torch.nn.Parameter):
+                    tensor.data = tensor.data.clone()  # the same parameter: tied weights stay tied
+                else:
+                    setattr(module, name, tensor.clone())
+    gc.collect()  # the mapping closes with its last tensor
+    return copied

@@ -19,15 +19,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 import transformers
 from transformers import StaticCache
+
+# Models whose packages are kept (the most recently used); a package holds its model's weights.
+KEEP_MODELS = 3
+# A build's scratch folder or unfinished package older than this was left by a process that ended.
+STALE_S = 3600.0
+USED = "used"  # a file in a model's folder, touched when its packages are used
 
 
 def cache_tensors(cache: StaticCache) -> tuple[torch.Tensor, ...]:
@@ -120,6 +130,8 @@ class StepPackages:
     def __init__(self, root: Path, language_model: torch.nn.Module, settings: dict, code: Iterable[Path]):
         self.folder = root / _digest(language_model, settings, code)
         self.settings = settings
+        if self.folder.is_dir():
+            (self.folder / USED).touch()  # the last to be dropped (`tidy`)
 
     def get(self, name: str, export: Callable[[], torch.export.ExportedProgram] | None) -> PackagedStep | None:
         """The package `name`, built first if there is none (export, then a process of its own);
@@ -134,8 +146,10 @@ class StepPackages:
     def _build_apart(self, program: torch.export.ExportedProgram, path: Path) -> None:
         """Build in a process of its own: Inductor's compile is minutes of Python (the GIL a reply
         beside it needs) and a gigabyte or more of memory, both gone when that process exits. It runs
-        at the caller's priority (a warm-up's: lowered)."""
+        at the caller's priority (a warm-up's: lowered), and ends if the caller does."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / USED).touch()
+        tidy(self.folder.parent, keep=self.folder)
         with tempfile.TemporaryDirectory(dir=self.folder, prefix="export-") as scratch:
             saved = Path(scratch) / "program.pt2"
             torch.export.save(program, saved)
@@ -143,6 +157,27 @@ class StepPackages:
             done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"building {path.name} failed: {done.stderr.strip()[-2000:]}")
+
+
+def tidy(root: Path, keep: Path) -> None:
+    """Drop what builds left behind in `root` (scratch folders and unfinished packages of processes
+    that ended), and the packages of all but the KEEP_MODELS models used last (`keep` among them)."""
+    stale = time.time() - STALE_S
+    for scratch in root.glob("*/export-*"):
+        if scratch.stat().st_mtime < stale:
+            shutil.rmtree(scratch, ignore_errors=True)
+    for unfinished in root.glob("*/*.partial.pt2"):
+        if unfinished.stat().st_mtime < stale:
+            unfinished.unlink(missing_ok=True)
+    others = [folder for folder in root.iterdir() if folder.is_dir() and folder != keep]
+    others.sort(key=_last_used)
+    for folder in others[: max(0, len(others) - (KEEP_MODELS - 1))]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _last_used(folder: Path) -> float:
+    used = folder / USED
+    return (used if used.exists() else folder).stat().st_mtime
 
 
 def _digest(language_model: torch.nn.Module, settings: dict, code: Iterable[Path]) -> str:
@@ -175,7 +210,20 @@ def _plain_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
 def _build_main(argv: list[str]) -> None:
     """python -m assistant.models.packaged_step PROGRAM PACKAGE SETTINGS_JSON (what StepPackages runs)."""
     program, package, settings = argv
+    _end_with(os.getppid())
     build_package(torch.export.load(program), Path(package), json.loads(settings))
+
+
+def _end_with(parent: int) -> None:
+    """End this process when `parent` ends (the app stopped during a build): minutes of compiling
+    for nobody otherwise."""
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
 if __name__ == "__main__":

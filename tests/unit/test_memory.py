@@ -29,3 +29,34 @@ def test_memory_freed_by_torch_and_kept_by_malloc_is_given_back():
     assert give_back_freed_memory()
     assert resident_mib() < kept - 200, f"{kept:.0f} MiB resident before, {resident_mib():.0f} after"
     del last
+
+
+def mapped(path) -> bool:
+    with open("/proc/self/maps") as maps:
+        return any(line.rstrip().endswith(str(path)) for line in maps)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/maps")
+def test_weights_left_in_the_checkpoints_mapping_get_memory_of_their_own_and_the_mapping_closes(tmp_path):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from assistant.models.memory import own_mapped_weights
+
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        tie_word_embeddings=True,
+    )  # fmt: skip
+    AutoModelForCausalLM.from_config(config).to(torch.bfloat16).save_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    checkpoint = (tmp_path / "model.safetensors").resolve()
+    assert mapped(checkpoint), "transformers leaves unconverted weights in the file's mapping"
+    tokens = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        before = model(tokens).logits
+
+    assert own_mapped_weights(model) > 0
+    assert not mapped(checkpoint)
+    assert model.lm_head.weight is model.get_input_embeddings().weight, "tied weights stay tied"
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens).logits, before, rtol=0, atol=0)
+    assert own_mapped_weights(model) == 0, "nothing left to copy"

@@ -3,8 +3,12 @@ eager step, writes the cache in place as the eager step does, and a package load
 later start) answers the same."""
 
 import copy
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +18,7 @@ from transformers import StaticCache
 
 from assistant.conversation import Conversation, Image, Message
 from assistant.engine import Engine
-from assistant.models import fast_decode
+from assistant.models import fast_decode, packaged_step
 from assistant.models.fast_decode import INDUCTOR_SETTINGS, DecodeSpeed, FastDecoder, convert_weights
 from assistant.models.fast_vision import vision_tower
 from assistant.models.loader import ensure_tiny_model, load_pretrained
@@ -197,3 +201,44 @@ def test_packages_are_told_apart_by_the_weights_they_were_built_from(cache_dir, 
     with torch.no_grad():
         language_model.model.layers[0].mlp.up_proj.weight.qdata[0, 0] += 1  # one int8 weight
     assert folder() != before
+
+
+def test_tidying_drops_what_ended_builds_left_and_all_but_the_models_used_last(tmp_path):
+    hour_ago = time.time() - packaged_step.STALE_S - 60
+    models = [tmp_path / f"model-{number}" for number in range(5)]  # model-0 used last, model-4 first
+    for age, folder in enumerate(models):
+        (folder / "export-left").mkdir(parents=True)
+        for path in (folder / packaged_step.USED, folder / "step-1x1024.partial.pt2", folder / "step-1x1024.pt2"):
+            path.touch()
+        for path in (folder / "export-left", folder / "step-1x1024.partial.pt2", folder / packaged_step.USED):
+            os.utime(path, (hour_ago - age, hour_ago - age))
+    building = models[0] / "export-now"
+    building.mkdir()  # another process's build, going on
+    packaged_step.tidy(tmp_path, keep=models[4])
+    kept = sorted(folder.name for folder in tmp_path.iterdir())
+    assert kept == ["model-0", "model-1", "model-4"], "the two used last, and the one in use now"
+    assert building.is_dir() and not (models[0] / "export-left").exists()
+    assert not list(tmp_path.glob("*/*.partial.pt2")) and (models[4] / "step-1x1024.pt2").is_file()
+
+
+def test_a_build_ends_when_the_process_that_started_it_does(tmp_path):
+    builder = (
+        "import os, time\n"
+        "from assistant.models.packaged_step import _end_with\n"
+        "_end_with(os.getppid())\n"
+        "time.sleep(120)\n"
+    )
+    starter = f"import subprocess, sys; print(subprocess.Popen([sys.executable, '-c', {builder!r}]).pid)"
+    pid = int(subprocess.run([sys.executable, "-c", starter], capture_output=True, text=True, check=True).stdout)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _running(pid):
+        time.sleep(0.2)
+    assert not _running(pid), "the build went on after its app ended"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
