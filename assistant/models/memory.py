@@ -10,6 +10,7 @@ only: trimming is a walk over the heap, not for every reply.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -59,3 +60,38 @@ def own_mapped_weights(model: torch.nn.Module) -> int:
                     setattr(module, name, tensor.clone())
     gc.collect()  # the mapping closes with its last tensor
     return copied
+
+
+MADV_PAGEOUT = 21  # Linux 5.4 on: reclaim these pages now (file pages not written to are dropped; nothing is lost)
+
+
+def page_out_files(path_end: str) -> int:
+    """Drop this process's pages of the files it maps whose path ends with `path_end`; the bytes of
+    such mappings, 0 where the system cannot (not Linux, an older kernel: costs memory only). A page
+    read again later comes back from the file. For file data read once into memory of its own: an
+    AOTInductor package copies its weights out of its library when loaded, and the pages it read (as
+    many bytes as the weights, 310 MB for SmolVLM2-256M's step) would otherwise stay counted."""
+    madvise = _madvise()
+    if madvise is None:
+        return 0
+    asked = 0
+    with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) < 6 or not fields[5].endswith(path_end):
+                continue
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            if madvise(start, end - start, MADV_PAGEOUT) == 0:
+                asked += end - start
+    return asked
+
+
+@functools.cache
+def _madvise():
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    return madvise

@@ -33,6 +33,8 @@ import torch
 import transformers
 from transformers import StaticCache
 
+from .memory import page_out_files
+
 # Models whose packages are kept (the most recently used); a package holds its model's weights.
 KEEP_MODELS = 3
 # A build's scratch folder or unfinished package older than this was left by a process that ended.
@@ -115,7 +117,9 @@ class PackagedStep:
 
     @classmethod
     def load(cls, path: Path) -> PackagedStep:
-        return cls(torch._inductor.aoti_load_package(str(path)))
+        runner = torch._inductor.aoti_load_package(str(path))
+        page_out_files(".wrapper.so")  # its weights are copied out of the library: its pages can go
+        return cls(runner)
 
     def __call__(self, *arguments) -> torch.Tensor:
         return self._runner(*_flattened(arguments)[1])

@@ -60,3 +60,31 @@ def test_weights_left_in_the_checkpoints_mapping_get_memory_of_their_own_and_the
     with torch.no_grad():
         torch.testing.assert_close(model(tokens).logits, before, rtol=0, atol=0)
     assert own_mapped_weights(model) == 0, "nothing left to copy"
+
+
+def resident_in_mapping_mib(path) -> float:
+    resident, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields[0]) > 8 and ":" not in fields[0]:
+                inside = len(fields) > 5 and fields[5] == str(path)
+            elif inside and fields[0] == "Rss:":
+                resident += int(fields[1])
+    return resident / 1024
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux's madvise")
+def test_pages_of_a_mapped_file_read_once_are_dropped_and_read_again_when_needed(tmp_path):
+    import mmap
+
+    from assistant.models.memory import page_out_files
+
+    path = tmp_path / "weights.wrapper.so"
+    path.write_bytes(bytes(range(256)) * (64 * MiB // 256))
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ) as mapping:
+        checksum = sum(mapping[offset] for offset in range(0, len(mapping), 4096))  # every page read
+        assert resident_in_mapping_mib(path) > 60
+        assert page_out_files(".wrapper.so") >= 64 * MiB
+        assert resident_in_mapping_mib(path) < 8, "the pages were dropped"
+        assert sum(mapping[offset] for offset in range(0, len(mapping), 4096)) == checksum, "and read back"
