@@ -340,10 +340,9 @@ class FastDecoder:
                 # vision tower's compile), which then takes turns with them no more than they do.
                 self._warming.clear()
             self._run_the_models_own(before)
-            if not built:
+            if not built and not self._use_packages(embeddings, build=True):
                 with self._lock:
-                    if not self._use_packages(embeddings, build=True):
-                        self._compile_here(embeddings)
+                    self._compile_here(embeddings)
 
     def _run_the_models_own(self, before: Callable[[], None] | None) -> None:
         if before is None:
@@ -355,7 +354,7 @@ class FastDecoder:
 
     def _use_packages(self, embeddings: torch.Tensor, build: bool) -> bool:
         """The one-token step and (batching) the batch step from their packages, built first where
-        `build` says; whether both are."""
+        `build` says (during the warm-up, while replies go beside it); whether both are."""
         if not isinstance(self._step, _ByCacheLength):
             example = functools.partial(self._step_example, embeddings)
             if not self._use_package("decode step", "_step", self._one_token, 1, example, build):
@@ -410,11 +409,23 @@ class FastDecoder:
         return True
 
     def _export(self, step: Callable, example: Callable[[], tuple]) -> torch.export.ExportedProgram:
-        """`step` exported with the arguments `example` makes, no model work beside it: replies wait
-        (seconds, once per model) rather than run into export's tracing."""
+        """`step` exported with the arguments `example` makes, no model work beside it."""
         arguments = example()
-        with self._beside_lock:
+        with self.exclusively():
             return export_step(self.language_model, step, arguments)
+
+    @property
+    def packages(self) -> Path | None:
+        """Where compiled code is kept as packages (None: compiled at each start)."""
+        return self._packages
+
+    @contextlib.contextmanager
+    def exclusively(self):
+        """No model work beside this block, replies' or their vision's, whether beside the warm-up or
+        not: they wait (seconds, once per model) rather than run into torch.export's tracing, which
+        patches every module's call in all threads."""
+        with self._beside_lock, self._lock:
+            yield
 
     def _step_example(self, embeddings: torch.Tensor) -> tuple:
         """Arguments of the one-token step over the first bucket's cache, a prompt prefilled into it."""

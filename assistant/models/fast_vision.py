@@ -3,6 +3,10 @@ tower's linear layers take int8 weights and int8 activations (torchao's dynamic 
 row of activations and per channel of weights: the CPU's VNNI integer kernels), and its forward is
 compiled with Inductor, frozen weights and all. Elsewhere it runs in bfloat16, eagerly (the loader's).
 
+Where the decode steps are packages (models/packaged_step.py), the tower is one too: exported as
+the VLM calls it (any number of views), built once in a process of its own, loaded by later starts,
+so that no start compiles it in the app's process (a minute of its cores, and its memory).
+
 A view is the tower's costliest piece of a photo question; `python -m bench.vision` measures each
 form against float32 and says how far its features move (bench/results/vision-tower.md).
 """
@@ -12,13 +16,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from .packaged_step import PackagedCall, StepPackages
 
 log = logging.getLogger(__name__)
 
 # Frozen weights let Inductor pack them for its own kernels (as for the decode step).
 VISION_INDUCTOR_SETTINGS = {"freezing": True}
+MAX_VIEWS = 64  # views of one call that the packaged tower takes (SmolVLM's `high` detail: 17 at most)
+PACKAGED_CODE = (Path(__file__), Path(__file__).with_name("packaged_step.py"))
 
 
 def vision_tower(vlm) -> torch.nn.Module | None:
@@ -55,30 +66,155 @@ def compiling_here():
 
 
 def quicken(tower: torch.nn.Module) -> None:
-    """Give `tower` int8 linear layers and a compiled forward, compiled at its first call inside
-    `compiling_here` (the warm-up's); until then it runs eagerly, and a compile that fails leaves the
-    eager forward for good, which costs speed only."""
+    """Give `tower` int8 linear layers and a faster forward (_Quickened)."""
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
     quantize_(tower, Int8DynamicActivationInt8WeightConfig())
-    eager = tower.forward
-    compiled = None  # made at the first compiled call, the warm-up's: importing Inductor is a second of the start
-    ready = threading.Event()  # compiled once: the compiled forward for every caller from then on
-    failed = threading.Event()
+    tower.forward = tower.quickened = _Quickened(tower.forward)  # `quickened`: found under a ViewCache's wrap
 
-    def forward(*args, **kwargs):
-        if failed.is_set() or not (ready.is_set() or getattr(_compiling_thread, "active", False)):
-            return eager(*args, **kwargs)
-        nonlocal compiled
+
+class _Quickened:
+    """A tower's forward: from its package once one is given (`packaged`, for the calls it fits),
+    else compiled at its first call inside `compiling_here` (the warm-up's); until then eager, and a
+    compile that fails leaves the eager forward for good, which costs speed only."""
+
+    def __init__(self, eager: Callable):
+        self.eager = eager
+        self.packaged: PackagedTower | None = None
+        self._compiled = None  # made at the first compiled call, the warm-up's: importing Inductor is a second
+        self._ready = threading.Event()  # compiled once: the compiled forward for every caller from then on
+        self._failed = threading.Event()
+
+    def __call__(self, *args, **kwargs):
+        if self.packaged is not None and not args and self.packaged.fits(kwargs):
+            return self.packaged(kwargs)
+        if self._failed.is_set() or not (self._ready.is_set() or getattr(_compiling_thread, "active", False)):
+            return self.eager(*args, **kwargs)
         try:
-            compiled = compiled or torch.compile(eager)
+            self._compiled = self._compiled or torch.compile(self.eager)
             with torch._inductor.config.patch(VISION_INDUCTOR_SETTINGS):
-                output = compiled(*args, **kwargs)
+                output = self._compiled(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - costs speed only: the eager forward answers
             log.warning("the compiled vision tower failed, continuing without it: %s", error)
-            failed.set()
-            return eager(*args, **kwargs)
-        ready.set()
+            self._failed.set()
+            return self.eager(*args, **kwargs)
+        self._ready.set()
         return output
 
-    tower.forward = forward
+
+@dataclass
+class TowerCall:
+    """How the VLM calls its tower, as seen once: keyword arguments only, tensors with one row per view."""
+
+    tensors: dict[str, torch.Tensor]  # one view's
+    constants: dict[str, object]
+    output_type: type  # a ModelOutput, built from the package's output (a dict)
+
+    def fits(self, kwargs: dict) -> bool:
+        """Whether a call is like this one (any number of views up to MAX_VIEWS)."""
+        if kwargs.keys() != self.tensors.keys() | self.constants.keys():
+            return False
+        if any(kwargs[name] != value for name, value in self.constants.items()):
+            return False
+        views = {kwargs[name].shape[0] if isinstance(kwargs[name], torch.Tensor) else -1 for name in self.tensors}
+        return (
+            len(views) == 1
+            and 1 <= views.pop() <= MAX_VIEWS
+            and all(
+                kwargs[name].dtype == example.dtype and kwargs[name].shape[1:] == example.shape[1:]
+                for name, example in self.tensors.items()
+            )
+        )
+
+
+class PackagedTower:
+    """The tower's forward from its package, for calls that fit the one it was exported from."""
+
+    def __init__(self, packaged: PackagedCall, call: TowerCall):
+        self._packaged, self._call = packaged, call
+
+    def fits(self, kwargs: dict) -> bool:
+        return self._call.fits(kwargs)
+
+    def __call__(self, kwargs: dict):
+        return self._call.output_type(**self._packaged(*(kwargs[name] for name in self._call.tensors)))
+
+
+def package_tower(
+    vlm, packages: Path, one_view: Callable[[], None], exclusively: Callable[[], contextlib.AbstractContextManager]
+) -> bool:
+    """Give the VLM's quickened tower its package (built first where there is none: exported as
+    `one_view` makes the VLM call it, while `exclusively` keeps all other model work out); whether it has it."""
+    tower = vision_tower(vlm)
+    quickened = getattr(tower, "quickened", None)
+    if not isinstance(quickened, _Quickened):
+        return False
+    call = _seen_call(quickened, one_view)
+    if call is None:
+        log.info("the vision tower is called in a way not packaged here; it is compiled in the process")
+        return False
+    try:
+        packages = StepPackages(packages, tower, VISION_INDUCTOR_SETTINGS, PACKAGED_CODE)
+        name = "vision-" + "-".join("x".join(map(str, example.shape[1:])) for example in call.tensors.values())
+
+        def export():
+            with exclusively():
+                return export_tower(quickened.eager, tower, call)
+
+        packaged = packages.get(name, export, kind=PackagedCall)
+    except Exception as error:  # noqa: BLE001 - it is compiled in the process instead, as without packages
+        log.warning("no packaged vision tower (%s); compiling it here instead", error)
+        return False
+    quickened.packaged = PackagedTower(packaged, call)
+    return True
+
+
+def _seen_call(quickened: _Quickened, one_view: Callable[[], None]) -> TowerCall | None:
+    """The call `one_view` makes to the tower (run eagerly), or None where it is not one to package."""
+    seen = {}
+    eager = quickened.eager
+
+    def watch(*args, **kwargs):
+        output = eager(*args, **kwargs)
+        seen.setdefault("call", (args, kwargs, output))
+        return output
+
+    quickened.eager = watch
+    try:
+        one_view()
+    finally:
+        quickened.eager = eager
+    if "call" not in seen:
+        return None
+    args, kwargs, output = seen["call"]
+    tensors = {name: value for name, value in kwargs.items() if isinstance(value, torch.Tensor)}
+    views = {value.shape[0] if value.dim() else 0 for value in tensors.values()}
+    if args or "pixel_values" not in tensors or views != {1} or not hasattr(output, "keys"):
+        return None
+    constants = {name: value for name, value in kwargs.items() if name not in tensors}
+    return TowerCall(tensors, constants, type(output))
+
+
+class _CallWithTensors(torch.nn.Module):
+    """The tower called with its tensors by position and its output as a dict: what export takes."""
+
+    def __init__(self, tower: torch.nn.Module, forward: Callable, call: TowerCall):
+        super().__init__()
+        self.tower, self._forward, self._call = tower, forward, call
+
+    def forward(self, *tensors: torch.Tensor):
+        output = self._forward(**dict(zip(self._call.tensors, tensors, strict=True)), **self._call.constants)
+        return dict(output)
+
+
+def export_tower(forward: Callable, tower: torch.nn.Module, call: TowerCall) -> torch.export.ExportedProgram:
+    """The tower's `forward` exported for `call`'s arguments, the number of views dynamic."""
+    views = torch.export.Dim("views", min=1, max=MAX_VIEWS)
+    with torch.inference_mode(False):  # as export_step: export traces outside inference mode
+        two_views = tuple(torch.cat([example, example]) for example in call.tensors.values())
+        return torch.export.export(
+            _CallWithTensors(tower, forward, call).eval(),
+            two_views,  # two: export fixes a size seen as 1
+            dynamic_shapes=(tuple({0: views} for _ in two_views),),
+            strict=False,
+        )

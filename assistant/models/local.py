@@ -14,6 +14,7 @@ weights. Without one, transformers' `generate` runs the whole VLM.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import threading
 import time
@@ -32,7 +33,7 @@ from ..errors import ModelUnavailableError
 from ..vision.detail import tiling_for
 from .base import Encoded, GenerationRequest, ReplyRequest
 from .fast_decode import FastDecoder, Prompt
-from .fast_vision import compiling_here
+from .fast_vision import compiling_here, package_tower
 from .streaming import start_generation
 from .view_cache import ViewCache, add_tensor
 
@@ -91,8 +92,15 @@ class LocalModel:
         return max(1, int(self.image_budget_s // self._seconds_per_view))
 
     def _warm_vision(self) -> None:
-        """The warm-up's first part (in the decoder's compile thread, holding its turn): the vision
-        tower's first run, which compiles it where it is compiled, and its speed measured."""
+        """The warm-up's first part (in the decoder's compile thread): the vision tower from its
+        package where the decoder keeps packages, else its first run, which compiles it where it is
+        compiled; then its speed measured."""
+        packages = self.decoder.packages if self.decoder is not None else None
+        if packages is not None:
+            one_view = functools.partial(self._merge, self._one_view_prompt("dimgray"))
+            if package_tower(self.model, packages, one_view, self.decoder.exclusively):
+                self._seconds_per_view = self._time_one_view()
+                return
         with compiling_here():
             self._seconds_per_view = self._time_one_view()
 

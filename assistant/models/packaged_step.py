@@ -109,43 +109,52 @@ def build_package(program: torch.export.ExportedProgram, path: Path, inductor_se
     return path
 
 
-class PackagedStep:
-    """A package's step, called as the step it was exported from."""
+class PackagedCall:
+    """A package's program, called with the tensors it was exported with."""
 
     def __init__(self, runner):
         self._runner = runner
 
     @classmethod
-    def load(cls, path: Path) -> PackagedStep:
+    def load(cls, path: Path):
         runner = torch._inductor.aoti_load_package(str(path))
         page_out_files(".wrapper.so")  # its weights are copied out of the library: its pages can go
         return cls(runner)
+
+    def __call__(self, *tensors: torch.Tensor):
+        return self._runner(*tensors)
+
+
+class PackagedStep(PackagedCall):
+    """A package's step, called as the step it was exported from."""
 
     def __call__(self, *arguments) -> torch.Tensor:
         return self._runner(*_flattened(arguments)[1])
 
 
 class StepPackages:
-    """One model's step packages, in a folder named by a digest of all they are built from: the
-    weights, the model's config, the code of the steps, the versions of torch, torchao and
+    """One model's step packages (or its vision tower's), in a folder named by a digest of all they
+    are built from: the weights, the model's config, the code of the steps, the versions of torch, torchao and
     transformers, the CPU's instruction set and Inductor's settings. So a package never serves another
     model, and an upgrade builds afresh."""
 
-    def __init__(self, root: Path, language_model: torch.nn.Module, settings: dict, code: Iterable[Path]):
-        self.folder = root / _digest(language_model, settings, code)
+    def __init__(self, root: Path, model: torch.nn.Module, settings: dict, code: Iterable[Path]):
+        self.folder = root / _digest(model, settings, code)
         self.settings = settings
         if self.folder.is_dir():
             (self.folder / USED).touch()  # the last to be dropped (`tidy`)
 
-    def get(self, name: str, export: Callable[[], torch.export.ExportedProgram] | None) -> PackagedStep | None:
-        """The package `name`, built first if there is none (export, then a process of its own);
-        without `export`, None when there is none."""
+    def get(
+        self, name: str, export: Callable[[], torch.export.ExportedProgram] | None, kind: type = PackagedStep
+    ) -> PackagedCall | None:
+        """The package `name` as a `kind`, built first if there is none (export, then a process of its
+        own); without `export`, None when there is none."""
         path = self.folder / f"{name}.pt2"
         if not path.is_file():
             if export is None:
                 return None
             self._build_apart(export(), path)
-        return PackagedStep.load(path)
+        return kind.load(path)
 
     def _build_apart(self, program: torch.export.ExportedProgram, path: Path) -> None:
         """Build in a process of its own: Inductor's compile is minutes of Python (the GIL a reply
@@ -184,19 +193,19 @@ def _last_used(folder: Path) -> float:
     return (used if used.exists() else folder).stat().st_mtime
 
 
-def _digest(language_model: torch.nn.Module, settings: dict, code: Iterable[Path]) -> str:
+def _digest(model: torch.nn.Module, settings: dict, code: Iterable[Path]) -> str:
     import torchao
 
     digest = hashlib.blake2b(digest_size=12)
     versions = (torch.__version__, torchao.__version__, transformers.__version__)
     for text in (*versions, torch.backends.cpu.get_cpu_capability(), json.dumps(settings, sort_keys=True)):
         digest.update(text.encode())
-    digest.update(language_model.config.to_json_string().encode())
+    digest.update(model.config.to_json_string().encode())
     for path in code:
         digest.update(path.read_bytes())
     # Outside inference mode (a warm-up runs in it), where torchao's int8 weights cannot be detached.
     with torch.inference_mode(False):
-        for name, tensor in sorted(language_model.state_dict().items()):
+        for name, tensor in sorted(model.state_dict().items()):
             digest.update(name.encode())
             for part in _plain_tensors(tensor):
                 digest.update(part.detach().contiguous().view(-1).view(torch.uint8).numpy())

@@ -3,8 +3,6 @@ built and loaded through the real loader): the prompt merged by the VLM's own fo
 over its decoder and head. In float32 it answers token for token as transformers' `generate` on the
 whole VLM, alone and batched; a family the loop does not run keeps `generate`."""
 
-import types
-
 import pytest
 import torch
 from PIL import Image as PILImage
@@ -125,5 +123,6 @@ def test_a_compiled_model_compiles_its_vision_tower_in_the_warm_up_and_measures_
         engine.close()
     assert text and reply.usage.image_tokens > 0
     tower = vision_tower(model.model)
-    assert isinstance(tower.forward, types.FunctionType), "the compiled forward answered (no fall-back to eager)"
+    assert tower.quickened._ready.is_set(), "the compiled forward answered (no fall-back to eager)"
+    assert tower.quickened.packaged is None, "without a cache directory, nothing is kept as a package"
     assert "Int8" in type(tower.encoder.layers[0].mlp.fc1.weight).__name__, "int8 weights in the tower"

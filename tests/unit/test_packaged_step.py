@@ -242,3 +242,41 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+@pytest.mark.slow
+def test_the_vision_tower_is_packaged_once_and_answers_as_the_eager_tower_for_any_number_of_views(
+    cache_dir, tmp_path, monkeypatch
+):
+    directory = str(ensure_tiny_model("smolvlm", cache_dir))
+
+    def loaded():
+        """The tiny model without its view cache (each merge runs the tower), cutting photos in views."""
+        speed = DecodeSpeed("int8", True, 1)
+        model = load_pretrained(
+            directory, torch.device("cpu"), torch.float32, speed=speed, cache_dir=tmp_path, image_cache_bytes=0
+        )
+        model.processor.image_processor.size = {"longest_edge": 96}  # `high` detail: up to 3 x 3 views + 1
+        return model
+
+    noise = PILImage.fromarray(torch.randint(0, 256, (200, 300, 3), dtype=torch.uint8).numpy())
+    photo = Conversation().add(Message.user("What is this?", [Image(noise, detail="high")]))
+    model = loaded()
+    encoded = model.encode(photo)
+    assert encoded.inputs["pixel_values"].shape[1] > 1, "a photo of several views"
+    eager = model._merge(encoded)
+    model._warm_vision()
+    quickened = vision_tower(model.model).quickened
+    assert quickened.packaged is not None and model._seconds_per_view > 0
+    packaged = model._merge(encoded)
+    agreement = torch.nn.functional.cosine_similarity(packaged.float(), eager.float(), dim=-1)
+    assert agreement.min() > 0.99, f"features as the eager tower's (int8 both): {agreement.min():.4f}"
+    assert quickened._compiled is None, "nothing compiled in this process"
+
+    def build_again(*args):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(StepPackages, "_build_apart", build_again)
+    restarted = loaded()
+    restarted._warm_vision()
+    torch.testing.assert_close(restarted._merge(restarted.encode(photo)), packaged, rtol=0, atol=0)
