@@ -334,15 +334,16 @@ class FastDecoder:
                     self._compile_here(embeddings)
                 return
             with self._lock:
-                built = self._use_packages(embeddings, build=False)
-            if built:
-                # Replies take the packaged steps from here on, beside the rest of the warm-up (the
-                # vision tower's compile), which then takes turns with them no more than they do.
-                self._warming.clear()
-            self._run_the_models_own(before)
-            if not built and not self._use_packages(embeddings, build=True):
+                packaged = self._use_packages(embeddings, build=False)
+            if not (packaged or self._use_packages(embeddings, build=True)):
                 with self._lock:
+                    self._run_the_models_own(before)
                     self._compile_here(embeddings)
+                return
+            # Replies take the packaged steps from here on, beside the rest of the warm-up (the
+            # vision tower's), which then takes turns with them no more than they do.
+            self._warming.clear()
+            self._run_the_models_own(before)
 
     def _run_the_models_own(self, before: Callable[[], None] | None) -> None:
         if before is None:

@@ -14,6 +14,8 @@ form against float32 and says how far its features move (bench/results/vision-to
 from __future__ import annotations
 
 import contextlib
+import importlib
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers.utils import ModelOutput
 
 from .packaged_step import PackagedCall, StepPackages
 
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 # Frozen weights let Inductor pack them for its own kernels (as for the decode step).
 VISION_INDUCTOR_SETTINGS = {"freezing": True}
+TOWER_PACKAGE = "vision-tower"  # one per tower: a VLM calls its tower one way, views of one size
 MAX_VIEWS = 64  # views of one call that the packaged tower takes (SmolVLM's `high` detail: 17 at most)
 PACKAGED_CODE = (Path(__file__), Path(__file__).with_name("packaged_step.py"))
 
@@ -110,6 +114,36 @@ class TowerCall:
     constants: dict[str, object]
     output_type: type  # a ModelOutput, built from the package's output (a dict)
 
+    def save(self, path: Path) -> None:
+        """Kept as JSON beside the package (written whole or not at all); nothing where the call's
+        other arguments are not plain values."""
+        tensors = {name: [list(example.shape), str(example.dtype)] for name, example in self.tensors.items()}
+        output_type = [self.output_type.__module__, self.output_type.__qualname__]
+        try:
+            text = json.dumps({"tensors": tensors, "constants": self.constants, "output_type": output_type})
+        except TypeError:
+            return
+        partial = path.with_suffix(".partial")
+        partial.write_text(text)
+        partial.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> TowerCall | None:
+        """The call kept at `path`; None where there is none (or it names no model output)."""
+        try:
+            kept = json.loads(path.read_text())
+            module, name = kept["output_type"]
+            output_type = getattr(importlib.import_module(module), name)
+            tensors = {
+                name: torch.empty(shape, dtype=getattr(torch, dtype.removeprefix("torch.")))
+                for name, (shape, dtype) in kept["tensors"].items()
+            }
+        except (OSError, ValueError, KeyError, ImportError, AttributeError):
+            return None
+        if not (isinstance(output_type, type) and issubclass(output_type, ModelOutput)):
+            return None
+        return cls(tensors, kept["constants"], output_type)
+
     def fits(self, kwargs: dict) -> bool:
         """Whether a call is like this one (any number of views up to MAX_VIEWS)."""
         if kwargs.keys() != self.tensors.keys() | self.constants.keys():
@@ -143,29 +177,35 @@ class PackagedTower:
 def package_tower(
     vlm, packages: Path, one_view: Callable[[], None], exclusively: Callable[[], contextlib.AbstractContextManager]
 ) -> bool:
-    """Give the VLM's quickened tower its package (built first where there is none: exported as
-    `one_view` makes the VLM call it, while `exclusively` keeps all other model work out); whether it has it."""
+    """Give the VLM's quickened tower its package; whether it has it. Built first where there is none:
+    exported as `one_view` makes the VLM call it, while `exclusively` keeps all other model work out;
+    the call is kept beside the package, so that a later start only loads it (no run of the tower)."""
     tower = vision_tower(vlm)
     quickened = getattr(tower, "quickened", None)
     if not isinstance(quickened, _Quickened):
         return False
-    call = _seen_call(quickened, one_view)
-    if call is None:
-        log.info("the vision tower is called in a way not packaged here; it is compiled in the process")
-        return False
     try:
         packages = StepPackages(packages, tower, VISION_INDUCTOR_SETTINGS, PACKAGED_CODE)
-        name = "vision-" + "-".join("x".join(map(str, example.shape[1:])) for example in call.tensors.values())
+        kept = packages.folder / f"{TOWER_PACKAGE}.json"
+        call = TowerCall.load(kept)
+        packaged = packages.get(TOWER_PACKAGE, None, kind=PackagedCall) if call is not None else None
+        if packaged is None:
+            call = _seen_call(quickened, one_view)
+            if call is None:
+                log.info("the vision tower is called in a way not packaged here; it is compiled in the process")
+                return False
 
-        def export():
-            with exclusively():
-                return export_tower(quickened.eager, tower, call)
+            def export():
+                with exclusively():
+                    return export_tower(quickened.eager, tower, call)
 
-        packaged = packages.get(name, export, kind=PackagedCall)
+            packaged = packages.get(TOWER_PACKAGE, export, kind=PackagedCall)
+            call.save(kept)
     except Exception as error:  # noqa: BLE001 - it is compiled in the process instead, as without packages
         log.warning("no packaged vision tower (%s); compiling it here instead", error)
         return False
     quickened.packaged = PackagedTower(packaged, call)
+    log.info("packaged vision tower ready")
     return True
 
 
@@ -189,7 +229,7 @@ def _seen_call(quickened: _Quickened, one_view: Callable[[], None]) -> TowerCall
     args, kwargs, output = seen["call"]
     tensors = {name: value for name, value in kwargs.items() if isinstance(value, torch.Tensor)}
     views = {value.shape[0] if value.dim() else 0 for value in tensors.values()}
-    if args or "pixel_values" not in tensors or views != {1} or not hasattr(output, "keys"):
+    if args or "pixel_values" not in tensors or views != {1} or not isinstance(output, ModelOutput):
         return None
     constants = {name: value for name, value in kwargs.items() if name not in tensors}
     return TowerCall(tensors, constants, type(output))

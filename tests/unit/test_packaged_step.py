@@ -278,5 +278,9 @@ def test_the_vision_tower_is_packaged_once_and_answers_as_the_eager_tower_for_an
 
     monkeypatch.setattr(StepPackages, "_build_apart", build_again)
     restarted = loaded()
+    later, eager_runs = vision_tower(restarted.model).quickened, []
+    eager_forward = later.eager
+    later.eager = lambda *args, **kwargs: eager_runs.append(1) or eager_forward(*args, **kwargs)
     restarted._warm_vision()
+    assert later.packaged is not None and not eager_runs, "a later start loads it, running no view eagerly"
     torch.testing.assert_close(restarted._merge(restarted.encode(photo)), packaged, rtol=0, atol=0)
