@@ -300,6 +300,15 @@ class FastDecoder:
         thread.start()
         return thread
 
+    def load_packages(self) -> bool:
+        """Take the steps from packages built by an earlier start, now (a second or two), so that the
+        first question is decoded by them rather than beside the warm-up; whether they are."""
+        if not self.speed.compile or self._packages is None:
+            return False
+        with torch.inference_mode(), self._lock:
+            embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
+            return self._use_packages(embeddings, build=False)
+
     @property
     def warming(self) -> bool:
         """Whether the warm-up is compiling (replies are decoded eagerly beside it)."""

@@ -175,21 +175,30 @@ class PackagedTower:
 
 
 def package_tower(
-    vlm, packages: Path, one_view: Callable[[], None], exclusively: Callable[[], contextlib.AbstractContextManager]
+    vlm,
+    packages: Path,
+    one_view: Callable[[], None],
+    exclusively: Callable[[], contextlib.AbstractContextManager],
+    build: bool = True,
 ) -> bool:
-    """Give the VLM's quickened tower its package; whether it has it. Built first where there is none:
-    exported as `one_view` makes the VLM call it, while `exclusively` keeps all other model work out;
-    the call is kept beside the package, so that a later start only loads it (no run of the tower)."""
+    """Give the VLM's quickened tower its package; whether it has it. Built first where there is none
+    and `build` says: exported as `one_view` makes the VLM call it, while `exclusively` keeps all other
+    model work out; the call is kept beside the package, so that a later start only loads it (no run
+    of the tower)."""
     tower = vision_tower(vlm)
     quickened = getattr(tower, "quickened", None)
     if not isinstance(quickened, _Quickened):
         return False
+    if quickened.packaged is not None:
+        return True
     try:
         packages = StepPackages(packages, tower, VISION_INDUCTOR_SETTINGS, PACKAGED_CODE)
         kept = packages.folder / f"{TOWER_PACKAGE}.json"
         call = TowerCall.load(kept)
         packaged = packages.get(TOWER_PACKAGE, None, kind=PackagedCall) if call is not None else None
         if packaged is None:
+            if not build:
+                return False
             call = _seen_call(quickened, one_view)
             if call is None:
                 log.info("the vision tower is called in a way not packaged here; it is compiled in the process")

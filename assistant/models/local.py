@@ -95,14 +95,19 @@ class LocalModel:
         """The warm-up's first part (in the decoder's compile thread): the vision tower from its
         package where the decoder keeps packages, else its first run, which compiles it where it is
         compiled; then its speed measured."""
-        packages = self.decoder.packages if self.decoder is not None else None
-        if packages is not None:
-            one_view = functools.partial(self._merge, self._one_view_prompt("dimgray"))
-            if package_tower(self.model, packages, one_view, self.decoder.exclusively):
-                self._seconds_per_view = self._time_one_view()
-                return
+        if self._package_vision(build=True):
+            self._seconds_per_view = self._time_one_view()
+            return
         with compiling_here():
             self._seconds_per_view = self._time_one_view()
+
+    def _package_vision(self, build: bool) -> bool:
+        """The vision tower from its package, built first where `build` says; whether it is."""
+        packages = self.decoder.packages if self.decoder is not None else None
+        if packages is None:
+            return False
+        one_view = functools.partial(self._merge, self._one_view_prompt("dimgray"))
+        return package_tower(self.model, packages, one_view, self.decoder.exclusively, build=build)
 
     def _time_one_view(self) -> float:
         """Seconds the vision tower and merge take for one view here: the second of two runs (the
@@ -212,8 +217,13 @@ class LocalModel:
 
     def warm_up(self) -> threading.Thread | None:
         """Start getting ready in the background (a decoder that compiles does it here), returning the
-        thread; None when there is nothing to do. The engine calls it once."""
-        return None if self.decoder is None else self.decoder.warm_up(before=self._warm_vision)
+        thread; None when there is nothing to do. What an earlier start built as packages is loaded
+        first, before any question. The engine calls it once."""
+        if self.decoder is None:
+            return None
+        if self.decoder.load_packages():
+            self._package_vision(build=False)
+        return self.decoder.warm_up(before=self._warm_vision)
 
     def generation_config(self, max_new_tokens: int) -> GenerationConfig:
         pad = self.tokenizer.pad_token_id

@@ -131,8 +131,9 @@ def test_the_warm_up_builds_the_package_once_and_a_restart_only_loads_it(cache_d
 
     monkeypatch.setattr(StepPackages, "_build_apart", build_again)
     _, restarted = eager_and_packaged(cache_dir, tmp_path)
-    assert answers(restarted) == expected
+    assert restarted.decoder.load_packages(), "built by the first start: loaded before any question"
     assert isinstance(restarted.decoder._step, fast_decode._ByCacheLength)
+    assert answers(restarted) == expected
 
 
 @pytest.mark.slow
@@ -265,6 +266,7 @@ def test_the_vision_tower_is_packaged_once_and_answers_as_the_eager_tower_for_an
     encoded = model.encode(photo)
     assert encoded.inputs["pixel_values"].shape[1] > 1, "a photo of several views"
     eager = model._merge(encoded)
+    assert not model._package_vision(build=False), "none built yet"
     model._warm_vision()
     quickened = vision_tower(model.model).quickened
     assert quickened.packaged is not None and model._seconds_per_view > 0
@@ -281,6 +283,6 @@ def test_the_vision_tower_is_packaged_once_and_answers_as_the_eager_tower_for_an
     later, eager_runs = vision_tower(restarted.model).quickened, []
     eager_forward = later.eager
     later.eager = lambda *args, **kwargs: eager_runs.append(1) or eager_forward(*args, **kwargs)
-    restarted._warm_vision()
-    assert later.packaged is not None and not eager_runs, "a later start loads it, running no view eagerly"
+    assert restarted._package_vision(build=False), "a later start loads it (before any question)"
+    assert later.packaged is not None and not eager_runs, "running no view eagerly"
     torch.testing.assert_close(restarted._merge(restarted.encode(photo)), packaged, rtol=0, atol=0)
