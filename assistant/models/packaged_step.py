@@ -35,8 +35,9 @@ from transformers import StaticCache
 
 from .memory import page_out_files
 
-# Models whose packages are kept (the most recently used); a package holds its model's weights.
-KEEP_MODELS = 3
+# Folders of packages kept (the most recently used), one per model built from: a VLM has two, its
+# language model's and its vision tower's. A package holds its model's weights.
+KEEP_FOLDERS = 6
 # A build's scratch folder or unfinished package older than this was left by a process that ended.
 STALE_S = 3600.0
 USED = "used"  # a file in a model's folder, touched when its packages are used
@@ -174,7 +175,7 @@ class StepPackages:
 
 def tidy(root: Path, keep: Path) -> None:
     """Drop what builds left behind in `root` (scratch folders and unfinished packages of processes
-    that ended), and the packages of all but the KEEP_MODELS models used last (`keep` among them)."""
+    that ended), and all but the KEEP_FOLDERS folders used last (`keep` among them)."""
     stale = time.time() - STALE_S
     for scratch in root.glob("*/export-*"):
         if scratch.stat().st_mtime < stale:
@@ -184,7 +185,7 @@ def tidy(root: Path, keep: Path) -> None:
             unfinished.unlink(missing_ok=True)
     others = [folder for folder in root.iterdir() if folder.is_dir() and folder != keep]
     others.sort(key=_last_used)
-    for folder in others[: max(0, len(others) - (KEEP_MODELS - 1))]:
+    for folder in others[: max(0, len(others) - (KEEP_FOLDERS - 1))]:
         shutil.rmtree(folder, ignore_errors=True)
 
 

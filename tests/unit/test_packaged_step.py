@@ -204,7 +204,8 @@ def test_packages_are_told_apart_by_the_weights_they_were_built_from(cache_dir, 
     assert folder() != before
 
 
-def test_tidying_drops_what_ended_builds_left_and_all_but_the_models_used_last(tmp_path):
+def test_tidying_drops_what_ended_builds_left_and_all_but_the_folders_used_last(tmp_path, monkeypatch):
+    monkeypatch.setattr(packaged_step, "KEEP_FOLDERS", 3)
     hour_ago = time.time() - packaged_step.STALE_S - 60
     models = [tmp_path / f"model-{number}" for number in range(5)]  # model-0 used last, model-4 first
     for age, folder in enumerate(models):
