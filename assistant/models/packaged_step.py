@@ -40,6 +40,7 @@ from .memory import page_out_files
 KEEP_FOLDERS = 6
 # A build's scratch folder or unfinished package older than this was left by a process that ended.
 STALE_S = 3600.0
+LIBRARY_END = ".wrapper.so"  # how a package's library, unpacked to be loaded, is named
 USED = "used"  # a file in a model's folder, touched when its packages are used
 
 
@@ -118,8 +119,11 @@ class PackagedCall:
 
     @classmethod
     def load(cls, path: Path):
+        before = _libraries_loaded()
         runner = torch._inductor.aoti_load_package(str(path))
-        page_out_files(".wrapper.so")  # its weights are copied out of the library: its pages can go
+        page_out_files(LIBRARY_END)  # its weights are copied out of the library: its pages can go
+        for library in _libraries_loaded() - before:
+            _remove_unpacked(library)
         return cls(runner)
 
     def __call__(self, *tensors: torch.Tensor):
@@ -171,6 +175,25 @@ class StepPackages:
             done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"building {path.name} failed: {done.stderr.strip()[-2000:]}")
+
+
+def _libraries_loaded() -> set[Path]:
+    """The packages' libraries this process has loaded (none known where there is no /proc)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return {Path(line.split(maxsplit=5)[5].strip()) for line in maps if line.rstrip().endswith(LIBRARY_END)}
+    except OSError:
+        return set()
+
+
+def _remove_unpacked(library: Path) -> None:
+    """Remove the folder a package was unpacked into to load `library` (in the system's temporary
+    folder, 300 MB and more, left there for good otherwise: a start's worth at every start). Loaded, the
+    library needs its file no more, and its weights were copied out of it."""
+    for folder in library.parents:
+        if folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith("aotinductor_"):
+            shutil.rmtree(folder, ignore_errors=True)
+            return
 
 
 def tidy(root: Path, keep: Path) -> None:

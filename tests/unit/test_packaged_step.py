@@ -6,6 +6,7 @@ import copy
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -60,16 +61,22 @@ def steps(step, cache, positions) -> list[torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_a_packaged_step_decodes_as_the_eager_step_and_survives_a_restart(decoder, tmp_path):
+def test_a_packaged_step_decodes_as_the_eager_step_and_survives_a_restart(decoder, tmp_path, monkeypatch):
     first = len(PROMPT[0])
     example = (torch.tensor([[5]]), torch.tensor([first]), prefilled(decoder), torch.empty(first + 1))
     program = export_step(decoder.language_model, decoder._one_token, example)
     path = build_package(program, tmp_path / "step.pt2", SETTINGS)
     assert path.is_file() and not list(tmp_path.glob("*.partial.pt2")), "written whole, under its own name"
 
+    temporary = tmp_path / "tmp"  # where the package is unpacked to be loaded
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    packaged = PackagedStep.load(path)
+    assert not list(temporary.iterdir()), "nothing left unpacked (300 MB and more a start otherwise)"
     eager_cache, packaged_cache = prefilled(decoder), prefilled(decoder)
     expected = steps(decoder._one_token, eager_cache, range(first, first + 8))
-    answered = steps(PackagedStep.load(path), packaged_cache, range(first, first + 8))
+    answered = steps(packaged, packaged_cache, range(first, first + 8))
     for want, got in zip(expected, answered, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert [int(logits.argmax()) for logits in answered] == [int(logits.argmax()) for logits in expected]
