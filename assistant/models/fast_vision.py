@@ -38,8 +38,9 @@ PACKAGED_CODE = (Path(__file__), Path(__file__).with_name("packaged_step.py"))
 
 def vision_tower(vlm) -> torch.nn.Module | None:
     """The VLM's vision encoder: `vision_tower` (LLaVA's families) or `vision_model` (Idefics3's)."""
+    inner = getattr(vlm, "model", None)  # none in the starter's composed model (its encoder is not a tower)
     for name in ("vision_tower", "vision_model"):
-        tower = getattr(vlm.model, name, None)
+        tower = getattr(inner, name, None)
         if isinstance(tower, torch.nn.Module):
             return tower
     return None
