@@ -306,8 +306,11 @@ class FastDecoder:
         if not self.speed.compile or self._packages is None:
             return False
         with torch.inference_mode(), self._lock:
-            embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
-            return self._use_packages(embeddings, build=False)
+            return self._use_packages(self._example_embeddings(), build=False)
+
+    def _example_embeddings(self) -> torch.Tensor:
+        """A four-token prompt's embeddings: what the steps are compiled or exported over."""
+        return self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
 
     @property
     def warming(self) -> bool:
@@ -336,15 +339,13 @@ class FastDecoder:
     def _compile_steps(self, before: Callable[[], None] | None) -> None:
         use_model_threads()  # the compiled loops are written for this many threads
         with torch.inference_mode():
-            embeddings = self.language_model.get_input_embeddings()(torch.tensor([[0, 1, 2, 3]], device=self.device))
-            if self._packages is None:
+            embeddings = self._example_embeddings()
+            packaged = False
+            if self._packages is not None:
                 with self._lock:
-                    self._run_the_models_own(before)
-                    self._compile_here(embeddings)
-                return
-            with self._lock:
-                packaged = self._use_packages(embeddings, build=False)
-            if not (packaged or self._use_packages(embeddings, build=True)):
+                    packaged = self._use_packages(embeddings, build=False)
+                packaged = packaged or self._use_packages(embeddings, build=True)
+            if not packaged:
                 with self._lock:
                     self._run_the_models_own(before)
                     self._compile_here(embeddings)

@@ -14,7 +14,6 @@ weights. Without one, transformers' `generate` runs the whole VLM.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import threading
 import time
@@ -106,7 +105,10 @@ class LocalModel:
         packages = self.decoder.packages if self.decoder is not None else None
         if packages is None:
             return False
-        one_view = functools.partial(self._merge, self._one_view_prompt("dimgray"))
+
+        def one_view():  # run only where the package must be built: a restart does not process a photo
+            self._merge(self._one_view_prompt("dimgray"))
+
         return package_tower(self.model, packages, one_view, self.decoder.exclusively, build=build)
 
     def _time_one_view(self) -> float:
