@@ -3,7 +3,7 @@ built once, and loaded by later starts in about half a second, where torch.compi
 again at every start (a minute of the start's cores, and its memory).
 
     program = export_step(language_model, decoder._one_token, (token, position, cache, seen))
-    build_package(program, path, settings)        # minutes: Inductor's C++ compile, once
+    build_package(program, path, settings)        # minutes: Inductor's C++ compile, once (path: a .so)
     step = PackagedStep.load(path)                 # half a second
     logits = step(token, position, cache, seen)    # as the step it was exported from
 
@@ -17,6 +17,7 @@ the weights for its own C++ GEMM, which is what makes the step fast (`python -m 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -38,9 +40,8 @@ from .memory import page_out_files
 # Folders of packages kept (the most recently used), one per model built from: a VLM has two, its
 # language model's and its vision tower's. A package holds its model's weights.
 KEEP_FOLDERS = 6
-# A build's scratch folder or unfinished package older than this was left by a process that ended.
+# A build's scratch folder older than this was left by a process that ended.
 STALE_S = 3600.0
-LIBRARY_END = ".wrapper.so"  # how a package's library, unpacked to be loaded, is named
 USED = "used"  # a file in a model's folder, touched when its packages are used
 
 
@@ -103,12 +104,94 @@ def export_step(language_model: torch.nn.Module, step: Callable, arguments: tupl
 
 
 def build_package(program: torch.export.ExportedProgram, path: Path, inductor_settings: dict) -> Path:
-    """Compile `program` into the package `path` (written whole or not at all)."""
+    """Compile `program` into the library `path` (a .so, written whole or not at all), with a digest of
+    each of its constants beside it (`constant_digests`): what lets packages share their weights."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.partial.pt2")  # the packager wants the .pt2 suffix
-    torch._inductor.aoti_compile_and_package(program, package_path=str(partial), inductor_configs=inductor_settings)
-    partial.replace(path)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix="export-") as scratch:
+        archive = torch._inductor.aoti_compile_and_package(
+            program, package_path=str(Path(scratch) / "package.pt2"), inductor_configs=inductor_settings
+        )
+        library = _unpack_library(Path(archive), Path(scratch))
+        _digests_path(path).write_text(json.dumps(constant_digests(library)))
+        library.replace(path)
     return path
+
+
+def _unpack_library(archive: Path, folder: Path) -> Path:
+    """The compiled library out of an AOTInductor archive (a zip): on CPU, all a package needs. Kept
+    unpacked, it is loaded in place at every start (the archive's loader unpacks it to the temporary
+    folder each time) and it can be given weights loaded already (`SharedConstants`)."""
+    with zipfile.ZipFile(archive) as zipped:
+        (member,) = (name for name in zipped.namelist() if name.endswith(".so"))
+        with zipped.open(member) as source, open(folder / "library.so", "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 24)
+    return folder / "library.so"
+
+
+def _digests_path(library: Path) -> Path:
+    return library.with_suffix(".constants.json")
+
+
+def constant_digests(library: Path) -> dict[str, str]:
+    """{constant's name: digest of its shape, strides, type and bytes} for a library's constants (those
+    it cannot read as plain memory, e.g. oneDNN's, left out)."""
+    runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(library), 1)
+    by_fqn = runner.extract_constants_map(False)
+    digests = {}
+    for name, fqn in runner.get_constant_names_to_original_fqns().items():
+        tensor = by_fqn.get(fqn)
+        if tensor is not None and tensor.layout == torch.strided and not tensor.is_mkldnn:
+            digest = hashlib.blake2b(f"{tuple(tensor.shape)} {tensor.stride()} {tensor.dtype}".encode(), digest_size=16)
+            digest.update(tensor.contiguous().view(-1).view(torch.uint8).numpy())
+            digests[name] = digest.hexdigest()
+    return digests
+
+
+class SharedConstants:
+    """The constants of the libraries loaded so far, by digest: a library all of whose constants are
+    here already is given them instead of a copy of its own. The one-token step and the batch step hold
+    the same weights, packed the same way (306 MB for SmolVLM2-256M, in both)."""
+
+    def __init__(self):
+        self._by_digest: dict[str, torch.Tensor] = {}
+        self._owners = []  # the runners whose memory the tensors above are
+
+    def load(self, library: Path):
+        """A runner of `library`, on constants already loaded where it can."""
+        try:
+            digests = json.loads(_digests_path(library).read_text())
+        except (OSError, ValueError):
+            digests = {}
+        if digests and all(digest in self._by_digest for digest in digests.values()):
+            constants = {name: self._by_digest[digest] for name, digest in digests.items()}
+            with _known_warning_hidden(b"Calling constant_folding in model"):  # nothing is folded at run time
+                return torch._C._aoti.AOTIModelContainerRunnerCpu(str(library), 1, constants)
+        runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(library), 1)
+        page_out_files(str(library))  # its weights are copied out of it: the pages read can go
+        by_fqn = runner.extract_constants_map(False)  # views of the runner's own memory
+        fqns = runner.get_constant_names_to_original_fqns()
+        for name, digest in digests.items():
+            self._by_digest.setdefault(digest, by_fqn[fqns[name]])
+        self._owners.append(runner)
+        return runner
+
+
+@contextlib.contextmanager
+def _known_warning_hidden(start: bytes):
+    """The C++ runtime's lines on the standard error that begin with `start` left out, others kept."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().splitlines(keepends=True):
+                if not line.removeprefix(b"[WARNING] ").startswith(start):
+                    os.write(2, line)
 
 
 class PackagedCall:
@@ -116,25 +199,21 @@ class PackagedCall:
 
     def __init__(self, runner):
         self._runner = runner
+        self._output = torch.utils._pytree.treespec_loads(runner.get_call_spec()[1])
 
     @classmethod
-    def load(cls, path: Path):
-        before = _libraries_loaded()
-        runner = torch._inductor.aoti_load_package(str(path))
-        page_out_files(LIBRARY_END)  # its weights are copied out of the library: its pages can go
-        for library in _libraries_loaded() - before:
-            _remove_unpacked(library)
-        return cls(runner)
+    def load(cls, path: Path, shared: SharedConstants | None = None):
+        return cls((shared or SharedConstants()).load(path))
 
     def __call__(self, *tensors: torch.Tensor):
-        return self._runner(*tensors)
+        return torch.utils._pytree.tree_unflatten(self._runner.run(list(tensors)), self._output)
 
 
 class PackagedStep(PackagedCall):
     """A package's step, called as the step it was exported from."""
 
     def __call__(self, *arguments) -> torch.Tensor:
-        return self._runner(*_flattened(arguments)[1])
+        return super().__call__(*_flattened(arguments)[1])
 
 
 class StepPackages:
@@ -146,6 +225,7 @@ class StepPackages:
     def __init__(self, root: Path, model: torch.nn.Module, settings: dict, code: Iterable[Path]):
         self.folder = root / _digest(model, settings, code)
         self.settings = settings
+        self._shared = SharedConstants()
         if self.folder.is_dir():
             (self.folder / USED).touch()  # the last to be dropped (`tidy`)
 
@@ -154,12 +234,12 @@ class StepPackages:
     ) -> PackagedCall | None:
         """The package `name` as a `kind`, built first if there is none (export, then a process of its
         own); without `export`, None when there is none."""
-        path = self.folder / f"{name}.pt2"
+        path = self.folder / f"{name}.so"
         if not path.is_file():
             if export is None:
                 return None
             self._build_apart(export(), path)
-        return kind.load(path)
+        return kind.load(path, self._shared)
 
     def _build_apart(self, program: torch.export.ExportedProgram, path: Path) -> None:
         """Build in a process of its own: Inductor's compile is minutes of Python (the GIL a reply
@@ -177,35 +257,13 @@ class StepPackages:
             raise RuntimeError(f"building {path.name} failed: {done.stderr.strip()[-2000:]}")
 
 
-def _libraries_loaded() -> set[Path]:
-    """The packages' libraries this process has loaded (none known where there is no /proc)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            return {Path(line.split(maxsplit=5)[5].strip()) for line in maps if line.rstrip().endswith(LIBRARY_END)}
-    except OSError:
-        return set()
-
-
-def _remove_unpacked(library: Path) -> None:
-    """Remove the folder a package was unpacked into to load `library` (in the system's temporary
-    folder, 300 MB and more, left there for good otherwise: a start's worth at every start). Loaded, the
-    library needs its file no more, and its weights were copied out of it."""
-    for folder in library.parents:
-        if folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith("aotinductor_"):
-            shutil.rmtree(folder, ignore_errors=True)
-            return
-
-
 def tidy(root: Path, keep: Path) -> None:
-    """Drop what builds left behind in `root` (scratch folders and unfinished packages of processes
-    that ended), and all but the KEEP_FOLDERS folders used last (`keep` among them)."""
+    """Drop what builds left behind in `root` (the scratch folders of processes that ended), and all
+    but the KEEP_FOLDERS folders used last (`keep` among them)."""
     stale = time.time() - STALE_S
     for scratch in root.glob("*/export-*"):
         if scratch.stat().st_mtime < stale:
             shutil.rmtree(scratch, ignore_errors=True)
-    for unfinished in root.glob("*/*.partial.pt2"):
-        if unfinished.stat().st_mtime < stale:
-            unfinished.unlink(missing_ok=True)
     others = [folder for folder in root.iterdir() if folder.is_dir() and folder != keep]
     others.sort(key=_last_used)
     for folder in others[: max(0, len(others) - (KEEP_FOLDERS - 1))]:

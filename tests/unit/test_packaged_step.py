@@ -65,15 +65,15 @@ def test_a_packaged_step_decodes_as_the_eager_step_and_survives_a_restart(decode
     first = len(PROMPT[0])
     example = (torch.tensor([[5]]), torch.tensor([first]), prefilled(decoder), torch.empty(first + 1))
     program = export_step(decoder.language_model, decoder._one_token, example)
-    path = build_package(program, tmp_path / "step.pt2", SETTINGS)
-    assert path.is_file() and not list(tmp_path.glob("*.partial.pt2")), "written whole, under its own name"
+    path = build_package(program, tmp_path / "step.so", SETTINGS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step.constants.json", "step.so"], "whole, no scratch left"
 
-    temporary = tmp_path / "tmp"  # where the package is unpacked to be loaded
+    temporary = tmp_path / "tmp"
     temporary.mkdir()
     monkeypatch.setenv("TMPDIR", str(temporary))
     monkeypatch.setattr(tempfile, "tempdir", None)
     packaged = PackagedStep.load(path)
-    assert not list(temporary.iterdir()), "nothing left unpacked (300 MB and more a start otherwise)"
+    assert not list(temporary.iterdir()), "loaded in place: nothing unpacked (300 MB and more a start otherwise)"
     eager_cache, packaged_cache = prefilled(decoder), prefilled(decoder)
     expected = steps(decoder._one_token, eager_cache, range(first, first + 8))
     answered = steps(packaged, packaged_cache, range(first, first + 8))
@@ -85,6 +85,31 @@ def test_a_packaged_step_decodes_as_the_eager_step_and_survives_a_restart(decode
 
     later = steps(PackagedStep.load(path), packaged_cache, [first + 8])  # loaded afresh: a later start
     torch.testing.assert_close(later[0], steps(decoder._one_token, eager_cache, [first + 8])[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_packages_of_the_same_weights_share_one_copy_of_them_and_answer_as_each_alone(decoder, tmp_path, capfd):
+    first = len(PROMPT[0])
+    example = (torch.tensor([[5]]), torch.tensor([first]), prefilled(decoder), torch.empty(first + 1))
+    program = export_step(decoder.language_model, decoder._one_token, example)
+    one, other = (build_package(program, tmp_path / f"{name}.so", SETTINGS) for name in ("one", "other"))
+    shared = packaged_step.SharedConstants()
+    loaded_first, loaded_next = PackagedStep.load(one, shared), PackagedStep.load(other, shared)
+    alone = PackagedStep.load(other)
+
+    def addresses(step) -> set[int]:
+        return {tensor.data_ptr() for tensor in step._runner.extract_constants_map(False).values()}
+
+    assert addresses(loaded_next) <= addresses(loaded_first), "the second library holds no copy of its own"
+    assert not addresses(alone) & addresses(loaded_first)
+    assert "constant_folding" not in capfd.readouterr().err, "the runtime's warning on sharing is not shown"
+    caches = [prefilled(decoder) for _ in range(3)]
+    loaded = (loaded_first, loaded_next, alone)
+    runs = [steps(step, cache, range(first, first + 6)) for step, cache in zip(loaded, caches, strict=True)]
+    for shared_logits, own_logits in zip(runs[1], runs[2], strict=True):
+        torch.testing.assert_close(shared_logits, own_logits, rtol=0, atol=0)
+    for shared_logits, first_logits in zip(runs[1], runs[0], strict=True):
+        torch.testing.assert_close(shared_logits, first_logits, rtol=0, atol=0)
 
 
 def test_int8_weights_keep_their_scales_in_the_activations_type_and_answer_the_same():
@@ -130,7 +155,7 @@ def test_the_warm_up_builds_the_package_once_and_a_restart_only_loads_it(cache_d
     expected = answers(eager)
     assert answers(model) == expected
     assert isinstance(model.decoder._step, fast_decode._ByCacheLength), "the step came from the package"
-    built = list(tmp_path.rglob("step-1x1024.pt2"))
+    built = list(tmp_path.rglob("step-1x1024.so"))
     assert len(built) == 1 and not list(tmp_path.rglob("export-*")), "one package, and no leftovers"
 
     def build_again(*args):
@@ -217,9 +242,9 @@ def test_tidying_drops_what_ended_builds_left_and_all_but_the_folders_used_last(
     models = [tmp_path / f"model-{number}" for number in range(5)]  # model-0 used last, model-4 first
     for age, folder in enumerate(models):
         (folder / "export-left").mkdir(parents=True)
-        for path in (folder / packaged_step.USED, folder / "step-1x1024.partial.pt2", folder / "step-1x1024.pt2"):
+        for path in (folder / packaged_step.USED, folder / "step-1x1024.so"):
             path.touch()
-        for path in (folder / "export-left", folder / "step-1x1024.partial.pt2", folder / packaged_step.USED):
+        for path in (folder / "export-left", folder / packaged_step.USED):
             os.utime(path, (hour_ago - age, hour_ago - age))
     building = models[0] / "export-now"
     building.mkdir()  # another process's build, going on
@@ -227,7 +252,7 @@ def test_tidying_drops_what_ended_builds_left_and_all_but_the_folders_used_last(
     kept = sorted(folder.name for folder in tmp_path.iterdir())
     assert kept == ["model-0", "model-1", "model-4"], "the two used last, and the one in use now"
     assert building.is_dir() and not (models[0] / "export-left").exists()
-    assert not list(tmp_path.glob("*/*.partial.pt2")) and (models[4] / "step-1x1024.pt2").is_file()
+    assert (models[4] / "step-1x1024.so").is_file()
 
 
 def test_a_build_ends_when_the_process_that_started_it_does(tmp_path):
