@@ -486,7 +486,9 @@ def _load(settings: Settings):
     )
     if "decode" in model.details:
         print(f"decoding: {model.details['decode']}", file=sys.stderr)
-    if assistant.engine.warming_up is not None:
+    if "compiled" in model.details:
+        print(f"compiled steps: {model.details['compiled']}", file=sys.stderr)
+    elif assistant.engine.warming_up is not None:
         print(
             "compiling the model in the background (minutes the first time, kept on disk for the next starts); "
             "a question asked meanwhile is answered beside it, more slowly",

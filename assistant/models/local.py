@@ -225,6 +225,7 @@ class LocalModel:
             return None
         if self.decoder.load_packages():
             self._package_vision(build=False)
+            self.details["compiled"] = "loaded from disk (built by an earlier start)"
         return self.decoder.warm_up(before=self._warm_vision)
 
     def generation_config(self, max_new_tokens: int) -> GenerationConfig:

@@ -155,6 +155,7 @@ def test_the_warm_up_builds_the_package_once_and_a_restart_only_loads_it(cache_d
     expected = answers(eager)
     assert answers(model) == expected
     assert isinstance(model.decoder._step, fast_decode._ByCacheLength), "the step came from the package"
+    assert "compiled" not in model.details, "built by this start, not loaded"
     built = list(tmp_path.rglob("step-1x1024.so"))
     assert len(built) == 1 and not list(tmp_path.rglob("export-*")), "one package, and no leftovers"
 
@@ -166,6 +167,7 @@ def test_the_warm_up_builds_the_package_once_and_a_restart_only_loads_it(cache_d
     assert restarted.decoder.load_packages(), "built by the first start: loaded before any question"
     assert isinstance(restarted.decoder._step, fast_decode._ByCacheLength)
     assert answers(restarted) == expected
+    assert "earlier start" in restarted.details["compiled"], "what the start prints: loaded, not compiling"
 
 
 @pytest.mark.slow
