@@ -26,7 +26,7 @@ from .composed import is_composed_dir, load_composed
 from .fast_decode import DecodeSpeed, can_compile, describe, fast_decoder
 from .fast_vision import quicken_vision, vision_tower
 from .local import LocalModel, eos_token_ids, fast_loop_runs, text_causal_lm
-from .memory import give_back_freed_memory, own_mapped_weights
+from .memory import give_back_freed_memory, own_mapped_weights, page_out_gpu_libraries
 from .processed_images import RememberingImageProcessor
 from .view_cache import remember_views
 
@@ -61,6 +61,8 @@ def load_model(settings: Settings) -> LocalModel:
         loaded = _load_hub_model(source, device, pick_dtype(dtype_name, device), settings)
     loaded.details.update(profile=resolved.profile.name, reason=resolved.reason)
     give_back_freed_memory()  # what loading converted and dropped (models/memory.py)
+    if device.type == "cpu":
+        page_out_gpu_libraries()
     return loaded
 
 

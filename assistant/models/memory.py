@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+from collections.abc import Callable
 
 import torch
 
@@ -65,10 +66,10 @@ def own_mapped_weights(model: torch.nn.Module) -> int:
 MADV_PAGEOUT = 21  # Linux 5.4 on: reclaim these pages now (file pages not written to are dropped; nothing is lost)
 
 
-def page_out_files(path_end: str) -> int:
-    """Drop this process's pages of the files it maps whose path ends with `path_end`; the bytes of
-    such mappings, 0 where the system cannot (not Linux, an older kernel: costs memory only). A page
-    read again later comes back from the file. For file data read once into memory of its own: an
+def page_out_files(matches: Callable[[str], bool]) -> int:
+    """Drop this process's pages of the files it maps whose path `matches`; the bytes of such
+    mappings, 0 where the system cannot (not Linux, an older kernel: costs memory only). A page read
+    again later comes back from the file. For file data read once into memory of its own: an
     AOTInductor package copies its weights out of its library when loaded, and the pages it read (as
     many bytes as the weights, 310 MB for SmolVLM2-256M's step) would otherwise stay counted."""
     madvise = _madvise()
@@ -77,13 +78,23 @@ def page_out_files(path_end: str) -> int:
     asked = 0
     with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
         for line in maps:
-            fields = line.split()
-            if len(fields) < 6 or not fields[5].endswith(path_end):
+            fields = line.split(maxsplit=5)
+            if len(fields) < 6 or not matches(fields[5].rstrip("\n")):
                 continue
             start, end = (int(address, 16) for address in fields[0].split("-"))
             if madvise(start, end - start, MADV_PAGEOUT) == 0:
                 asked += end - start
     return asked
+
+
+# Where the GPU stack's libraries live: PyPI's Linux torch is a CUDA build, which loads them (CUDA's
+# from nvidia-* wheels, Triton's) at import, 200 MB of pages read and kept that a CPU run never calls.
+GPU_LIBRARIES = ("/site-packages/nvidia/", "/libtorch_cuda", "/libc10_cuda", "/libtriton", "/triton/_C/")
+
+
+def page_out_gpu_libraries() -> int:
+    """Drop the pages of the GPU libraries loaded so far (for a process that runs on the CPU only)."""
+    return page_out_files(lambda path: any(part in path for part in GPU_LIBRARIES))
 
 
 @functools.cache

@@ -167,7 +167,7 @@ class SharedConstants:
             with _known_warning_hidden(b"Calling constant_folding in model"):  # nothing is folded at run time
                 return torch._C._aoti.AOTIModelContainerRunnerCpu(str(library), 1, constants)
         runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(library), 1)
-        page_out_files(str(library))  # its weights are copied out of it: the pages read can go
+        page_out_files(str(library).__eq__)  # its weights are copied out of it: the pages read can go
         by_fqn = runner.extract_constants_map(False)  # views of the runner's own memory
         fqns = runner.get_constant_names_to_original_fqns()
         for name, digest in digests.items():

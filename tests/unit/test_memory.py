@@ -85,6 +85,30 @@ def test_pages_of_a_mapped_file_read_once_are_dropped_and_read_again_when_needed
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ) as mapping:
         checksum = sum(mapping[offset] for offset in range(0, len(mapping), 4096))  # every page read
         assert resident_in_mapping_mib(path) > 60
-        assert page_out_files(".wrapper.so") >= 64 * MiB
+        assert page_out_files(str(path).__eq__) >= 64 * MiB
         assert resident_in_mapping_mib(path) < 8, "the pages were dropped"
         assert sum(mapping[offset] for offset in range(0, len(mapping), 4096)) == checksum, "and read back"
+
+
+def test_a_cpu_run_gives_back_the_pages_of_the_gpu_libraries_only(monkeypatch):
+    from assistant.models import memory
+
+    chosen = []
+    monkeypatch.setattr(memory, "page_out_files", lambda matches: chosen.append(matches) or 0)
+    memory.page_out_gpu_libraries()
+    (matches,) = chosen
+    site = "/venv/lib/python3.11/site-packages"
+    for gpu in (
+        f"{site}/nvidia/cu13/lib/libcublasLt.so.13",
+        f"{site}/torch/lib/libtorch_cuda.so",
+        f"{site}/triton/_C/libtriton.so",
+        f"{site}/nvidia/cudnn/lib/libcudnn.so.9",
+    ):
+        assert matches(gpu), gpu
+    for cpu in (
+        f"{site}/torch/lib/libtorch_cpu.so",
+        f"{site}/torch/lib/libtorch_python.so",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        f"{site}/ctranslate2.libs/libctranslate2.so.4",
+    ):
+        assert not matches(cpu), cpu
