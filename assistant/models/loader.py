@@ -26,7 +26,7 @@ from .composed import is_composed_dir, load_composed
 from .fast_decode import DecodeSpeed, can_compile, describe, fast_decoder
 from .fast_vision import quicken_vision, vision_tower
 from .local import LocalModel, eos_token_ids, fast_loop_runs, text_causal_lm
-from .memory import give_back_freed_memory, own_mapped_weights, page_out_gpu_libraries
+from .memory import give_back_freed_memory, own_mapped_weights, page_out_checkpoints, page_out_gpu_libraries
 from .processed_images import RememberingImageProcessor
 from .view_cache import remember_views
 
@@ -52,6 +52,8 @@ def load_model(settings: Settings) -> LocalModel:
     if source.startswith(TINY_PREFIX):
         source = str(ensure_tiny_model(source.removeprefix(TINY_PREFIX), settings.cache_dir))
     device = pick_device(settings.device)
+    if device.type == "cpu":
+        page_out_gpu_libraries()  # before the load's peak
     dtype_name = settings.dtype if settings.dtype != "auto" else resolved.profile.dtype
     if is_composed_dir(source):
         loaded = load_composed(
@@ -61,8 +63,6 @@ def load_model(settings: Settings) -> LocalModel:
         loaded = _load_hub_model(source, device, pick_dtype(dtype_name, device), settings)
     loaded.details.update(profile=resolved.profile.name, reason=resolved.reason)
     give_back_freed_memory()  # what loading converted and dropped (models/memory.py)
-    if device.type == "cpu":
-        page_out_gpu_libraries()
     return loaded
 
 
@@ -190,6 +190,8 @@ def _fast_decoder(model, speed: DecodeSpeed, dtype: torch.dtype, cache_dir: Path
         dtype = torch.bfloat16
     if speed.compile and not quicken_vision(model):
         log.info("no vision tower found to compile in %s", type(model).__name__)
+    if speed.weights == "int8":
+        page_out_checkpoints()  # the tower's, read to make its int8 weights: not at the peak the LM's make
     decoder = fast_decoder(language_model, speed, cache_dir)
     if speed.weights == "int8":  # most weights are new ones now: the checkpoint's mapping can go
         own_mapped_weights(model)

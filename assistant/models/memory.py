@@ -87,6 +87,12 @@ def page_out_files(matches: Callable[[str], bool]) -> int:
     return asked
 
 
+def page_out_checkpoints() -> int:
+    """Drop the pages read from safetensors checkpoints: for weights converted to memory of their own
+    (int8), whose pages read from the file would otherwise count until the mapping closes."""
+    return page_out_files(lambda path: path.endswith(".safetensors"))
+
+
 # Where the GPU stack's libraries live: PyPI's Linux torch is a CUDA build, which loads them (CUDA's
 # from nvidia-* wheels, Triton's) at import, 200 MB of pages read and kept that a CPU run never calls.
 GPU_LIBRARIES = ("/site-packages/nvidia/", "/libtorch_cuda", "/libc10_cuda", "/libtriton", "/triton/_C/")
