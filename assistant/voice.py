@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -26,6 +27,11 @@ from .speech.live import LiveTranscription
 from .speech.speakable import speakable
 from .speech.spoken_reply import spoken
 from .speech.synthesizer import Speech, Synthesizer, load_synthesizer
+
+# The speech warm-up runs once the assistant has not answered for WARM_UP_QUIET_S (a question asked as
+# the app starts comes first), or after WARM_UP_PATIENCE_S whatever happens.
+WARM_UP_QUIET_S = 2.0
+WARM_UP_PATIENCE_S = 120.0
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +57,22 @@ class Voice:
     def transcriber_loaded(self) -> bool:
         return self._transcriber is not None
 
-    def warm_up(self) -> threading.Thread:
+    def warm_up(self, idle: Callable[[], bool] = lambda: True) -> threading.Thread:
         """Load the speech model and run it once, in the background: the app calls this as it starts,
         so the first voice question costs only its own transcription (not a load of several seconds
-        and the backend's first-call set-up). A failure is logged; the first question reports it."""
-        thread = threading.Thread(target=self._warm_up, name="speech-warm-up", daemon=True)
+        and the backend's first-call set-up). Each run waits until `idle()` says the assistant is not
+        answering (up to WARM_UP_PATIENCE_S): on a small CPU, a second of Whisper beside the first
+        answer of the day doubled its wait. A failure is logged; the first question reports it."""
+        thread = threading.Thread(target=self._warm_up, args=(idle,), name="speech-warm-up", daemon=True)
         thread.start()
         return thread
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, idle: Callable[[], bool]) -> None:
         noise = np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE).astype(np.float32)  # one second
         try:
-            self.transcriber.transcribe(noise, TranscribeOptions(language="en"))  # voice activity detection
-            self.transcriber.transcribe(noise, TranscribeOptions(language="en", vad=False))  # encoder and decoder
+            for options in (TranscribeOptions(language="en"), TranscribeOptions(language="en", vad=False)):
+                _wait_until_quiet(idle, WARM_UP_QUIET_S, WARM_UP_PATIENCE_S)
+                self.transcriber.transcribe(noise, options)  # the first: voice activity detection; the second: Whisper
         except AssistantError as error:
             log.warning("the speech model could not be loaded at start: %s", error)
 
@@ -111,3 +120,15 @@ class Voice:
     def spoken(self, reply: Iterable[Event], speed: float | None = None) -> Iterator[Event]:
         """The reply's events with a SpeechChunk for each sentence as soon as it is spoken."""
         return spoken(reply, self.synthesizer, speed or self.settings.speech_speed)
+
+
+def _wait_until_quiet(idle: Callable[[], bool], quiet_s: float, patience_s: float, poll_s: float = 0.1) -> bool:
+    """Wait until `idle()` has held for `quiet_s` on end (True), or `patience_s` passed (False)."""
+    deadline = time.monotonic() + patience_s
+    quiet_since = time.monotonic() if idle() else None
+    while quiet_since is None or time.monotonic() - quiet_since < quiet_s:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+        quiet_since = (quiet_since or time.monotonic()) if idle() else None
+    return True

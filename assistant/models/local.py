@@ -98,7 +98,7 @@ class LocalModel:
             self._seconds_per_view = self._time_one_view()
             return
         with compiling_here():
-            self._seconds_per_view = self._time_one_view()
+            self._seconds_per_view = self._time_one_view(first_compiles=True)
 
     def _package_vision(self, build: bool) -> bool:
         """The vision tower from its package, built first where `build` says; whether it is."""
@@ -111,14 +111,17 @@ class LocalModel:
 
         return package_tower(self.model, packages, one_view, self.decoder.exclusively, build=build)
 
-    def _time_one_view(self) -> float:
+    def _time_one_view(self, first_compiles: bool = False) -> float:
         """Seconds the vision tower and merge take for one view here: the second of two runs (the
-        first pays one-time costs)."""
+        first pays one-time costs). Each takes its turn with the replies (beside one, it would slow it
+        and time the sharing of the cores), but for a first run that compiles: replies go beside that."""
         first, second = (self._one_view_prompt(grey) for grey in ("gray", "darkgray"))  # the second: not cached
-        self._merge(first)
-        started = time.perf_counter()
-        self._merge(second)
-        return time.perf_counter() - started
+        with contextlib.nullcontext() if first_compiles else self._turn():
+            self._merge(first)
+        with self._turn():
+            started = time.perf_counter()
+            self._merge(second)
+            return time.perf_counter() - started
 
     def _one_view_prompt(self, colour: str) -> Encoded:
         photo = Image(PIL.Image.new("RGB", (64, 64), colour), detail="low")

@@ -45,7 +45,7 @@ def launch(assistant: Assistant, **overrides):
     settings = assistant.settings
     credentials = check_exposure(settings)
     if settings.speech_warm_start:
-        assistant.voice.warm_up()
+        assistant.voice.warm_up(idle=lambda: assistant.engine.idle)
     app = build_app(assistant)
     # The queue's limit is what the page reports as "full"; behind it, the engine runs one reply at a time.
     app.queue(max_size=settings.queue_size, default_concurrency_limit=settings.queue_size)

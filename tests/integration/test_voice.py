@@ -4,6 +4,7 @@ base and the tiny language model."""
 import os
 import subprocess
 import sys
+import threading
 import time
 import wave
 from pathlib import Path
@@ -70,6 +71,22 @@ def test_the_app_loads_whisper_as_it_starts_not_at_the_first_question(make_setti
         assert assistant.voice.transcriber_loaded, "nobody has spoken, but Whisper should be loaded already"
     finally:
         app.close()
+
+
+def test_whisper_warms_up_only_once_the_assistant_has_stopped_answering(make_settings, monkeypatch):
+    """On a small CPU, Whisper's warm-up beside the first answer of the day doubled that answer's wait."""
+    from assistant import voice as voice_module
+
+    monkeypatch.setattr(voice_module, "WARM_UP_QUIET_S", 0.5)
+    answering = threading.Event()
+    answering.set()
+    voice = voice_module.Voice(make_settings())
+    warming = voice.warm_up(idle=lambda: not answering.is_set())
+    time.sleep(1.5)
+    assert not voice.transcriber_loaded and warming.is_alive(), "it waits while an answer is being generated"
+    answering.clear()
+    warming.join(120)
+    assert voice.transcriber_loaded and not warming.is_alive()
 
 
 def test_text_and_voice_in_one_message_keep_both(tiny_assistant, question_wav):
