@@ -136,6 +136,21 @@ class Assistant:
         recordings = [self.voice.read_recording(path) for path in audio_paths]
         return self._compose(text, images, recordings, language_hint, heard)
 
+    def prepare_photos(self, image_paths: Iterable[str | os.PathLike], detail: Detail | None = None) -> bool:
+        """Start on photos attached to a message not yet sent (the person is typing its question), so
+        that its answer begins sooner; whether that was started. A photo that cannot be read is left
+        for the message itself to report."""
+        image_paths = list(image_paths)
+        if not image_paths or len(image_paths) > self.settings.max_images_per_message:
+            return False
+        limits = ImageLimits.from_settings(self.settings)
+        detail = detail or self.settings.image_detail
+        try:
+            images = [Image(read_image_file(path, limits), detail=detail) for path in image_paths]
+        except AssistantError:
+            return False
+        return self.engine.prepare(images)
+
     def user_message_from_bytes(
         self,
         text: str,

@@ -13,10 +13,12 @@ models meet at one contract, `ChatModel.answer(requests)` (models/base.py).
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from .conversation import Conversation
 from .errors import BusyError, ContextOverflowError
@@ -31,6 +33,15 @@ from .threads import use_model_threads
 GATHER_S = 0.05
 
 __all__ = ["Engine", "Reply"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Preparation:
+    """Photos to prepare ahead of their question (ChatModel.prepare_images), queued as replies are."""
+
+    images: list
 
 
 class Reply:
@@ -69,8 +80,10 @@ class Engine:
         self.max_batch = max_batch if model.can_batch else 1
         self._closing = False
         self._several_asking = False  # the last batch had more than one reply
-        self._requests: queue.Queue[ReplyRequest | None] = queue.Queue(maxsize=queue_size)
+        self._requests: queue.Queue[ReplyRequest | _Preparation | None] = queue.Queue(maxsize=queue_size)
         self._running = 0
+        self._preparing = 0  # photos queued or being prepared ahead of their question
+        self._deferred: list[_Preparation] = []  # preparations met while gathering a batch: after it
         self._lock = threading.Lock()
         self._workers = [
             threading.Thread(target=self._serve, name=f"assistant-engine-{i}", daemon=True) for i in range(workers)
@@ -96,6 +109,20 @@ class Engine:
             ) from None
         return Reply(request)
 
+    def prepare(self, images: list) -> bool:
+        """Have the model do ahead what a question about these photos will need (`prepare_images`),
+        in turn with the replies; whether it was queued (not when the queue is full: it is only a head
+        start)."""
+        with self._lock:
+            self._preparing += 1  # counted from here: `idle` is false until it is done
+        try:
+            self._requests.put_nowait(_Preparation(images))
+        except queue.Full:
+            with self._lock:
+                self._preparing -= 1
+            return False
+        return True
+
     @property
     def waiting(self) -> int:
         """Requests in the queue, not yet taken by a worker."""
@@ -103,8 +130,8 @@ class Engine:
 
     @property
     def idle(self) -> bool:
-        """No generation running and none waiting."""
-        return self._running == 0 and self.waiting == 0
+        """No generation running and none waiting (nor photos being prepared)."""
+        return self._running == 0 and self._preparing == 0 and self.waiting == 0
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish the queued work and end the worker threads."""
@@ -116,6 +143,9 @@ class Engine:
     def _serve(self) -> None:
         use_model_threads()
         while not self._closing and (request := self._requests.get()) is not None:
+            if isinstance(request, _Preparation):
+                self._prepare(request)
+                continue
             requests = [request, *self._also_waiting()]
             with self._lock:
                 self._running += len(requests)
@@ -124,6 +154,8 @@ class Engine:
             finally:
                 with self._lock:
                     self._running -= len(requests)
+            while self._deferred:
+                self._prepare(self._deferred.pop(0))
 
     def _also_waiting(self) -> list[ReplyRequest]:
         """Requests already queued that can join the one just taken (up to max_batch in all)."""
@@ -138,9 +170,21 @@ class Engine:
             if request is None:  # close(): end after this batch
                 self._closing = True
                 break
+            if isinstance(request, _Preparation):  # in its turn, after this batch
+                self._deferred.append(request)
+                continue
             requests.append(request)
         self._several_asking = bool(requests)
         return requests
+
+    def _prepare(self, preparation: _Preparation) -> None:
+        try:
+            self.model.prepare_images(preparation.images)
+        except Exception as error:  # noqa: BLE001 - a head start only: the question meets the error itself
+            log.warning("photos could not be prepared ahead of their question: %s", error)
+        finally:
+            with self._lock:
+                self._preparing -= 1
 
     def _answer(self, requests: list[ReplyRequest]) -> None:
         for request in requests:

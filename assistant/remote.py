@@ -44,6 +44,9 @@ class RemoteModel:
     def warm_up(self) -> None:
         return None  # the server is ready or not; load_remote has asked it already
 
+    def prepare_images(self, images) -> None:
+        return None  # the server sees the photos with the question
+
     def answer(self, requests: Sequence[ReplyRequest]) -> None:
         for request in requests:
             try:

@@ -39,6 +39,9 @@ class FakeModel:
     def warm_up(self) -> threading.Thread | None:
         return None
 
+    def prepare_images(self, images) -> None:
+        self.batches.append([f"<{len(images)} photos prepared>"])
+
     def answer(self, requests: Sequence[ReplyRequest]) -> None:
         self.busy.set()
         try:

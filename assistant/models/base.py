@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from transformers import BatchFeature, LogitsProcessorList, StoppingCriteriaList
     from transformers.generation.streamers import BaseStreamer
 
-    from ..conversation import Conversation
+    from ..conversation import Conversation, Image
     from ..sampling import GenerationOptions
 
 
@@ -100,6 +100,11 @@ class ChatModel(Protocol):
     def answer(self, requests: Sequence[ReplyRequest]) -> None:
         """Generate each request's reply, emitting its events; a request that fails on its own (its
         prompt is too long, say) is failed alone. Raising fails every request not yet ended."""
+        ...
+
+    def prepare_images(self, images: Sequence[Image]) -> None:
+        """Do ahead what a question about these photos will need (they are attached, the question is
+        being typed); nothing where nothing can be done ahead. Called from the engine's worker."""
         ...
 
 

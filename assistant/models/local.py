@@ -151,6 +151,16 @@ class LocalModel:
         elif started:
             self.generate_batch(started)
 
+    def prepare_images(self, images: Sequence[Image]) -> None:
+        """Run the vision tower on photos attached to a question still being typed: their views are
+        kept (`views`), and the question's prompt finds them there, sparing its first token the
+        tower's time (0.65 s a 512-px view on 2 cores)."""
+        if self.views is None or not images:
+            return
+        encoded = self.encode(Conversation().add(Message.user("", list(images))))
+        with self._turn():
+            self._merge(encoded)
+
     def generate(self, request: GenerationRequest) -> None:
         """One streamed reply: through the fast decoder when there is one, else transformers' `generate`."""
         if self.decoder is None:

@@ -75,6 +75,16 @@ class ChatHandlers:
         # Imported photos are written here, where the chat may show them from.
         self.upload_folder = Path(upload_folder or tempfile.gettempdir()) / "assistant-imports"
         self._heard: dict[str, Heard] = {}  # recordings transcribed live, by file, until they are sent
+        self._prepared: tuple | None = None  # the photos last started on ahead of their question
+
+    def prepare(self, message: dict | None, detail: Detail | None) -> None:
+        """Photos attached to the input box are started on while the question is typed (the box
+        changes at every key: the same photos are started on once)."""
+        photos, _ = bubbles.split_files(_paths((message or {}).get("files") or []))
+        attached = (tuple(photos), detail or None)
+        if photos and attached != self._prepared:
+            self._prepared = attached
+            self.assistant.prepare_photos(photos, detail or None)
 
     # --- sending and answering
 

@@ -179,6 +179,9 @@ def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, sta
         return [], [], [], reply_stats([])
 
     sending = textbox.submit(send, [textbox, chat_state, usages, *panel], streamed, api_name="send")
+    textbox.change(  # photos attached: their vision work starts while the question is typed
+        handlers.prepare, [textbox, panel[-1]], None, queue=False, trigger_mode="always_last", api_visibility="private"
+    )
     example_sending = chatbot.example_select(
         _example_input, None, [textbox], queue=False, api_visibility="undocumented"
     ).then(send, [textbox, chat_state, usages, *panel], streamed, api_visibility="undocumented")

@@ -131,6 +131,22 @@ def test_a_question_with_a_photo_gets_an_answer_that_grows_on_screen(page, photo
     assert page.get_by_text("tok/s").count() >= 1, "the side panel shows the reply's speed"
 
 
+def test_a_photo_is_seen_while_its_question_is_typed(page, engine, tmp_path):
+    from PIL import Image as PILImage
+
+    photo = tmp_path / "teal.png"
+    PILImage.new("RGB", (70, 50), "teal").save(photo)  # a photo no other test shows: its views are new
+    views = engine.model.views
+    before = views.misses
+    page.set_input_files("input[type=file]", [str(photo)])
+    wait_until(lambda: views.misses > before and engine.idle, 30, "the photo's views were not encoded on upload")
+    ahead = views.misses
+    page.locator("textarea").first.fill("What colour is it?")
+    page.keyboard.press("Enter")
+    wait_for_reply_end(page)
+    assert views.misses == ahead, "the question found its photo's views ready"
+
+
 def test_stop_ends_a_long_answer_and_the_chat_stays_usable(page):
     for _ in range(3):  # the tiny model may end a reply on its own before Stop is clicked: ask again
         ask(page, "Tell me a very long story")

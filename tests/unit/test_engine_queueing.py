@@ -83,6 +83,21 @@ def test_requests_waiting_together_are_answered_together_up_to_max_batch(make_en
     assert model.batches == [["first"], [f"waiting {i}" for i in range(4)], ["waiting 4"]], model.batches
 
 
+def test_photos_attached_ahead_are_prepared_in_turn_with_the_replies(make_engine):
+    model = held(FakeModel())
+    engine = make_engine(model, queue_size=3, max_batch=4)
+    first = engine.reply(ask("first"), OPTIONS)
+    assert wait_until(model.busy.is_set)
+    assert engine.prepare(["photo", "photo"]), "queued behind the reply being generated"
+    second = engine.reply(ask("second"), OPTIONS)
+    assert engine.prepare(["photo"])
+    assert not engine.prepare(["photo"]), "a full queue: no head start, and no error"
+    model.gate.set()
+    assert first.text() == "first" and second.text() == "second"
+    assert wait_until(lambda: engine.idle)
+    assert model.batches == [["first"], ["<2 photos prepared>"], ["second"], ["<1 photos prepared>"]], model.batches
+
+
 def test_a_full_queue_says_busy_and_loses_nothing(make_engine):
     model = held(FakeModel())
     engine = make_engine(model, queue_size=2)

@@ -214,3 +214,22 @@ def test_the_photo_detail_setting_reaches_every_photo_in_view(handlers, photo_fi
     first, second = ([part.detail for part in m.parts if isinstance(part, Image)] for m in asked[1].messages[::2])
     assert (asked[0].detail, first, second) == ("low", ["high"], ["high"]), "the chat's setting, for old photos too"
     assert Panel.from_values(None, "", 0.7, 0.9, 8.0, None, "low").detail == "low"
+
+
+def test_photos_attached_are_started_on_once_while_the_question_is_typed(
+    handlers, tiny_assistant, photo_files, tmp_path, monkeypatch
+):
+    started = []
+    monkeypatch.setattr(tiny_assistant.engine, "prepare", lambda images: started.append(images) or True)
+    photo, other = str(photo_files[0]), str(photo_files[1])
+    for typed in ("", "W", "Wh", "What is this?"):  # the box changes at every key
+        handlers.prepare({"text": typed, "files": [photo]}, "low")
+    assert [[image.detail for image in images] for images in started] == [["low"]]
+    handlers.prepare({"text": "What is this?", "files": [photo, other]}, "low")
+    handlers.prepare({"text": "What is this?", "files": [photo, other]}, "high")
+    assert [len(images) for images in started] == [1, 2, 2] and started[-1][0].detail == "high"
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    handlers.prepare({"text": "", "files": [str(broken)]}, "low")  # left for the send to report
+    handlers.prepare({"text": "", "files": []}, "low")
+    assert len(started) == 3

@@ -2,6 +2,8 @@
 cache holds them, whatever turn or conversation shows the photo again; what the model is given is the
 same as without the cache. Tiny random models of the real families, loaded by the real loader."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -61,6 +63,21 @@ def test_a_photo_from_an_earlier_turn_is_not_encoded_again(family, cache_dir):
     prompt = model.encode(second)
     assert both_views.shape == prompt.inputs["pixel_values"].shape
     torch.testing.assert_close(model._embeddings(prompt), uncached._embeddings(uncached.encode(second)))
+
+
+def test_photos_prepared_while_the_question_is_typed_spare_its_tower(cache_dir):
+    model = load("smolvlm", cache_dir)
+    engine = Engine(model)
+    try:
+        question = asked("green", (64, 48))
+        assert engine.prepare(list(question.messages[-1].images))
+        deadline = time.monotonic() + 60
+        while not engine.idle and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert model.views.misses >= 1, "the tower ran on the photo ahead of its question"
+        assert views_encoded(model, question) == 0, "the question found every view kept"
+    finally:
+        engine.close()
 
 
 def test_the_reply_is_the_one_without_the_cache(cache_dir):
