@@ -363,7 +363,7 @@ def _vlm_table(rows) -> list[str]:
         for r in rows
     ]
     header = [*vlm.HEADER, "first token vs generate", "follow-up vs generate"]
-    return markdown_table(header, cells, "llrrrrrrrrr") + ["", vlm.FOLLOW_UP_NOTE, ""]
+    return markdown_table(header, cells, "llrrrrrrrrrr") + ["", vlm.FOLLOW_UP_NOTE, ""]
 
 
 def _images_table(rows) -> list[str]:

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +57,12 @@ class VlmRow:
     follow_up_new_tokens: int  # the follow-up's positions read afresh (the rest reused from the cache)
     tokens_per_s: float
     compile_s: float | None  # the warm-up's compile (None: nothing compiled)
+    seen_ahead_first_token_s: float | None = None  # a new photo prepared first, as the chat does while one types
 
 
 HEADER = [
-    "decoding", "photo", "detail", "image tokens", "first token (s)", "follow-up first token (s)",
+    "decoding", "photo", "detail", "image tokens", "first token (s)", "photo seen while typing: first token (s)",
+    "follow-up first token (s)",
     "follow-up tokens read", "decode tok/s", "compile (s)",
 ]  # fmt: skip
 
@@ -68,13 +71,14 @@ def cells(r: VlmRow) -> list[object]:
     """A row's cells under HEADER."""
     return [
         r.decoding, r.photo, r.detail, r.image_tokens, f"{r.time_to_first_token_s:.2f}",
+        "-" if r.seen_ahead_first_token_s is None else f"{r.seen_ahead_first_token_s:.2f}",
         f"{r.follow_up_first_token_s:.2f}", r.follow_up_new_tokens, f"{r.tokens_per_s:.1f}",
         "-" if r.compile_s is None else f"{r.compile_s:.0f}",
     ]  # fmt: skip
 
 
 def table(rows: list[VlmRow]) -> list[str]:
-    return markdown_table(HEADER, [cells(r) for r in rows], "llrrrrrrr")
+    return markdown_table(HEADER, [cells(r) for r in rows], "llrrrrrrrr")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,6 +137,7 @@ def measure(
             for detail in DETAILS:
                 asked = [_photo_question(size, detail, next(photos_made)) for _ in range(runs)]
                 usages = [_usage(engine, question, options) for question in asked]
+                ahead = _seen_ahead(engine, _photo_question(size, detail, next(photos_made)), options)
                 follow_up = _follow_up(engine, asked[-1], options)
                 then = _usage(engine, follow_up, options)
                 reused = model.decoder.reused if model.decoder is not None else 0
@@ -141,6 +146,7 @@ def measure(
                         directory.name, mode, f"{size[0]} x {size[1]}", detail, usages[0].image_tokens,
                         min(usage.time_to_first_token_s for usage in usages), then.time_to_first_token_s,
                         then.prompt_tokens - reused, max(usage.tokens_per_s for usage in usages), compile_s,
+                        seen_ahead_first_token_s=ahead if model.views is not None else None,
                     )
                 )  # fmt: skip
     finally:
@@ -161,6 +167,14 @@ def _follow_up(engine: Engine, conversation: Conversation, options: GenerationOp
     """`conversation`, its reply (asked again: the engine answers the same, greedily), and a second question."""
     answer = engine.reply(conversation, options).text()
     return conversation.add(Message.assistant(answer)).add(Message.user(FOLLOW_UP))
+
+
+def _seen_ahead(engine: Engine, conversation: Conversation, options: GenerationOptions) -> float:
+    """First token of a question whose photo the engine prepared while it was typed (the chat's way)."""
+    engine.prepare(list(conversation.messages[-1].images))
+    while not engine.idle:
+        time.sleep(0.01)
+    return _usage(engine, conversation, options).time_to_first_token_s
 
 
 def _usage(engine: Engine, conversation: Conversation, options: GenerationOptions):
