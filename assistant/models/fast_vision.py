@@ -163,10 +163,26 @@ class TowerCall:
 
 
 class PackagedTower:
-    """The tower's forward from its package, for calls that fit the one it was exported from."""
+    """The tower's forward from its package, for calls that fit the one it was exported from. Its
+    time for a view on this machine (what `auto` detail budgets with) can be kept beside it, so that a
+    later start does not time it again while the first questions come in."""
 
-    def __init__(self, packaged: PackagedCall, call: TowerCall):
+    def __init__(self, packaged: PackagedCall, call: TowerCall, folder: Path):
         self._packaged, self._call = packaged, call
+        self._timing = folder / f"{TOWER_PACKAGE}.timing.json"
+
+    def kept_seconds_per_view(self) -> float | None:
+        try:
+            seconds = json.loads(self._timing.read_text())["seconds_per_view"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return seconds if isinstance(seconds, float) and seconds > 0 else None
+
+    def keep_seconds_per_view(self, seconds: float) -> None:
+        partial = self._timing.with_suffix(".partial")
+        with contextlib.suppress(OSError):  # not kept (a read-only cache): timed again at the next start
+            partial.write_text(json.dumps({"seconds_per_view": seconds}))
+            partial.replace(self._timing)
 
     def fits(self, kwargs: dict) -> bool:
         return self._call.fits(kwargs)
@@ -214,7 +230,7 @@ def package_tower(
     except Exception as error:  # noqa: BLE001 - it is compiled in the process instead, as without packages
         log.warning("no packaged vision tower (%s); compiling it here instead", error)
         return False
-    quickened.packaged = PackagedTower(packaged, call)
+    quickened.packaged = PackagedTower(packaged, call, packages.folder)
     log.info("packaged vision tower ready")
     return True
 

@@ -320,4 +320,10 @@ def test_the_vision_tower_is_packaged_once_and_answers_as_the_eager_tower_for_an
     later.eager = lambda *args, **kwargs: eager_runs.append(1) or eager_forward(*args, **kwargs)
     assert restarted._package_vision(build=False), "a later start loads it (before any question)"
     assert later.packaged is not None and not eager_runs, "running no view eagerly"
+    merges = []
+    merge = restarted._merge
+    restarted._merge = lambda encoded: merges.append(1) or merge(encoded)
+    restarted._warm_vision()
+    assert restarted._seconds_per_view == model._seconds_per_view and not merges, "the view's time was kept"
+    restarted._merge = merge
     torch.testing.assert_close(restarted._merge(restarted.encode(photo)), packaged, rtol=0, atol=0)
