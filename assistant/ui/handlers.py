@@ -8,7 +8,10 @@ error bubble in the chat, and whatever the person typed goes back into the input
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +28,9 @@ from .chat import Bubble
 EMPTY_INPUT = {"text": "", "files": []}
 KEPT_REPLY_STATS = 5  # replies listed in the side panel
 KEPT_TRANSCRIPTS = 256  # live recordings' transcripts waiting to be sent (a few words each)
+# An exported conversation is a file for the browser to download (Gradio copies it to its own cache as
+# the handler returns); ours is removed at a later export once it is this old.
+KEPT_EXPORT_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,10 @@ class ChatHandlers:
         """The chat as a file to download: "json" (photos inside; can be imported) or "markdown"."""
         conversation = bubbles.to_conversation(chat, self.assistant, panel.persona)
         text = self.assistant.export_conversation(conversation, kind)
-        folder = Path(tempfile.mkdtemp(prefix="assistant-export-"))
+        exports = self.upload_folder.parent / "assistant-exports"
+        _remove_older_than(exports, KEPT_EXPORT_S)  # one folder an export: they added up for good
+        exports.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(dir=exports))  # its own: the file keeps the name a person expects
         path = folder / ("conversation.json" if kind == "json" else "conversation.md")
         path.write_text(text, encoding="utf-8")
         return path
@@ -272,6 +281,15 @@ def _streamed(asked: list[Bubble], events: Iterator[Event]) -> Iterator[tuple[li
         if notes or text:
             shown = [*asked, {"role": "assistant", "kind": "text", "content": notes + text}]
         yield shown, event
+
+
+def _remove_older_than(folder: Path, seconds: float) -> None:
+    """Remove the folders in `folder` last changed more than `seconds` ago."""
+    oldest = time.time() - seconds
+    for old in folder.glob("*"):
+        with contextlib.suppress(OSError):
+            if old.is_dir() and old.stat().st_mtime < oldest:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def _paths(files: list) -> list[str]:

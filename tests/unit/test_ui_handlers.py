@@ -131,6 +131,21 @@ def test_export_and_import_give_back_the_same_conversation(handlers, photo_files
     assert "**You:**" in markdown and "data:image/png;base64," in markdown and "Look" in markdown
 
 
+def test_exported_files_are_removed_by_a_later_export_once_old(handlers, photo_files):
+    import os
+    import time
+
+    from assistant.ui.handlers import KEPT_EXPORT_S
+
+    chat = last(handlers.send({"text": "Look", "files": [str(photo_files[1])]}, [], GREEDY)).chat
+    old, recent = handlers.export(chat, GREEDY, "json"), handlers.export(chat, GREEDY, "markdown")
+    long_ago = time.time() - KEPT_EXPORT_S - 60
+    os.utime(old.parent, (long_ago, long_ago))
+    newest = handlers.export(chat, GREEDY, "json")
+    assert not old.exists() and recent.is_file() and newest.is_file()
+    assert newest.name == "conversation.json", "the name a download gets"
+
+
 def test_a_bad_import_leaves_the_chat_and_says_why(handlers, tmp_path):
     bad = tmp_path / "notes.json"
     bad.write_text('{"hello": 1}')
