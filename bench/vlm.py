@@ -171,7 +171,7 @@ def _follow_up(engine: Engine, conversation: Conversation, options: GenerationOp
 
 def _seen_ahead(engine: Engine, conversation: Conversation, options: GenerationOptions) -> float:
     """First token of a question whose photo the engine prepared while it was typed (the chat's way)."""
-    engine.prepare(list(conversation.messages[-1].images))
+    engine.prepare([part for part in conversation.messages[-1].parts if isinstance(part, Photo)])
     while not engine.idle:
         time.sleep(0.01)
     return _usage(engine, conversation, options).time_to_first_token_s

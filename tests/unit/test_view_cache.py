@@ -67,14 +67,17 @@ def test_a_photo_from_an_earlier_turn_is_not_encoded_again(family, cache_dir):
 
 def test_photos_prepared_while_the_question_is_typed_spare_its_tower(cache_dir):
     model = load("smolvlm", cache_dir)
+    model.processor.image_processor.size = {"longest_edge": 96}  # `high` detail: several views
     engine = Engine(model)
     try:
-        question = asked("green", (64, 48))
-        assert engine.prepare(list(question.messages[-1].images))
+        question = asked("green", (200, 150), detail="high")
+        photos = [part for part in question.messages[-1].parts if isinstance(part, Image)]
+        assert engine.prepare(photos)
         deadline = time.monotonic() + 60
         while not engine.idle and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert model.views.misses >= 1, "the tower ran on the photo ahead of its question"
+        views = model.encode(question).inputs["pixel_values"].shape[1]
+        assert views > 1 and model.views.misses == views, "the tower ran on each view ahead of the question"
         assert views_encoded(model, question) == 0, "the question found every view kept"
     finally:
         engine.close()
