@@ -128,11 +128,7 @@ class Assistant:
         the model sees (default: the settings' image_detail)."""
         image_paths = list(image_paths)
         self._check_image_count(len(image_paths))
-        limits = ImageLimits.from_settings(self.settings)
-        detail = detail or self.settings.image_detail
-        images = [
-            Image(read_image_file(path, limits), name=os.path.basename(path), detail=detail) for path in image_paths
-        ]
+        images = self._read_images(image_paths, detail)
         recordings = [self.voice.read_recording(path) for path in audio_paths]
         return self._compose(text, images, recordings, language_hint, heard)
 
@@ -143,13 +139,19 @@ class Assistant:
         image_paths = list(image_paths)
         if not image_paths or len(image_paths) > self.settings.max_images_per_message:
             return False
-        limits = ImageLimits.from_settings(self.settings)
-        detail = detail or self.settings.image_detail
         try:
-            images = [Image(read_image_file(path, limits), detail=detail) for path in image_paths]
+            images = self._read_images(image_paths, detail)
         except AssistantError:
             return False
         return self.engine.prepare(images)
+
+    def _read_images(self, image_paths: list, detail: Detail | None) -> list[Image]:
+        """Image files read within the limits, at `detail` (default: the settings' image_detail)."""
+        limits = ImageLimits.from_settings(self.settings)
+        detail = detail or self.settings.image_detail
+        return [
+            Image(read_image_file(path, limits), name=os.path.basename(path), detail=detail) for path in image_paths
+        ]
 
     def user_message_from_bytes(
         self,

@@ -60,9 +60,10 @@ class Voice:
     def warm_up(self, idle: Callable[[], bool] = lambda: True) -> threading.Thread:
         """Load the speech model and run it once, in the background: the app calls this as it starts,
         so the first voice question costs only its own transcription (not a load of several seconds
-        and the backend's first-call set-up). Each run waits until `idle()` says the assistant is not
-        answering (up to WARM_UP_PATIENCE_S): on a small CPU, a second of Whisper beside the first
-        answer of the day doubled its wait. A failure is logged; the first question reports it."""
+        and the backend's first-call set-up). Each run waits until `idle()` has said for WARM_UP_QUIET_S
+        that the assistant is not answering (at most WARM_UP_PATIENCE_S): on a small CPU, a second of
+        Whisper beside the first answer of the day doubled its wait. A failure is logged; the first
+        question reports it."""
         thread = threading.Thread(target=self._warm_up, args=(idle,), name="speech-warm-up", daemon=True)
         thread.start()
         return thread

@@ -124,9 +124,7 @@ class TowerCall:
             text = json.dumps({"tensors": tensors, "constants": self.constants, "output_type": output_type})
         except TypeError:
             return
-        partial = path.with_suffix(".partial")
-        partial.write_text(text)
-        partial.replace(path)
+        _write_whole(path, text)
 
     @classmethod
     def load(cls, path: Path) -> TowerCall | None:
@@ -179,16 +177,21 @@ class PackagedTower:
         return seconds if isinstance(seconds, float) and seconds > 0 else None
 
     def keep_seconds_per_view(self, seconds: float) -> None:
-        partial = self._timing.with_suffix(".partial")
         with contextlib.suppress(OSError):  # not kept (a read-only cache): timed again at the next start
-            partial.write_text(json.dumps({"seconds_per_view": seconds}))
-            partial.replace(self._timing)
+            _write_whole(self._timing, json.dumps({"seconds_per_view": seconds}))
 
     def fits(self, kwargs: dict) -> bool:
         return self._call.fits(kwargs)
 
     def __call__(self, kwargs: dict):
         return self._call.output_type(**self._packaged(*(kwargs[name] for name in self._call.tensors)))
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all (a process ending mid-write leaves no half file)."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 def package_tower(

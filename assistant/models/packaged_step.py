@@ -36,6 +36,7 @@ import transformers
 from transformers import StaticCache
 
 from .memory import page_out_files
+from .view_cache import add_tensor
 
 # Folders of packages kept (the most recently used), one per model built from: a VLM has two, its
 # language model's and its vision tower's. A package holds its model's weights.
@@ -133,7 +134,7 @@ def _digests_path(library: Path) -> Path:
 
 
 def constant_digests(library: Path) -> dict[str, str]:
-    """{constant's name: digest of its shape, strides, type and bytes} for a library's constants (those
+    """{constant's name: digest of its strides, type, shape and bytes} for a library's constants (those
     it cannot read as plain memory, e.g. oneDNN's, left out)."""
     runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(library), 1)
     by_fqn = runner.extract_constants_map(False)
@@ -141,8 +142,8 @@ def constant_digests(library: Path) -> dict[str, str]:
     for name, fqn in runner.get_constant_names_to_original_fqns().items():
         tensor = by_fqn.get(fqn)
         if tensor is not None and tensor.layout == torch.strided and not tensor.is_mkldnn:
-            digest = hashlib.blake2b(f"{tuple(tensor.shape)} {tensor.stride()} {tensor.dtype}".encode(), digest_size=16)
-            digest.update(tensor.contiguous().view(-1).view(torch.uint8).numpy())
+            digest = hashlib.blake2b(str(tensor.stride()).encode(), digest_size=16)  # shared as laid out
+            add_tensor(digest, tensor)
             digests[name] = digest.hexdigest()
     return digests
 
