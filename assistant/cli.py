@@ -192,7 +192,7 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-object-hints",
         action="store_true",
-        help="do not name the encoder's ImageNet labels in prompts (see README)",
+        help="do not name the encoder's ImageNet labels in prompts (see docs/starter.md)",
     )
     parser.add_argument(
         "--data",

@@ -45,7 +45,7 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "cpu",
             # Chosen by speed measured here at full size and the quality its model card publishes
-            # (README, "Profiles"): ahead of LLaVA-OneVision-0.5B on every benchmark both report, at a
+            # (docs/performance.md): ahead of LLaVA-OneVision-0.5B on every benchmark both report, at a
             # third of its time to the first token.
             "SmolVLM-500M (SmolLM2-360M, SigLIP base/16 at 512 px), fast on any CPU",
             "HuggingFaceTB/SmolVLM-500M-Instruct",

@@ -56,7 +56,7 @@ class TrainConfig:
     object_hints: bool = True
     data: str | None = None  # a dataset folder/.jsonl/.json; None: the built-in synthetic scenes
     # Train only on these question types (None: all). The starter trains on colour and shape: with
-    # the frozen LM, mixing in the long caption answers kept colour at chance (see README).
+    # the frozen LM, mixing in the long caption answers kept colour at chance (see docs/starter.md).
     question_types: tuple[str, ...] | None = None
     scenes: int = 2000  # synthetic training scenes (each gives several questions)
     steps: int = 600

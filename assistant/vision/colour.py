@@ -13,7 +13,7 @@ directly, in one of two layouts (`ComposedSpec.colour_features`):
 
 `python -m bench.colour_probe` measures it: a small probe reads the colour of single synthetic objects
 from the grid pooled as the projectors see it, and reads it far better from histograms than from means,
-on a 4x4 grid and on 2x2 (its table is in the README, "The starter model").
+on a 4x4 grid and on 2x2 (its table is in docs/starter.md).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ MEAN_SUBCELLS = 2  # the mean layout: each patch's colour as a 2x2 grid of mean 
 # CNN ones (a pooled Lite0 token has a norm of ~16; a histogram sums to 1). A projector's spec saves
 # its gain; projectors saved before it did used LEGACY_GAIN. `python -m bench.colour_probe`: with the
 # CNN features beside them, histograms at gain 40 (a norm like the CNN's) read colour better held out
-# than at gain 4, and shape no worse (its gain table is in the README, "The starter model").
+# than at gain 4, and shape no worse (its gain table is in docs/starter.md).
 RECOMMENDED_GAIN = {"histogram": 40.0, "mean": 4.0, "none": 1.0}
 LEGACY_GAIN = 4.0
 
