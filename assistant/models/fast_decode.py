@@ -46,7 +46,7 @@ from . import decode_attention
 from .base import GenerationRequest
 from .int8_rows import few_rows_int8
 from .memory import give_back_freed_memory
-from .packaged_step import StepPackages, export_step
+from .packaged_step import STEP_MODEL_NAME, StepPackages, export_step
 
 log = logging.getLogger(__name__)
 # torchao's Int8Tensor lacks a hash for one of torch.compile's caches; the other caches keep a restart
@@ -370,12 +370,19 @@ class FastDecoder:
             example = functools.partial(self._step_example, embeddings)
             if not self._use_package("decode step", "_step", self._one_token, 1, example, build):
                 return False
-        if self.speed.batch == 1 or self._rows_step is self._rows_one_token:
-            return True
-        if isinstance(self._rows_step, _ByCacheLength):
-            return True
-        example = functools.partial(self._rows_example, embeddings)
-        return self._use_package("batch step", "_rows_step", self._rows_one_token, self.speed.batch, example, build)
+        batching = self.speed.batch > 1 and self._rows_step is not self._rows_one_token
+        if batching and not isinstance(self._rows_step, _ByCacheLength):
+            example = functools.partial(self._rows_example, embeddings)
+            if not self._use_package(
+                "batch step", "_rows_step", self._rows_one_token, self.speed.batch, example, build
+            ):
+                return False
+        # The eager model (a prompt's prefill) on the packages' copy of the weights; not while it runs.
+        with self.exclusively():
+            lent = self._step_packages.lend_to(self.language_model, STEP_MODEL_NAME)
+        if lent:
+            give_back_freed_memory()
+        return True
 
     def _compile_here(self, embeddings: torch.Tensor) -> None:
         """torch.compile the steps that are not packaged yet, by running them."""

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from transformers.utils import ModelOutput
 
+from .memory import give_back_freed_memory
 from .packaged_step import PackagedCall, StepPackages
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 # Frozen weights let Inductor pack them for its own kernels (as for the decode step).
 VISION_INDUCTOR_SETTINGS = {"freezing": True}
 TOWER_PACKAGE = "vision-tower"  # one per tower: a VLM calls its tower one way, views of one size
+TOWER_NAME = "tower."  # the tower's name in its exported program (_CallWithTensors): its weights' names begin with it
 MAX_VIEWS = 64  # views of one call that the packaged tower takes (SmolVLM's `high` detail: 17 at most)
 PACKAGED_CODE = (Path(__file__), Path(__file__).with_name("packaged_step.py"))
 
@@ -234,6 +236,10 @@ def package_tower(
         log.warning("no packaged vision tower (%s); compiling it here instead", error)
         return False
     quickened.packaged = PackagedTower(packaged, call, packages.folder)
+    with exclusively():  # the eager tower (calls the package does not fit) on the package's weights; not while it runs
+        lent = packages.lend_to(tower, TOWER_NAME)
+    if lent:
+        give_back_freed_memory()
     log.info("packaged vision tower ready")
     return True
 

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,8 @@ from .view_cache import add_tensor
 # Folders of packages kept (the most recently used), one per model built from: a VLM has two, its
 # language model's and its vision tower's. A package holds its model's weights.
 KEEP_FOLDERS = 6
+# The language model's name in an exported step: its weights' names there begin with it.
+STEP_MODEL_NAME = "language_model."
 # A build's scratch folder older than this was left by a process that ended.
 STALE_S = 3600.0
 USED = "used"  # a file in a model's folder, touched when its packages are used
@@ -155,6 +158,7 @@ class SharedConstants:
 
     def __init__(self):
         self._by_digest: dict[str, torch.Tensor] = {}
+        self._by_name: dict[str, torch.Tensor] = {}  # by their name in the exported program
         self._owners = []  # the runners whose memory the tensors above are
 
     def load(self, library: Path):
@@ -173,8 +177,64 @@ class SharedConstants:
         fqns = runner.get_constant_names_to_original_fqns()
         for name, digest in digests.items():
             self._by_digest.setdefault(digest, by_fqn[fqns[name]])
+        for fqn, tensor in by_fqn.items():
+            if tensor.layout == torch.strided and not tensor.is_mkldnn:  # oneDNN's are no model's weights
+                self._by_name.setdefault(fqn, tensor)
         self._owners.append(runner)
         return runner
+
+    def lend_to(self, module: torch.nn.Module, prefix: str) -> int:
+        """Point the weights of `module` (the eager model a package was exported from, named `prefix`
+        there) at the package's constants of equal content, so that the two hold one copy: a package
+        keeps its weights as they were (beside any it packs), and the eager model still runs a prompt
+        and whatever the packages do not take. Returns the bytes `module` no longer holds alone. The
+        module keeps these constants' runners alive from then on."""
+        lent = 0
+        for name, constant in self._by_name.items():
+            if name.startswith(prefix):
+                lent += _take_constant(module, name.removeprefix(prefix), constant)
+        if lent:
+            module.lent_weights_from = self  # the runners' memory under its weights: kept as long as it is
+        return lent
+
+    def holds(self, tensor: torch.Tensor) -> bool:
+        """Whether `tensor` is one of these constants (not a copy of one)."""
+        return any(tensor.data_ptr() == constant.data_ptr() for constant in self._by_name.values())
+
+
+# How export names a part of a tensor subclass weight (torchao's int8: its data, its scales).
+_SUBCLASS_PART = re.compile(r"(?P<module>.+)\.parametrizations\.(?P<weight>\w+)\.original(?P<part>\d+)")
+
+
+def _take_constant(module: torch.nn.Module, name: str, constant: torch.Tensor) -> int:
+    """Make `module`'s tensor `name` (as export named it) `constant` where the two are equal and laid
+    out alike; the bytes that frees (0 where it is not taken)."""
+    with contextlib.suppress(AttributeError):
+        parameter = module.get_parameter(name)  # a plain weight (or one an export here parametrized)
+        if not _a_copy_of(parameter.data, constant):
+            return 0
+        parameter.data = constant
+        return constant.numel() * constant.element_size()
+    match = _SUBCLASS_PART.fullmatch(name)
+    if match is None:
+        return 0
+    with contextlib.suppress(AttributeError):
+        weight = getattr(module.get_submodule(match["module"]), match["weight"])
+        part = weight.tensor_data_names[int(match["part"])]  # torchao's subclasses name their parts
+        if _a_copy_of(getattr(weight, part), constant):
+            setattr(weight, part, constant)
+            return constant.numel() * constant.element_size()
+    return 0
+
+
+def _a_copy_of(tensor: torch.Tensor, constant: torch.Tensor) -> bool:
+    """Whether `tensor` holds what `constant` does, laid out alike, in memory of its own."""
+    return (
+        type(tensor) is torch.Tensor
+        and tensor.data_ptr() != constant.data_ptr()
+        and (tensor.dtype, tensor.shape, tensor.stride()) == (constant.dtype, constant.shape, constant.stride())
+        and torch.equal(tensor, constant)
+    )
 
 
 @contextlib.contextmanager
@@ -241,6 +301,11 @@ class StepPackages:
                 return None
             self._build_apart(export(), path)
         return kind.load(path, self._shared)
+
+    def lend_to(self, module: torch.nn.Module, prefix: str) -> int:
+        """`module` (named `prefix` in the exported programs) runs on the loaded packages' copy of
+        its weights (SharedConstants.lend_to); the bytes it held alone before."""
+        return self._shared.lend_to(module, prefix)
 
     def _build_apart(self, program: torch.export.ExportedProgram, path: Path) -> None:
         """Build in a process of its own: Inductor's compile is minutes of Python (the GIL a reply

@@ -207,6 +207,20 @@ def test_a_question_asked_while_a_step_is_exported_waits_for_it_and_int8_steps_a
     assert beside_the_export == [], "no model work ran beside the export"
     assert replies == answers(eager) and all(replies)
     assert isinstance(model.decoder._step, fast_decode._ByCacheLength), "the int8 step came from its package"
+    language_model = model.decoder.language_model
+    assert weight_bytes(language_model, lent=False) == 0, "the eager model runs on the package's copy of its weights"
+    assert answers(model) == replies, "and answers as before (its prompts are prefilled eagerly)"
+
+
+def weight_bytes(module: torch.nn.Module, lent: bool) -> int:
+    """Bytes of `module`'s weights (a quantized weight's parts) that are (`lent`) or are not constants
+    of a package loaded (the memory it lent them: SharedConstants.lend_to)."""
+    package = getattr(module, "lent_weights_from", None)
+    total = 0
+    for parameter in module.parameters():
+        parts = [getattr(parameter, name) for name in getattr(parameter, "tensor_data_names", ())] or [parameter.data]
+        total += sum(part.nbytes for part in parts if (package is not None and package.holds(part)) == lent)
+    return total
 
 
 def test_a_package_that_cannot_be_built_leaves_the_step_compiled_here(cache_dir, tmp_path, monkeypatch, caplog):
@@ -320,6 +334,10 @@ def test_the_vision_tower_is_packaged_once_and_answers_as_the_eager_tower_for_an
     later.eager = lambda *args, **kwargs: eager_runs.append(1) or eager_forward(*args, **kwargs)
     assert restarted._package_vision(build=False), "a later start loads it (before any question)"
     assert later.packaged is not None and not eager_runs, "running no view eagerly"
+    assert weight_bytes(vision_tower(restarted.model), lent=False) == 0, "one copy: the eager tower's is the package's"
+    later.packaged, packaged_tower = None, later.packaged  # a call the package does not fit: the eager tower
+    torch.testing.assert_close(restarted._merge(encoded), eager, rtol=0, atol=0)
+    later.packaged = packaged_tower
     merges = []
     merge = restarted._merge
     restarted._merge = lambda encoded: merges.append(1) or merge(encoded)
