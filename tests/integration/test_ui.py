@@ -222,3 +222,16 @@ def test_the_api_answers_as_soon_as_the_port_opens(ui_assistant, monkeypatch):
     app = launch(ui_assistant, server_port=None, prevent_thread_lock=True, quiet=True)
     app.close()
     assert statuses == [200]
+
+
+def test_nothing_is_sent_to_gradios_servers(ui_assistant, monkeypatch):
+    """Gradio's telemetry is on unless an app turns it off: a launch would report itself (and check for
+    a newer version) over the network."""
+    from gradio import analytics
+
+    reported = []
+    monkeypatch.setattr(analytics, "_do_analytics_request", lambda topic, data: reported.append(topic))
+    monkeypatch.setattr(analytics, "version_check", lambda: reported.append("version check"))
+    app = launch(ui_assistant, server_port=None, prevent_thread_lock=True, quiet=True)
+    app.close()
+    assert reported == [] and app.analytics_enabled is False
