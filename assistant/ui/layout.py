@@ -30,7 +30,7 @@ CLOSE_PANEL_ON_PHONES = """() => {
 def build_app(assistant: Assistant) -> gr.Blocks:
     handlers = ChatHandlers(assistant, upload_folder=Path(get_upload_folder()))
     gr.set_static_paths([EXAMPLES_FOLDER])  # the example photo and recording, wherever the package lives
-    # Gradio's telemetry (on unless told) would send each launch's details to its servers: a private assistant sends nothing.
+    # Gradio's telemetry (on unless told) would report each launch to its servers: a private assistant sends nothing.
     with gr.Blocks(title=TITLE, fill_height=True, analytics_enabled=False) as app:
         chat_state = gr.State([])
         usages = gr.State([])
