@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gradio as gr
-from gradio.utils import get_upload_folder
-
 from ..core import DETAILS, Assistant, encode_speech
 from . import chat as bubbles
+from .gradio_import import gr
 from .handlers import ChatHandlers, Panel, reply_stats
 
 TITLE = "Multimodal assistant"
@@ -28,7 +26,7 @@ CLOSE_PANEL_ON_PHONES = """() => {
 
 
 def build_app(assistant: Assistant) -> gr.Blocks:
-    handlers = ChatHandlers(assistant, upload_folder=Path(get_upload_folder()))
+    handlers = ChatHandlers(assistant, upload_folder=Path(gr.utils.get_upload_folder()))
     gr.set_static_paths([EXAMPLES_FOLDER])  # the example photo and recording, wherever the package lives
     # Gradio's telemetry (on unless told) would report each launch to its servers: a private assistant sends nothing.
     with gr.Blocks(title=TITLE, fill_height=True, analytics_enabled=False) as app:
@@ -265,7 +263,7 @@ def _stop_button(textbox, speaker, generating) -> None:
 
 def _wire_history(handlers: ChatHandlers, app, chatbot, chat_state, saved, controls, persona) -> None:
     export_json, export_markdown, exported, import_button = controls
-    allowed = [Path(get_upload_folder()), handlers.upload_folder, EXAMPLES_FOLDER]
+    allowed = [Path(gr.utils.get_upload_folder()), handlers.upload_folder, EXAMPLES_FOLDER]
 
     def restore(kept):
         chat = handlers.restore(kept, allowed)
