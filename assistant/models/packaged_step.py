@@ -111,7 +111,7 @@ def build_package(program: torch.export.ExportedProgram, path: Path, inductor_se
     """Compile `program` into the library `path` (a .so, written whole or not at all), with a digest of
     each of its constants beside it (`constant_digests`): what lets packages share their weights."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix="export-") as scratch:
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=_scratch_prefix()) as scratch:
         archive = torch._inductor.aoti_compile_and_package(
             program, package_path=str(Path(scratch) / "package.pt2"), inductor_configs=inductor_settings
         )
@@ -287,6 +287,7 @@ class StepPackages:
         self.folder = root / _digest(model, settings, code)
         self.settings = settings
         self._shared = SharedConstants()
+        drop_scratch_of_ended_builds(root)  # a start after one stopped mid-build (hundreds of MB)
         if self.folder.is_dir():
             (self.folder / USED).touch()  # the last to be dropped (`tidy`)
 
@@ -314,7 +315,7 @@ class StepPackages:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / USED).touch()
         tidy(self.folder.parent, keep=self.folder)
-        with tempfile.TemporaryDirectory(dir=self.folder, prefix="export-") as scratch:
+        with tempfile.TemporaryDirectory(dir=self.folder, prefix=_scratch_prefix()) as scratch:
             saved = Path(scratch) / "program.pt2"
             torch.export.save(program, saved)
             command = [sys.executable, "-m", __name__, str(saved), str(path), json.dumps(self.settings)]
@@ -323,13 +324,37 @@ class StepPackages:
             raise RuntimeError(f"building {path.name} failed: {done.stderr.strip()[-2000:]}")
 
 
-def tidy(root: Path, keep: Path) -> None:
-    """Drop what builds left behind in `root` (the scratch folders of processes that ended), and all
-    but the KEEP_FOLDERS folders used last (`keep` among them)."""
+def _scratch_prefix() -> str:
+    """A build's scratch folder is named by the process writing it: once that process has ended
+    (stopped mid-build: Ctrl-C, a kill), the folder is left over and the next start drops it."""
+    return f"export-{os.getpid()}-"
+
+
+def drop_scratch_of_ended_builds(root: Path) -> None:
+    """Drop the scratch folders in `root`'s model folders whose process has ended (or, named
+    otherwise, that were last written STALE_S ago)."""
     stale = time.time() - STALE_S
     for scratch in root.glob("*/export-*"):
-        if scratch.stat().st_mtime < stale:
+        writer = scratch.name.split("-")[1]
+        ended = not _running(int(writer)) if writer.isdigit() else scratch.stat().st_mtime < stale
+        if ended:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def tidy(root: Path, keep: Path) -> None:
+    """Drop what builds left behind in `root` (drop_scratch_of_ended_builds), and all but the
+    KEEP_FOLDERS folders used last (`keep` among them)."""
+    drop_scratch_of_ended_builds(root)
     others = [folder for folder in root.iterdir() if folder.is_dir() and folder != keep]
     others.sort(key=_last_used)
     for folder in others[: max(0, len(others) - (KEEP_FOLDERS - 1))]:

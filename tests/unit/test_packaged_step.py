@@ -262,13 +262,28 @@ def test_tidying_drops_what_ended_builds_left_and_all_but_the_folders_used_last(
             path.touch()
         for path in (folder / "export-left", folder / packaged_step.USED):
             os.utime(path, (hour_ago - age, hour_ago - age))
-    building = models[0] / "export-now"
-    building.mkdir()  # another process's build, going on
+    building = models[0] / f"export-{os.getpid()}-now"
+    building.mkdir()  # a build going on (this process's)
     packaged_step.tidy(tmp_path, keep=models[4])
     kept = sorted(folder.name for folder in tmp_path.iterdir())
     assert kept == ["model-0", "model-1", "model-4"], "the two used last, and the one in use now"
     assert building.is_dir() and not (models[0] / "export-left").exists()
     assert (models[4] / "step-1x1024.so").is_file()
+
+
+def test_a_start_drops_what_a_build_stopped_midway_left(tmp_path, decoder):
+    """Ctrl-C or a kill during the first start's build left its scratch (the exported program and the
+    compiled archive, 0.5 GB at SmolVLM2-256M's size) for good: only a later build tidied, and a start
+    that finds its packages builds nothing."""
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / "some-model" / f"export-{int(ended.stdout)}-x1"
+    going_on = tmp_path / "some-model" / f"export-{os.getpid()}-x2"
+    for scratch in (left, going_on):
+        scratch.mkdir(parents=True)
+        (scratch / "program.pt2").write_bytes(b"exported")
+    StepPackages(tmp_path, decoder.language_model, SETTINGS, fast_decode.PACKAGED_CODE)
+    assert not left.exists(), "the ended process's scratch is dropped at the start"
+    assert (going_on / "program.pt2").is_file(), "a running build's is kept"
 
 
 def test_a_build_ends_when_the_process_that_started_it_does(tmp_path):
