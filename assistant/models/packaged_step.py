@@ -30,6 +30,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -233,8 +234,17 @@ def _a_copy_of(tensor: torch.Tensor, constant: torch.Tensor) -> bool:
         type(tensor) is torch.Tensor
         and tensor.data_ptr() != constant.data_ptr()
         and (tensor.dtype, tensor.shape, tensor.stride()) == (constant.dtype, constant.shape, constant.stride())
-        and torch.equal(tensor, constant)
+        and torch.equal(_words(tensor), _words(constant))
     )
+
+
+def _words(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous tensor's bytes as 8-byte words (bytes where they do not divide): compared 5-8x
+    faster than int8 or bfloat16 elements (0.2 s a start at SmolVLM2-256M's size), and byte for byte."""
+    if not tensor.is_contiguous():
+        return tensor
+    data = tensor.reshape(-1).view(torch.uint8)
+    return data.view(torch.int64) if data.numel() % 8 == 0 and data.data_ptr() % 8 == 0 else data
 
 
 @contextlib.contextmanager
@@ -378,11 +388,22 @@ def _digest(model: torch.nn.Module, settings: dict, code: Iterable[Path]) -> str
         digest.update(path.read_bytes())
     # Outside inference mode (a warm-up runs in it), where torchao's int8 weights cannot be detached.
     with torch.inference_mode(False):
-        for name, tensor in sorted(model.state_dict().items()):
+        parts = [
+            (name, part.detach().contiguous())
+            for name, tensor in sorted(model.state_dict().items())
+            for part in _plain_tensors(tensor)
+        ]
+    # Each part hashed on its own, on all cores (hashlib lets the GIL go over a large buffer): a
+    # third of a second at each start for SmolVLM2-256M's weights, on one core.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for (name, _), part_digest in zip(parts, pool.map(_bytes_digest, [part for _, part in parts]), strict=True):
             digest.update(name.encode())
-            for part in _plain_tensors(tensor):
-                digest.update(part.detach().contiguous().view(-1).view(torch.uint8).numpy())
+            digest.update(part_digest)
     return digest.hexdigest()
+
+
+def _bytes_digest(tensor: torch.Tensor) -> bytes:
+    return hashlib.blake2b(tensor.view(-1).view(torch.uint8).numpy(), digest_size=16).digest()
 
 
 def _plain_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
