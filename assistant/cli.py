@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -324,11 +325,18 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.compile_decode == "auto":  # a server compiles once at start and answers faster after
         settings = settings.model_copy(update={"compile_decode": "on"})
     assistant = _load(settings)
+    # A service manager's stop (systemd, `docker stop`) ends the app as Ctrl-C does: the server
+    # closes, the engine's work ends, a package build stops with it. By default it ended nothing.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         launch(assistant)
     finally:
         assistant.close()
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _bench(argv: list[str]) -> int:

@@ -1,11 +1,15 @@
 """`assistant ask` end to end, as a user runs it: a real subprocess, the real console script."""
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 ASSISTANT = str(Path(sys.executable).parent / "assistant")
 PROJECT = Path(__file__).resolve().parents[2]
@@ -98,3 +102,42 @@ def test_serving_beyond_this_machine_needs_a_password(args, env, expected):
     result = run(sys.executable, "app.py", "--profile", "tiny", *args, env_extra=env, timeout=60)
     assert result.returncode == 1 and expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "nocolon" not in result.stderr, "a bad password is never echoed"
+
+
+def test_a_service_managers_stop_ends_the_app_cleanly(built):
+    """SIGTERM (systemd, `docker stop`) killed the app where it stood: no server closed, no engine
+    ended, a package build's scratch left on disk. It ends as Ctrl-C does, with status 0."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    app = subprocess.Popen(
+        [sys.executable, "app.py", "--profile", "tiny", "--port", str(port), "--compile-decode", "off"],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(f"http://127.0.0.1:{port}/v1/models"):
+            assert app.poll() is None and time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.2)
+        app.send_signal(signal.SIGTERM)
+        _, errors = app.communicate(timeout=60)
+    finally:
+        app.kill()
+    assert app.returncode == 0, errors[-2000:]
+    assert "Traceback" not in errors
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.ConnectionError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
