@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from transformers.utils import ModelOutput
 
+from ..files import write_atomically
 from .memory import give_back_freed_memory
 from .packaged_step import PackagedCall, StepPackages
 
@@ -191,9 +192,7 @@ class PackagedTower:
 
 def _write_whole(path: Path, text: str) -> None:
     """Write `text` to `path` whole or not at all (a process ending mid-write leaves no half file)."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(text)
-    partial.replace(path)
+    write_atomically(path, lambda out: out.write(text.encode()))
 
 
 def package_tower(

