@@ -379,9 +379,7 @@ class FastDecoder:
                 return False
         # The eager model (a prompt's prefill) on the packages' copy of the weights; not while it runs.
         with self.exclusively():
-            lent = self._step_packages.lend_to(self.language_model, STEP_MODEL_NAME)
-        if lent:
-            give_back_freed_memory()
+            self._step_packages.lend_to(self.language_model, STEP_MODEL_NAME)
         return True
 
     def _compile_here(self, embeddings: torch.Tensor) -> None:

@@ -26,7 +26,6 @@ import torch
 from transformers.utils import ModelOutput
 
 from ..files import write_atomically
-from .memory import give_back_freed_memory
 from .packaged_step import PackagedCall, StepPackages
 
 log = logging.getLogger(__name__)
@@ -236,9 +235,7 @@ def package_tower(
         return False
     quickened.packaged = PackagedTower(packaged, call, packages.folder)
     with exclusively():  # the eager tower (calls the package does not fit) on the package's weights; not while it runs
-        lent = packages.lend_to(tower, TOWER_NAME)
-    if lent:
-        give_back_freed_memory()
+        packages.lend_to(tower, TOWER_NAME)
     log.info("packaged vision tower ready")
     return True
 

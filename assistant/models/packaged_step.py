@@ -37,7 +37,7 @@ import torch
 import transformers
 from transformers import StaticCache
 
-from .memory import page_out_files
+from .memory import give_back_freed_memory, page_out_files
 from .view_cache import add_tensor
 
 # Folders of packages kept (the most recently used), one per model built from: a VLM has two, its
@@ -315,8 +315,12 @@ class StepPackages:
 
     def lend_to(self, module: torch.nn.Module, prefix: str) -> int:
         """`module` (named `prefix` in the exported programs) runs on the loaded packages' copy of
-        its weights (SharedConstants.lend_to); the bytes it held alone before."""
-        return self._shared.lend_to(module, prefix)
+        its weights (SharedConstants.lend_to), and the memory of its own copy goes back to the system;
+        the bytes it held alone before."""
+        lent = self._shared.lend_to(module, prefix)
+        if lent:
+            give_back_freed_memory()
+        return lent
 
     def _build_apart(self, program: torch.export.ExportedProgram, path: Path) -> None:
         """Build in a process of its own: Inductor's compile is minutes of Python (the GIL a reply
