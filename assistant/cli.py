@@ -330,6 +330,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         launch(assistant)
+    except KeyboardInterrupt:
+        pass  # a stop while the server was starting ends the app as one once it serves does
     finally:
         assistant.close()
     return 0

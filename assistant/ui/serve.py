@@ -65,7 +65,11 @@ def launch(assistant: Assistant, **overrides):
     else:
         log.warning("the HTTP API is off: it is reachable from other machines, so set ASSISTANT_API_KEY to turn it on")
     blocking = not overrides.pop("prevent_thread_lock", False)
-    app.launch(**{**options, **overrides}, prevent_thread_lock=True)
+    try:
+        app.launch(**{**options, **overrides}, prevent_thread_lock=True)
+    except KeyboardInterrupt:  # a stop (Ctrl-C, SIGTERM) after the server started and before it served
+        app.close()
+        raise
     if blocking:
         app.block_thread()
     return app

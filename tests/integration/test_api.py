@@ -272,32 +272,42 @@ def test_a_full_queue_is_503_with_retry_after_and_the_server_recovers(make_setti
     engine = Engine(tiny_model, queue_size=1)
     app = serve(Assistant(make_settings(), engine))
     url = f"{app.local_url}v1/chat/completions"
+
+    def ask(text: str) -> httpx.Response:
+        return httpx.post(url, json={"messages": [{"role": "user", "content": text}], "max_tokens": 2}, timeout=120)
+
+    answered: dict[str, httpx.Response] = {}
+
+    def ask_aside(text: str) -> threading.Thread:
+        thread = threading.Thread(target=lambda: answered.setdefault(text, ask(text)))
+        thread.start()
+        return thread
+
     try:
-        long = {"messages": [{"role": "user", "content": "talk"}], "max_tokens": 1500, "stream": True}
-        with httpx.stream("POST", url, json=long, timeout=60) as running:
-            lines = running.iter_lines()
-            assert '"role": "assistant"' in next(lines), "the stream opens once the first token is there"
-            waiting = threading.Thread(
-                target=httpx.post,
-                args=(url,),
-                kwargs={"json": {"messages": [{"role": "user", "content": "next"}], "max_tokens": 1}, "timeout": 120},
-            )
-            waiting.start()
-            deadline = time.monotonic() + 30
-            while engine.waiting == 0:  # the second waits in the queue
-                assert time.monotonic() < deadline, "the second request never reached the queue"
-                time.sleep(0.01)
-            refused = httpx.post(url, json={"messages": [{"role": "user", "content": "and me?"}], "max_tokens": 1})
+        # The model held (as a reply would hold it, however long): the first request is taken and
+        # waits for it, the second waits in the one-place queue, the third finds the queue full.
+        with tiny_model.decoder.exclusively():
+            running = ask_aside("talk")
+            _wait_for(lambda: not engine.idle and engine.waiting == 0, "the first request was never taken")
+            waiting = ask_aside("next")
+            _wait_for(lambda: engine.waiting == 1, "the second request never reached the queue")
+            refused = ask("and me?")
         assert refused.status_code == 503 and refused.headers["retry-after"], refused.text
         assert refused.json()["error"]["code"] == "server_busy"
-        waiting.join(60)
-        assert (
-            httpx.post(url, json={"messages": [{"role": "user", "content": "now?"}], "max_tokens": 1}).status_code
-            == 200
-        )
+        for thread in (running, waiting):
+            thread.join(60)
+        assert [answered[text].status_code for text in ("talk", "next")] == [200, 200], "the held ones are answered"
+        assert ask("now?").status_code == 200
     finally:
         app.close()
         engine.close()
+
+
+def _wait_for(condition, failure: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.01)
 
 
 def test_image_urls_when_enabled_refuse_private_addresses(make_settings, engine):
