@@ -63,7 +63,12 @@ WARM_UP_SWITCH_INTERVAL_S = 1e-5
 # first token after 4.7 s at the replies' priority, 2.7 s with this (test_warm_start.py checks it is set).
 WARM_UP_NICENESS = 15
 # The code a packaged step is built from: a change to it builds the package afresh.
-PACKAGED_CODE = (Path(__file__), Path(decode_attention.__file__), Path(__file__).with_name("packaged_step.py"))
+PACKAGED_CODE = (
+    Path(__file__),
+    Path(decode_attention.__file__),
+    Path(__file__).with_name("packaged_step.py"),
+    Path(__file__).with_name("quantized_weights.py"),
+)
 
 # How the one-token step is compiled: frozen weights let Inductor pack them for its own C++ GEMM
 # kernels, chosen against ATen's by timing each shape once (max_autotune), which beat ATen's int8
@@ -111,12 +116,17 @@ def fast_decoder(
     speed asked for (transformers' generate)."""
     if language_model is None or speed is None:
         return None
-    packages = None
     if speed.compile and cache_dir is not None:
         keep_compiled_steps_in(Path(cache_dir))
-        if language_model.device.type == "cpu":
-            packages = Path(cache_dir) / "packages"
-    return FastDecoder(language_model, speed, packages)
+    return FastDecoder(language_model, speed, packages_folder(speed, cache_dir, language_model.device))
+
+
+def packages_folder(speed: DecodeSpeed, cache_dir: Path | None, device: torch.device) -> Path | None:
+    """Where compiled steps are kept as packages: on a CPU, where they are compiled and a cache
+    directory is given (None: compiled at each start)."""
+    if not speed.compile or cache_dir is None or device.type != "cpu":
+        return None
+    return Path(cache_dir) / "packages"
 
 
 def describe(decoder: FastDecoder | None) -> str:
@@ -126,17 +136,25 @@ def describe(decoder: FastDecoder | None) -> str:
     return f"{decoder.speed.weights} weights, {'compiled' if decoder.speed.compile else 'eager'} static-cache step"
 
 
-def convert_weights(language_model: torch.nn.Module, weights: DecodeWeights) -> torch.nn.Module:
-    """The language model with its weights in the chosen precision (in place)."""
-    if weights == "float32":
-        return language_model.float()
-    language_model.to(torch.bfloat16)
+def convert_weights(
+    language_model: torch.nn.Module, weights: DecodeWeights, kept: dict | None = None
+) -> torch.nn.Module:
+    """The language model with its weights in the chosen precision (in place); int8 weights that
+    `kept` holds (an earlier start's packages: quantized_weights) are taken from there."""
+    in_precision(language_model, weights)
     if weights == "int8":
-        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+        from torchao.quantization import Int8WeightOnlyConfig
 
-        quantize_(language_model, Int8WeightOnlyConfig())  # every nn.Linear, lm_head included
+        from .quantized_weights import quantize
+
+        quantize(language_model, Int8WeightOnlyConfig(), kept)  # every nn.Linear, lm_head included
         _scales_in(language_model, torch.bfloat16)
     return language_model
+
+
+def in_precision(language_model: torch.nn.Module, weights: DecodeWeights) -> torch.nn.Module:
+    """The language model in the floating-point type its `weights` are made from (in place)."""
+    return language_model.float() if weights == "float32" else language_model.to(torch.bfloat16)
 
 
 def _scales_in(language_model: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -231,16 +249,17 @@ class FastDecoder:
         self.batch_model = language_model
         if speed.batch > 1 and speed.weights == "int8" and not speed.compile:
             self.batch_model = copy.deepcopy(language_model.to(torch.bfloat16))
-        self.language_model = convert_weights(language_model, speed.weights)
+        self.speed = speed
+        self._packages = packages  # where the steps are kept as packages (None: torch.compile at each start)
+        # Named by the weights before they are quantized: a later start takes its int8 weights from them.
+        self._step_packages = self._packages_of(in_precision(language_model, speed.weights))
+        self.language_model = convert_weights(language_model, speed.weights, self._kept_weights())
         if speed.compile:
             # The compiled step attends over the filled positions only (decode_attention); for other
             # attention kinds, plain attention over the whole cache, which Inductor fuses far better
             # than it runs SDPA's kernel there.
             suits = decode_attention.suits(language_model.config)
             self.language_model.set_attn_implementation(decode_attention.NAME if suits else "eager")
-        self.speed = speed
-        self._packages = packages  # where the steps are kept as packages (None: torch.compile at each start)
-        self._step_packages: StepPackages | None = None
         # Eager runs (prompts, steps before or without the compile) multiply few rows by int8 weights
         # with ATen's int8 kernel rather than widening every weight first (int8_rows).
         self._eager_kernels = few_rows_int8 if speed.weights == "int8" else contextlib.nullcontext
@@ -286,6 +305,30 @@ class FastDecoder:
                 return compiled(*args)
 
         return step
+
+    def _packages_of(self, language_model: torch.nn.Module) -> StepPackages | None:
+        """The folder of this model's step packages (a digest of its weights: a fraction of a second)."""
+        if self._packages is None:
+            return None
+        try:
+            return StepPackages(self._packages, language_model, INDUCTOR_SETTINGS, PACKAGED_CODE, self.speed.weights)
+        except Exception as error:  # noqa: BLE001 - compiled in this process instead, as without packages
+            log.warning("no packaged steps (%s); compiling them here instead", error)
+            return None
+
+    def _kept_weights(self) -> dict:
+        """The int8 weights that the packages of an earlier start keep, by name (loading them now, as
+        `load_packages` would next): none of them is quantized again."""
+        if self._step_packages is None or self.speed.weights != "int8":
+            return {}
+        steps = [("_step", 1)] + ([("_rows_step", self.speed.batch)] if self.speed.batch > 1 else [])
+        try:
+            for attribute, rows in steps:
+                self._step_packages.get(_package_name(attribute, rows), None)
+        except Exception as error:  # noqa: BLE001 - `load_packages` meets it again, and says so
+            log.debug("no weights from the packages: %s", error)
+            return {}
+        return self._step_packages.quantized_parts(STEP_MODEL_NAME)
 
     def warm_up(self, before: Callable[[], None] | None = None) -> threading.Thread | None:
         """Compile the one-token step, then the batch step, in the background (minutes each the first
@@ -405,15 +448,12 @@ class FastDecoder:
         of its own: minutes, but none of this process's GIL or memory; loaded in half a second after).
         False where there is none (then it is compiled here, as without packages). A bigger cache's
         step is compiled when first needed, as before."""
+        if self._step_packages is None:
+            return False
         started = time.perf_counter()
         try:
-            if self._step_packages is None:  # a digest of the weights: a fraction of a second, once
-                self._step_packages = StepPackages(
-                    self._packages, self.language_model, INDUCTOR_SETTINGS, PACKAGED_CODE
-                )
-            name = f"{attribute.strip('_')}-{rows}x{SMALLEST_CACHE}"
             packaged = self._step_packages.get(
-                name, functools.partial(self._export, eager_step, example) if build else None
+                _package_name(attribute, rows), functools.partial(self._export, eager_step, example) if build else None
             )
         except Exception as error:  # noqa: BLE001 - the compile in this process does what it would have
             log.warning("no packaged %s (%s); compiling it here instead", what, error)
@@ -705,6 +745,11 @@ class _ByCacheLength:
         seen, rows = arguments[-1], arguments[0].shape[0]
         fits = cache.layers[0].max_cache_len == self.length and seen.shape[0] < self.length and rows == self.rows
         return (self.packaged if fits else self.otherwise)(*arguments)
+
+
+def _package_name(attribute: str, rows: int) -> str:
+    """The package of the step held in `attribute`, for `rows` rows and the first bucket's cache."""
+    return f"{attribute.strip('_')}-{rows}x{SMALLEST_CACHE}"
 
 
 def _lower_this_threads_priority(niceness: int) -> None:

@@ -35,7 +35,13 @@ VISION_INDUCTOR_SETTINGS = {"freezing": True}
 TOWER_PACKAGE = "vision-tower"  # one per tower: a VLM calls its tower one way, views of one size
 TOWER_NAME = "tower."  # the tower's name in its exported program (_CallWithTensors): its weights' names begin with it
 MAX_VIEWS = 64  # views of one call that the packaged tower takes (SmolVLM's `high` detail: 17 at most)
-PACKAGED_CODE = (Path(__file__), Path(__file__).with_name("packaged_step.py"))
+PACKAGED_CODE = (
+    Path(__file__),
+    Path(__file__).with_name("packaged_step.py"),
+    Path(__file__).with_name("quantized_weights.py"),
+)
+# How the tower's linear layers are quantized: named in its packages' digest (StepPackages).
+RECIPE = "int8 dynamic activations, int8 weights"
 
 
 def vision_tower(vlm) -> torch.nn.Module | None:
@@ -48,12 +54,12 @@ def vision_tower(vlm) -> torch.nn.Module | None:
     return None
 
 
-def quicken_vision(vlm) -> bool:
+def quicken_vision(vlm, packages: Path | None = None) -> bool:
     """Quicken the VLM's vision tower (`quicken`); False when no tower is found here."""
     tower = vision_tower(vlm)
     if tower is None:
         return False
-    quicken(tower)
+    quicken(tower, packages)
     return True
 
 
@@ -72,12 +78,42 @@ def compiling_here():
         _compiling_thread.active = False
 
 
-def quicken(tower: torch.nn.Module) -> None:
-    """Give `tower` int8 linear layers and a faster forward (_Quickened)."""
-    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+def quicken(tower: torch.nn.Module, packages: Path | None = None) -> None:
+    """Give `tower` int8 linear layers and a faster forward (_Quickened), whose package is kept in
+    `packages` (none: compiled in the process). Where an earlier start built it, its int8 weights are
+    taken from it rather than quantized again (quantized_weights)."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig
 
-    quantize_(tower, Int8DynamicActivationInt8WeightConfig())
-    tower.forward = tower.quickened = _Quickened(tower.forward)  # `quickened`: found under a ViewCache's wrap
+    from .quantized_weights import quantize
+
+    quickened = _Quickened(tower.forward)
+    quickened.packages = _packages_of(tower, packages)  # named by the weights before quantization
+    quantize(tower, Int8DynamicActivationInt8WeightConfig(), _kept_weights(quickened.packages))
+    tower.forward = tower.quickened = quickened  # `quickened`: found under a ViewCache's wrap
+
+
+def _packages_of(tower: torch.nn.Module, packages: Path | None) -> StepPackages | None:
+    if packages is None:
+        return None
+    try:
+        return StepPackages(packages, tower, VISION_INDUCTOR_SETTINGS, PACKAGED_CODE, RECIPE)
+    except Exception as error:  # noqa: BLE001 - it is compiled in the process instead, as without packages
+        log.warning("no packaged vision tower (%s); compiling it here instead", error)
+        return None
+
+
+def _kept_weights(packages: StepPackages | None) -> dict:
+    """The int8 weights that the tower's package (an earlier start's) keeps, loading it now, as
+    `package_tower` would next."""
+    if packages is None or TowerCall.load(packages.folder / f"{TOWER_PACKAGE}.json") is None:
+        return {}
+    try:
+        if packages.get(TOWER_PACKAGE, None, kind=PackagedCall) is None:
+            return {}
+    except Exception as error:  # noqa: BLE001 - `package_tower` meets it again, and says so
+        log.debug("no weights from the tower's package: %s", error)
+        return {}
+    return packages.quantized_parts(TOWER_NAME)
 
 
 class _Quickened:
@@ -87,6 +123,7 @@ class _Quickened:
 
     def __init__(self, eager: Callable):
         self.eager = eager
+        self.packages: StepPackages | None = None  # where its package is kept (none: compiled in the process)
         self.packaged: PackagedTower | None = None
         self._compiled = None  # made at the first compiled call, the warm-up's: importing Inductor is a second
         self._ready = threading.Event()  # compiled once: the compiled forward for every caller from then on
@@ -196,23 +233,23 @@ def _write_whole(path: Path, text: str) -> None:
 
 def package_tower(
     vlm,
-    packages: Path,
     one_view: Callable[[], None],
     exclusively: Callable[[], contextlib.AbstractContextManager],
     build: bool = True,
 ) -> bool:
-    """Give the VLM's quickened tower its package; whether it has it. Built first where there is none
+    """Give the VLM's quickened tower its package (where `quicken` was told to keep one); whether it
+    has it. Built first where there is none
     and `build` says: exported as `one_view` makes the VLM call it, while `exclusively` keeps all other
     model work out; the call is kept beside the package, so that a later start only loads it (no run
     of the tower)."""
     tower = vision_tower(vlm)
     quickened = getattr(tower, "quickened", None)
-    if not isinstance(quickened, _Quickened):
+    if not isinstance(quickened, _Quickened) or quickened.packages is None:
         return False
     if quickened.packaged is not None:
         return True
+    packages = quickened.packages
     try:
-        packages = StepPackages(packages, tower, VISION_INDUCTOR_SETTINGS, PACKAGED_CODE)
         kept = packages.folder / f"{TOWER_PACKAGE}.json"
         call = TowerCall.load(kept)
         packaged = packages.get(TOWER_PACKAGE, None, kind=PackagedCall) if call is not None else None

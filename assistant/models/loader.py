@@ -23,7 +23,7 @@ from ..hub import hub_model_available, is_path, unavailable_message
 from ..profiles import TINY_PREFIX, fall_back_to_starter, resolve_profile
 from ..settings import MiB, Settings
 from .composed import is_composed_dir, load_composed
-from .fast_decode import DecodeSpeed, can_compile, describe, fast_decoder
+from .fast_decode import DecodeSpeed, can_compile, describe, fast_decoder, packages_folder
 from .fast_vision import quicken_vision, vision_tower
 from .local import LocalModel, eos_token_ids, fast_loop_runs, text_causal_lm
 from .memory import give_back_freed_memory, own_mapped_weights, page_out_checkpoints, page_out_gpu_libraries
@@ -188,7 +188,7 @@ def _fast_decoder(model, speed: DecodeSpeed, dtype: torch.dtype, cache_dir: Path
     if speed.weights != "float32":
         model.to(torch.bfloat16)
         dtype = torch.bfloat16
-    if speed.compile and not quicken_vision(model):
+    if speed.compile and not quicken_vision(model, packages_folder(speed, cache_dir, model.device)):
         log.info("no vision tower found to compile in %s", type(model).__name__)
     if speed.weights == "int8":
         page_out_checkpoints()  # the tower's, read to make its int8 weights: not at the peak the LM's make

@@ -106,14 +106,13 @@ class LocalModel:
 
     def _package_vision(self, build: bool) -> bool:
         """The vision tower from its package, built first where `build` says; whether it is."""
-        packages = self.decoder.packages if self.decoder is not None else None
-        if packages is None:
+        if self.decoder is None:
             return False
 
         def one_view():  # run only where the package must be built: a restart does not process a photo
             self._merge(self._one_view_prompt("dimgray"))
 
-        return package_tower(self.model, packages, one_view, self.decoder.exclusively, build=build)
+        return package_tower(self.model, one_view, self.decoder.exclusively, build=build)
 
     def _time_one_view(self, first_compiles: bool = False) -> float:
         """Seconds the vision tower and merge take for one view here: the second of two runs (the

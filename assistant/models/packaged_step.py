@@ -198,6 +198,17 @@ class SharedConstants:
             module.lent_weights_from = self  # the runners' memory under its weights: kept as long as it is
         return lent
 
+    def quantized_parts(self, prefix: str) -> dict[str, dict[int, torch.Tensor]]:
+        """The parts of the quantized weights (torchao's: data, scales) of the module named `prefix`
+        in the exported programs: by the weight's name in that module, by their place in the weight."""
+        parts: dict[str, dict[int, torch.Tensor]] = {}
+        for name, constant in self._by_name.items():
+            match = _SUBCLASS_PART.fullmatch(name.removeprefix(prefix)) if name.startswith(prefix) else None
+            if match is not None:
+                weight = f"{match['module']}.{match['weight']}"
+                parts.setdefault(weight, {})[int(match["part"])] = constant
+        return parts
+
     def holds(self, tensor: torch.Tensor) -> bool:
         """Whether `tensor` is one of these constants (not a copy of one)."""
         return any(tensor.data_ptr() == constant.data_ptr() for constant in self._by_name.values())
@@ -289,14 +300,17 @@ class PackagedStep(PackagedCall):
 
 class StepPackages:
     """One model's step packages (or its vision tower's), in a folder named by a digest of all they
-    are built from: the weights, the model's config, the code of the steps, the versions of torch, torchao and
+    are built from: the weights before quantization and the quantization `recipe` (so that a later
+    start takes the quantized weights from the packages rather than quantizing again:
+    quantized_weights), the model's config, the code of the steps, the versions of torch, torchao and
     transformers, the CPU's instruction set and Inductor's settings. So a package never serves another
     model, and an upgrade builds afresh."""
 
-    def __init__(self, root: Path, model: torch.nn.Module, settings: dict, code: Iterable[Path]):
-        self.folder = root / _digest(model, settings, code)
+    def __init__(self, root: Path, model: torch.nn.Module, settings: dict, code: Iterable[Path], recipe: str):
+        self.folder = root / _digest(model, {"inductor": settings, "quantization": recipe}, code)
         self.settings = settings
         self._shared = SharedConstants()
+        self._loaded: dict[str, PackagedCall] = {}
         drop_scratch_of_ended_builds(root)  # a start after one stopped mid-build (hundreds of MB)
         if self.folder.is_dir():
             (self.folder / USED).touch()  # the last to be dropped (`tidy`)
@@ -304,14 +318,20 @@ class StepPackages:
     def get(
         self, name: str, export: Callable[[], torch.export.ExportedProgram] | None, kind: type = PackagedStep
     ) -> PackagedCall | None:
-        """The package `name` as a `kind`, built first if there is none (export, then a process of its
-        own); without `export`, None when there is none."""
-        path = self.folder / f"{name}.so"
-        if not path.is_file():
-            if export is None:
-                return None
-            self._build_apart(export(), path)
-        return kind.load(path, self._shared)
+        """The package `name` as a `kind` (loaded once), built first if there is none (export, then a
+        process of its own); without `export`, None when there is none."""
+        if name not in self._loaded:
+            path = self.folder / f"{name}.so"
+            if not path.is_file():
+                if export is None:
+                    return None
+                self._build_apart(export(), path)
+            self._loaded[name] = kind.load(path, self._shared)
+        return self._loaded[name]
+
+    def quantized_parts(self, prefix: str) -> dict[str, dict[int, torch.Tensor]]:
+        """The quantized weights' parts the loaded packages keep (SharedConstants.quantized_parts)."""
+        return self._shared.quantized_parts(prefix)
 
     def lend_to(self, module: torch.nn.Module, prefix: str) -> int:
         """`module` (named `prefix` in the exported programs) runs on the loaded packages' copy of

@@ -2,6 +2,7 @@
 eager step, writes the cache in place as the eager step does, and a package loaded again from disk (a
 later start) answers the same."""
 
+import contextlib
 import copy
 import os
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image as PILImage
-from torchao.quantization import Int8WeightOnlyConfig, quantize_
+from torchao.quantization import Int8Tensor, Int8WeightOnlyConfig, quantize_
 from transformers import StaticCache
 
 from assistant.conversation import Conversation, Image, Message
@@ -130,12 +131,18 @@ def eager_and_packaged(cache_dir, packages, weights: str = "float32"):
     `packages` (its vision tower left eager: that compile is not what is tested here)."""
     directory = str(ensure_tiny_model("smolvlm", cache_dir))
     eager = load_pretrained(directory, torch.device("cpu"), torch.float32, speed=DecodeSpeed(weights, False, 1))
+    return eager, packaged(cache_dir, packages, weights)
+
+
+def packaged(cache_dir, packages, weights: str = "float32"):
+    """The tiny model with a decoder whose steps are packaged in `packages` (eager_and_packaged)."""
+    directory = str(ensure_tiny_model("smolvlm", cache_dir))
     # Loaded as the fast loop loads it (int8: the VLM in bfloat16), the steps not yet converted or compiled.
     loading = DecodeSpeed("float32" if weights == "float32" else "bfloat16", False, 1)
     model = load_pretrained(directory, torch.device("cpu"), torch.float32, speed=loading)
     model.decoder = FastDecoder(model.decoder.language_model, DecodeSpeed(weights, True, 1), packages)
     model._warm_vision = lambda: None
-    return eager, model
+    return model
 
 
 def answers(model) -> list[str]:
@@ -210,6 +217,28 @@ def test_a_question_asked_while_a_step_is_exported_waits_for_it_and_int8_steps_a
     language_model = model.decoder.language_model
     assert weight_bytes(language_model, lent=False) == 0, "the eager model runs on the package's copy of its weights"
     assert answers(model) == replies, "and answers as before (its prompts are prefilled eagerly)"
+    with weights_quantized() as quantized:
+        restarted = packaged(cache_dir, tmp_path, weights="int8")
+    assert quantized == [], "a later start takes the int8 weights from the package, quantizing none again"
+    assert restarted.decoder.load_packages()
+    assert weight_bytes(restarted.decoder.language_model, lent=False) == 0
+    assert answers(restarted) == replies
+
+
+@contextlib.contextmanager
+def weights_quantized():
+    """The shapes of the weights torchao quantizes inside the block (its one-row templates left out)."""
+    quantized = []
+    from_hp = Int8Tensor.from_hp.__func__
+
+    def noted(cls, weight, *args, **kwargs):
+        if weight.shape[0] > 1:
+            quantized.append(tuple(weight.shape))
+        return from_hp(cls, weight, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Int8Tensor, "from_hp", classmethod(noted))
+        yield quantized
 
 
 def weight_bytes(module: torch.nn.Module, lent: bool) -> int:
@@ -235,20 +264,23 @@ def test_a_package_that_cannot_be_built_leaves_the_step_compiled_here(cache_dir,
     assert "decode step" in compiled and "no packaged decode step (no compiler)" in caplog.text
 
 
-def test_packages_are_told_apart_by_the_weights_they_were_built_from(cache_dir, tmp_path):
+def test_packages_are_told_apart_by_the_weights_they_were_built_from_and_the_recipe(cache_dir, tmp_path):
+    """Named by the weights before quantization (a later start takes the int8 ones from the packages)
+    and by how they are quantized."""
     directory = str(ensure_tiny_model("smolvlm", cache_dir))
-    model = load_pretrained(directory, torch.device("cpu"), torch.float32, speed=DecodeSpeed("int8", False, 1))
+    model = load_pretrained(directory, torch.device("cpu"), torch.float32, speed=DecodeSpeed("bfloat16", False, 1))
     language_model = model.decoder.language_model
 
-    def folder():
-        return StepPackages(tmp_path, language_model, SETTINGS, fast_decode.PACKAGED_CODE).folder
+    def folder(recipe="int8"):
+        return StepPackages(tmp_path, language_model, SETTINGS, fast_decode.PACKAGED_CODE, recipe).folder
 
     before = folder()
     assert folder() == before, "the same model, the same packages"
     with torch.inference_mode():  # where the warm-up asks
         assert folder() == before
+    assert folder("bfloat16") != before, "the same weights quantized otherwise"
     with torch.no_grad():
-        language_model.model.layers[0].mlp.up_proj.weight.qdata[0, 0] += 1  # one int8 weight
+        language_model.model.layers[0].mlp.up_proj.weight[0, 0] += 1  # one weight
     assert folder() != before
 
 
@@ -281,7 +313,7 @@ def test_a_start_drops_what_a_build_stopped_midway_left(tmp_path, decoder):
     for scratch in (left, going_on):
         scratch.mkdir(parents=True)
         (scratch / "program.pt2").write_bytes(b"exported")
-    StepPackages(tmp_path, decoder.language_model, SETTINGS, fast_decode.PACKAGED_CODE)
+    StepPackages(tmp_path, decoder.language_model, SETTINGS, fast_decode.PACKAGED_CODE, "float32")
     assert not left.exists(), "the ended process's scratch is dropped at the start"
     assert (going_on / "program.pt2").is_file(), "a running build's is kept"
 
@@ -343,7 +375,11 @@ def test_the_vision_tower_is_packaged_once_and_answers_as_the_eager_tower_for_an
         raise AssertionError("built again")
 
     monkeypatch.setattr(StepPackages, "_build_apart", build_again)
-    restarted = loaded()
+    with weights_quantized() as quantized:
+        restarted = loaded()
+    language_model = restarted.decoder.language_model  # not packaged in this test: quantized at each start
+    expected = [tuple(layer.weight.shape) for layer in language_model.modules() if isinstance(layer, torch.nn.Linear)]
+    assert sorted(quantized) == sorted(expected), "a later start takes the tower's int8 weights from its package"
     later, eager_runs = vision_tower(restarted.model).quickened, []
     eager_forward = later.eager
     later.eager = lambda *args, **kwargs: eager_runs.append(1) or eager_forward(*args, **kwargs)
