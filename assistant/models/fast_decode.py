@@ -253,7 +253,10 @@ class FastDecoder:
         self._packages = packages  # where the steps are kept as packages (None: torch.compile at each start)
         # Named by the weights before they are quantized: a later start takes its int8 weights from them.
         self._step_packages = self._packages_of(in_precision(language_model, speed.weights))
-        self.language_model = convert_weights(language_model, speed.weights, self._kept_weights())
+        kept = self._kept_weights()
+        self.language_model = convert_weights(language_model, speed.weights, kept)
+        if kept:  # its other weights (embeddings, norms) on the packages' copy too, before the checkpoint's is copied
+            self._step_packages.lend_to(self.language_model, STEP_MODEL_NAME)
         if speed.compile:
             # The compiled step attends over the filled positions only (decode_attention); for other
             # attention kinds, plain attention over the whole cache, which Inductor fuses far better

@@ -88,7 +88,10 @@ def quicken(tower: torch.nn.Module, packages: Path | None = None) -> None:
 
     quickened = _Quickened(tower.forward)
     quickened.packages = _packages_of(tower, packages)  # named by the weights before quantization
-    quantize(tower, Int8DynamicActivationInt8WeightConfig(), _kept_weights(quickened.packages))
+    kept = _kept_weights(quickened.packages)
+    quantize(tower, Int8DynamicActivationInt8WeightConfig(), kept)
+    if kept:  # its other weights on the package's copy too (lend_to), before the checkpoint's is copied
+        quickened.packages.lend_to(tower, TOWER_NAME)
     tower.forward = tower.quickened = quickened  # `quickened`: found under a ViewCache's wrap
 
 

@@ -14,7 +14,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
-import gc
 from collections.abc import Callable
 
 import torch
@@ -40,27 +39,47 @@ def give_back_freed_memory() -> bool:
 
 
 def own_mapped_weights(model: torch.nn.Module) -> int:
-    """Copy the weights that still point into the checkpoint's file into memory of their own; returns
+    """Copy the weights that still point into a checkpoint's file into memory of their own; returns
     the bytes copied. transformers maps a safetensors file and leaves a weight that needs no
     conversion in place, in the mapping: once the fast loop has converted most weights (int8, and the
     mapping's pages read while loading still count as the process's memory, all of them: 420 MB for
     SmolVLM2-256M), the few left (embeddings, norms: 70 MB there) hold that whole mapping. Copied,
-    it is closed. Where nothing was converted, the mapping is the weights themselves: not called there."""
+    its pages are given back (and it closes with its last tensor). Where nothing was converted, the
+    mapping is the weights themselves: not called there."""
+    in_checkpoint = _in_checkpoint_mapping()
     copied = 0
     with torch.no_grad():
         for module in model.modules():
             for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
                 if type(tensor.data) is not torch.Tensor or tensor.device.type != "cpu":
                     continue  # a quantized weight (made in memory) or on an accelerator
-                if tensor.untyped_storage().resizable():
-                    continue  # memory of its own: a mapping's storage cannot be resized
+                if not in_checkpoint(tensor):
+                    continue  # memory of its own, or a package's (lent: packaged_step)
                 copied += tensor.untyped_storage().nbytes()
                 if isinstance(tensor, torch.nn.Parameter):
                     tensor.data = tensor.data.clone()  # the same parameter: tied weights stay tied
                 else:
                     setattr(module, name, tensor.clone())
-    gc.collect()  # the mapping closes with its last tensor
+    if copied:
+        # Rather than a full garbage collection (a quarter of a second at a start) to close a mapping
+        # that a reference cycle may hold: its pages are what counts.
+        page_out_checkpoints()
     return copied
+
+
+def _in_checkpoint_mapping() -> Callable[[torch.Tensor], bool]:
+    """Whether a tensor's memory is in a safetensors file's mapping (where /proc/self/maps cannot be
+    read: whether its storage cannot be resized, as a mapping's cannot)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            ranges = [
+                tuple(int(address, 16) for address in fields[0].split("-"))
+                for fields in (line.split(maxsplit=5) for line in maps)
+                if len(fields) == 6 and fields[5].rstrip("\n").endswith(".safetensors")
+            ]
+    except OSError:
+        return lambda tensor: not tensor.untyped_storage().resizable()
+    return lambda tensor: any(start <= tensor.untyped_storage().data_ptr() < end for start, end in ranges)
 
 
 MADV_PAGEOUT = 21  # Linux 5.4 on: reclaim these pages now (file pages not written to are dropped; nothing is lost)

@@ -220,8 +220,9 @@ def test_a_question_asked_while_a_step_is_exported_waits_for_it_and_int8_steps_a
     with weights_quantized() as quantized:
         restarted = packaged(cache_dir, tmp_path, weights="int8")
     assert quantized == [], "a later start takes the int8 weights from the package, quantizing none again"
+    language_model = restarted.decoder.language_model
+    assert weight_bytes(language_model, lent=False) == 0, "on the package's weights from the load on, all of them"
     assert restarted.decoder.load_packages()
-    assert weight_bytes(restarted.decoder.language_model, lent=False) == 0
     assert answers(restarted) == replies
 
 
