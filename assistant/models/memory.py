@@ -82,28 +82,46 @@ def _in_checkpoint_mapping() -> Callable[[torch.Tensor], bool]:
     return lambda tensor: any(start <= tensor.untyped_storage().data_ptr() < end for start, end in ranges)
 
 
-MADV_PAGEOUT = 21  # Linux 5.4 on: reclaim these pages now (file pages not written to are dropped; nothing is lost)
+# Drop this process's pages of a range; for a file mapping never written to, the page cache keeps
+# them, so a page read again, or the same file read by the next start, comes from memory. (Linux's
+# MADV_PAGEOUT, used before, reclaimed them from the cache too: each warm start read the packages'
+# libraries, ~400 MB, and the GPU libraries from the disk again.)
+MADV_DONTNEED = 4
 
 
 def page_out_files(matches: Callable[[str], bool]) -> int:
     """Drop this process's pages of the files it maps whose path `matches`; the bytes of such
-    mappings, 0 where the system cannot (not Linux, an older kernel: costs memory only). A page read
-    again later comes back from the file. For file data read once into memory of its own: an
+    mappings, 0 where the system cannot (not Linux: costs memory only). A page read again later
+    comes back from the page cache (or the file). For file data read once into memory of its own: an
     AOTInductor package copies its weights out of its library when loaded, and the pages it read (as
-    many bytes as the weights, 310 MB for SmolVLM2-256M's step) would otherwise stay counted."""
+    many bytes as the weights, 310 MB for SmolVLM2-256M's step) would otherwise stay counted. A
+    mapping that is writable, or holds pages written to (a library's relocated data, read-only
+    since), is left alone: what was written lives only there."""
     madvise = _madvise()
     if madvise is None:
         return 0
     asked = 0
-    with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split(maxsplit=5)
-            if len(fields) < 6 or not matches(fields[5].rstrip("\n")):
-                continue
-            start, end = (int(address, 16) for address in fields[0].split("-"))
-            if madvise(start, end - start, MADV_PAGEOUT) == 0:
-                asked += end - start
+    for start, end in _unwritten_mappings(matches):
+        if madvise(start, end - start, MADV_DONTNEED) == 0:
+            asked += end - start
     return asked
+
+
+def _unwritten_mappings(matches: Callable[[str], bool]) -> list[tuple[int, int]]:
+    """The address ranges of the read-only mappings of files whose path `matches` that hold no page
+    of their own (copied on a write), from /proc/self/smaps."""
+    ranges, mapping = [], None
+    with contextlib.suppress(OSError), open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split(maxsplit=5)
+            if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's first line
+                chosen = len(fields) == 6 and "w" not in fields[1] and matches(fields[5].rstrip("\n"))
+                mapping = tuple(int(address, 16) for address in fields[0].split("-")) if chosen else None
+            elif mapping is not None and fields[0] == "Anonymous:":
+                if int(fields[1]) == 0:
+                    ranges.append(mapping)
+                mapping = None
+    return ranges
 
 
 def page_out_checkpoints() -> int:

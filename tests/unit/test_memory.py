@@ -1,6 +1,9 @@
 """Freed memory goes back to the system (models/memory.py), where glibc keeps it otherwise."""
 
+import ctypes
 import ctypes.util
+import mmap
+import os
 import sys
 
 import pytest
@@ -76,18 +79,63 @@ def resident_in_mapping_mib(path) -> float:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Linux's madvise")
 def test_pages_of_a_mapped_file_read_once_are_dropped_and_read_again_when_needed(tmp_path):
-    import mmap
 
     from assistant.models.memory import page_out_files
 
     path = tmp_path / "weights.wrapper.so"
-    path.write_bytes(bytes(range(256)) * (64 * MiB // 256))
+    with open(path, "wb") as file:
+        file.write(bytes(range(256)) * (64 * MiB // 256))
+        os.fsync(file.fileno())  # written back, as a library built by an earlier start is
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ) as mapping:
         checksum = sum(mapping[offset] for offset in range(0, len(mapping), 4096))  # every page read
         assert resident_in_mapping_mib(path) > 60
         assert page_out_files(str(path).__eq__) >= 64 * MiB
         assert resident_in_mapping_mib(path) < 8, "the pages were dropped"
+        assert cached_mib(path) > 60, "from this process only: the next start reads them from memory, not the disk"
         assert sum(mapping[offset] for offset in range(0, len(mapping), 4096)) == checksum, "and read back"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux's madvise")
+def test_pages_written_to_in_a_file_mapping_are_kept(tmp_path):
+    """A library's relocated data: copied on write, read-only since. Dropped, it would be read back
+    from the file as it was before the write."""
+    from assistant.models.memory import page_out_files
+
+    path = tmp_path / "library.so"
+    path.write_bytes(bytes(16 * MiB))
+    size = 16 * MiB
+    with open(path, "rb") as file:
+        address = LIBC.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, file.fileno(), 0)
+    try:
+        ctypes.memmove(address, b"moved", 5)
+        assert LIBC.mprotect(ctypes.c_void_p(address), ctypes.c_size_t(size), mmap.PROT_READ) == 0
+        page_out_files(str(path).__eq__)
+        assert ctypes.string_at(address, 5) == b"moved"
+    finally:
+        LIBC.munmap(ctypes.c_void_p(address), ctypes.c_size_t(size))
+
+
+def cached_mib(path) -> float:
+    """MiB of `path` in the system's page cache (mincore over a mapping of it of our own)."""
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        address = LIBC.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, file.fileno(), 0)
+    try:
+        pages = (ctypes.c_ubyte * ((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE))()
+        assert LIBC.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), pages) == 0
+        return sum(page & 1 for page in pages) * mmap.PAGESIZE / MiB
+    finally:
+        LIBC.munmap(ctypes.c_void_p(address), ctypes.c_size_t(size))
+
+
+def _libc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    return libc
+
+
+LIBC = _libc() if sys.platform == "linux" else None
 
 
 def test_a_cpu_run_gives_back_the_pages_of_the_gpu_libraries_only(monkeypatch):
