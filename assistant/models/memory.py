@@ -83,51 +83,56 @@ def _in_checkpoint_mapping() -> Callable[[torch.Tensor], bool]:
 
 
 # Drop this process's pages of a range; for a file mapping never written to, the page cache keeps
-# them, so a page read again, or the same file read by the next start, comes from memory. (Linux's
-# MADV_PAGEOUT, used before, reclaimed them from the cache too: each warm start read the packages'
-# libraries, ~400 MB, and the GPU libraries from the disk again.)
+# them, so a page read again, or the same file read by the next start, comes from memory.
 MADV_DONTNEED = 4
+# Reclaim a range's pages: the file pages leave the page cache too (Linux 5.4 on); pages written to
+# stay (there is no swap to put them in, and one would keep them). For mappings holding such pages:
+# used for all before, and each warm start read the packages' libraries (~400 MB), the GPU libraries
+# and the checkpoint from the disk again.
+MADV_PAGEOUT = 21
 
 
-def page_out_files(matches: Callable[[str], bool]) -> int:
+def page_out_files(matches: Callable[[str], bool], written_by_none: bool = False) -> int:
     """Drop this process's pages of the files it maps whose path `matches`; the bytes of such
     mappings, 0 where the system cannot (not Linux: costs memory only). A page read again later
     comes back from the page cache (or the file). For file data read once into memory of its own: an
     AOTInductor package copies its weights out of its library when loaded, and the pages it read (as
     many bytes as the weights, 310 MB for SmolVLM2-256M's step) would otherwise stay counted. A
-    mapping that is writable, or holds pages written to (a library's relocated data, read-only
-    since), is left alone: what was written lives only there."""
+    mapping that holds pages written to (a library's relocated data), or may be written to while
+    this runs (a writable one, unless `written_by_none` says that no code writes to these files'
+    mappings), keeps those: only the pages read from the file go, from the page cache too."""
     madvise = _madvise()
     if madvise is None:
         return 0
     asked = 0
-    for start, end in _unwritten_mappings(matches):
-        if madvise(start, end - start, MADV_DONTNEED) == 0:
+    for start, end, unwritten in _file_mappings(matches, written_by_none):
+        if madvise(start, end - start, MADV_DONTNEED if unwritten else MADV_PAGEOUT) == 0:
             asked += end - start
     return asked
 
 
-def _unwritten_mappings(matches: Callable[[str], bool]) -> list[tuple[int, int]]:
-    """The address ranges of the read-only mappings of files whose path `matches` that hold no page
-    of their own (copied on a write), from /proc/self/smaps."""
-    ranges, mapping = [], None
+def _file_mappings(matches: Callable[[str], bool], written_by_none: bool) -> list[tuple[int, int, bool]]:
+    """(start, end, whether no page of it is or can become one of its own) for each mapping of a file
+    whose path `matches`, from /proc/self/smaps."""
+    mappings, mapping = [], None
     with contextlib.suppress(OSError), open("/proc/self/smaps") as smaps:
         for line in smaps:
             fields = line.split(maxsplit=5)
             if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's first line
-                chosen = len(fields) == 6 and "w" not in fields[1] and matches(fields[5].rstrip("\n"))
-                mapping = tuple(int(address, 16) for address in fields[0].split("-")) if chosen else None
-            elif mapping is not None and fields[0] == "Anonymous:":
-                if int(fields[1]) == 0:
-                    ranges.append(mapping)
+                chosen = len(fields) == 6 and matches(fields[5].rstrip("\n"))
+                start, end = (int(address, 16) for address in fields[0].split("-"))
+                mapping = (start, end, written_by_none or "w" not in fields[1]) if chosen else None
+            elif mapping is not None and fields[0] == "Anonymous:":  # pages copied on a write
+                start, end, unwritable = mapping
+                mappings.append((start, end, unwritable and int(fields[1]) == 0))
                 mapping = None
-    return ranges
+    return mappings
 
 
 def page_out_checkpoints() -> int:
     """Drop the pages read from safetensors checkpoints: for weights converted to memory of their own
     (int8), whose pages read from the file would otherwise count until the mapping closes."""
-    return page_out_files(lambda path: path.endswith(".safetensors"))
+    return page_out_files(lambda path: path.endswith(".safetensors"), written_by_none=True)  # weights: read only
 
 
 # Where the GPU stack's libraries live: PyPI's Linux torch is a CUDA build, which loads them (CUDA's
