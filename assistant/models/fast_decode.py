@@ -313,25 +313,18 @@ class FastDecoder:
         """The folder of this model's step packages (a digest of its weights: a fraction of a second)."""
         if self._packages is None:
             return None
-        try:
-            return StepPackages(self._packages, language_model, INDUCTOR_SETTINGS, PACKAGED_CODE, self.speed.weights)
-        except Exception as error:  # noqa: BLE001 - compiled in this process instead, as without packages
-            log.warning("no packaged steps (%s); compiling them here instead", error)
-            return None
+        return StepPackages.open(
+            self._packages, language_model, INDUCTOR_SETTINGS, PACKAGED_CODE, self.speed.weights, "decode steps"
+        )
 
     def _kept_weights(self) -> dict:
-        """The int8 weights that the packages of an earlier start keep, by name (loading them now, as
-        `load_packages` would next): none of them is quantized again."""
+        """The int8 weights that the packages of an earlier start keep, by name: none of them is
+        quantized again."""
         if self._step_packages is None or self.speed.weights != "int8":
             return {}
         steps = [("_step", 1)] + ([("_rows_step", self.speed.batch)] if self.speed.batch > 1 else [])
-        try:
-            for attribute, rows in steps:
-                self._step_packages.get(_package_name(attribute, rows), None)
-        except Exception as error:  # noqa: BLE001 - `load_packages` meets it again, and says so
-            log.debug("no weights from the packages: %s", error)
-            return {}
-        return self._step_packages.quantized_parts(STEP_MODEL_NAME)
+        names = [_package_name(attribute, rows) for attribute, rows in steps]
+        return self._step_packages.kept_weights(names, STEP_MODEL_NAME)
 
     def warm_up(self, before: Callable[[], None] | None = None) -> threading.Thread | None:
         """Compile the one-token step, then the batch step, in the background (minutes each the first

@@ -98,25 +98,15 @@ def quicken(tower: torch.nn.Module, packages: Path | None = None) -> None:
 def _packages_of(tower: torch.nn.Module, packages: Path | None) -> StepPackages | None:
     if packages is None:
         return None
-    try:
-        return StepPackages(packages, tower, VISION_INDUCTOR_SETTINGS, PACKAGED_CODE, RECIPE)
-    except Exception as error:  # noqa: BLE001 - it is compiled in the process instead, as without packages
-        log.warning("no packaged vision tower (%s); compiling it here instead", error)
-        return None
+    return StepPackages.open(packages, tower, VISION_INDUCTOR_SETTINGS, PACKAGED_CODE, RECIPE, "vision tower")
 
 
 def _kept_weights(packages: StepPackages | None) -> dict:
-    """The int8 weights that the tower's package (an earlier start's) keeps, loading it now, as
-    `package_tower` would next."""
+    """The int8 weights that the tower's package (an earlier start's) keeps, where its call is kept
+    beside it (`package_tower` takes it only then)."""
     if packages is None or TowerCall.load(packages.folder / f"{TOWER_PACKAGE}.json") is None:
         return {}
-    try:
-        if packages.get(TOWER_PACKAGE, None, kind=PackagedCall) is None:
-            return {}
-    except Exception as error:  # noqa: BLE001 - `package_tower` meets it again, and says so
-        log.debug("no weights from the tower's package: %s", error)
-        return {}
-    return packages.quantized_parts(TOWER_NAME)
+    return packages.kept_weights([TOWER_PACKAGE], TOWER_NAME, kind=PackagedCall)
 
 
 class _Quickened:

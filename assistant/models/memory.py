@@ -72,11 +72,7 @@ def _in_checkpoint_mapping() -> Callable[[torch.Tensor], bool]:
     read: whether its storage cannot be resized, as a mapping's cannot)."""
     try:
         with open("/proc/self/maps") as maps:
-            ranges = [
-                tuple(int(address, 16) for address in fields[0].split("-"))
-                for fields in (line.split(maxsplit=5) for line in maps)
-                if len(fields) == 6 and fields[5].rstrip("\n").endswith(".safetensors")
-            ]
+            ranges = [mapping[:2] for mapping in map(_mapping, maps) if mapping and _is_checkpoint(mapping[3])]
     except OSError:
         return lambda tensor: not tensor.untyped_storage().resizable()
     return lambda tensor: any(start <= tensor.untyped_storage().data_ptr() < end for start, end in ranges)
@@ -114,25 +110,37 @@ def page_out_files(matches: Callable[[str], bool], written_by_none: bool = False
 def _file_mappings(matches: Callable[[str], bool], written_by_none: bool) -> list[tuple[int, int, bool]]:
     """(start, end, whether no page of it is or can become one of its own) for each mapping of a file
     whose path `matches`, from /proc/self/smaps."""
-    mappings, mapping = [], None
+    mappings, chosen = [], None
     with contextlib.suppress(OSError), open("/proc/self/smaps") as smaps:
         for line in smaps:
-            fields = line.split(maxsplit=5)
-            if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's first line
-                chosen = len(fields) == 6 and matches(fields[5].rstrip("\n"))
-                start, end = (int(address, 16) for address in fields[0].split("-"))
-                mapping = (start, end, written_by_none or "w" not in fields[1]) if chosen else None
-            elif mapping is not None and fields[0] == "Anonymous:":  # pages copied on a write
-                start, end, unwritable = mapping
-                mappings.append((start, end, unwritable and int(fields[1]) == 0))
-                mapping = None
+            if (mapping := _mapping(line)) is not None:  # a mapping's first line, its fields follow
+                start, end, permissions, path = mapping
+                chosen = (start, end, written_by_none or "w" not in permissions) if matches(path) else None
+            elif chosen is not None and line.startswith("Anonymous:"):  # pages copied on a write
+                start, end, unwritable = chosen
+                mappings.append((start, end, unwritable and int(line.split()[1]) == 0))
+                chosen = None
     return mappings
+
+
+def _mapping(line: str) -> tuple[int, int, str, str] | None:
+    """(start, end, permissions, path) of a mapping of a file, from its line in /proc/self/maps (its
+    first line in /proc/self/smaps); None for any other line."""
+    fields = line.split(maxsplit=5)
+    if len(fields) < 6 or fields[0].endswith(":") or "-" not in fields[0]:
+        return None
+    start, end = (int(address, 16) for address in fields[0].split("-"))
+    return start, end, fields[1], fields[5].rstrip("\n")
+
+
+def _is_checkpoint(path: str) -> bool:
+    return path.endswith(".safetensors")
 
 
 def page_out_checkpoints() -> int:
     """Drop the pages read from safetensors checkpoints: for weights converted to memory of their own
     (int8), whose pages read from the file would otherwise count until the mapping closes."""
-    return page_out_files(lambda path: path.endswith(".safetensors"), written_by_none=True)  # weights: read only
+    return page_out_files(_is_checkpoint, written_by_none=True)  # nothing writes to weights in a checkpoint
 
 
 # Where the GPU stack's libraries live: PyPI's Linux torch is a CUDA build, which loads them (CUDA's

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -39,6 +40,8 @@ from transformers import StaticCache
 
 from .memory import give_back_freed_memory, page_out_files
 from .view_cache import add_tensor
+
+log = logging.getLogger(__name__)
 
 # Folders of packages kept (the most recently used), one per model built from: a VLM has two, its
 # language model's and its vision tower's. A package holds its model's weights.
@@ -329,8 +332,26 @@ class StepPackages:
             self._loaded[name] = kind.load(path, self._shared)
         return self._loaded[name]
 
-    def quantized_parts(self, prefix: str) -> dict[str, dict[int, torch.Tensor]]:
-        """The quantized weights' parts the loaded packages keep (SharedConstants.quantized_parts)."""
+    @classmethod
+    def open(cls, root: Path, model: torch.nn.Module, settings: dict, code: Iterable[Path], recipe: str, what: str):
+        """`StepPackages(...)`, or None where its folder cannot be had (then `what` is compiled in the
+        process, as without packages)."""
+        try:
+            return cls(root, model, settings, code, recipe)
+        except Exception as error:  # noqa: BLE001 - costs the start's speed only
+            log.warning("no packages for the %s (%s); compiled in this process instead", what, error)
+            return None
+
+    def kept_weights(self, names: Iterable[str], prefix: str, kind: type = PackagedStep) -> dict:
+        """The quantized weights' parts that the packages `names` built by an earlier start keep
+        (SharedConstants.quantized_parts), loading those there are now, as their users would next;
+        none where one fails to load (its user meets the error again, and says so)."""
+        try:
+            for name in names:
+                self.get(name, None, kind)
+        except Exception as error:  # noqa: BLE001 - the weights are quantized instead
+            log.debug("no weights from the packages: %s", error)
+            return {}
         return self._shared.quantized_parts(prefix)
 
     def lend_to(self, module: torch.nn.Module, prefix: str) -> int:
