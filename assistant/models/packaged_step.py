@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ import torch
 import transformers
 from transformers import StaticCache
 
-from .memory import give_back_freed_memory, page_out_files
+from .memory import give_back_freed_memory, page_out_checkpoints
 from .view_cache import add_tensor
 
 log = logging.getLogger(__name__)
@@ -111,94 +112,116 @@ def export_step(language_model: torch.nn.Module, step: Callable, arguments: tupl
         _hold(cache, held)
 
 
+# A package's constants (its weights, as exported and as Inductor packed them) are kept out of its
+# library, in a file of their own (`_weights_path`) that a start reads into memory of its own: read out
+# of the library's mapping, they were ~300 MB of its file pages resident beside the copy for a moment
+# (the warm start's peak: 1.72 GB against 1.40 held, SmolVLM2-256M). And a package whose constants
+# another one loaded already reads none of them (SharedConstants).
+CONSTANTS_APART = {
+    "aot_inductor.package_constants_in_so": False,
+    "aot_inductor.package_constants_on_disk_format": "pickle_weights",
+}
+
+
 def build_package(program: torch.export.ExportedProgram, path: Path, inductor_settings: dict) -> Path:
-    """Compile `program` into the library `path` (a .so, written whole or not at all), with a digest of
-    each of its constants beside it (`constant_digests`): what lets packages share their weights."""
+    """Compile `program` into the library `path` (a .so, written whole or not at all, last), its
+    constants beside it (`_weights_path`) with a digest of each (`_digests_path`): what lets packages
+    share their weights."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=_scratch_prefix()) as scratch:
         archive = torch._inductor.aoti_compile_and_package(
-            program, package_path=str(Path(scratch) / "package.pt2"), inductor_configs=inductor_settings
+            program,
+            package_path=str(Path(scratch) / "package.pt2"),
+            inductor_configs={**inductor_settings, **CONSTANTS_APART},
         )
-        library = _unpack_library(Path(archive), Path(scratch))
-        _digests_path(path).write_text(json.dumps(constant_digests(library)))
+        library, constants = _unpack(Path(archive), Path(scratch))
+        torch.save(constants, Path(scratch) / "weights.pt")
+        (Path(scratch) / "weights.pt").replace(_weights_path(path))
+        _digests_path(path).write_text(json.dumps(constant_digests(constants)))
         library.replace(path)
     return path
 
 
-def _unpack_library(archive: Path, folder: Path) -> Path:
-    """The compiled library out of an AOTInductor archive (a zip): on CPU, all a package needs. Kept
-    unpacked, it is loaded in place at every start (the archive's loader unpacks it to the temporary
-    folder each time) and it can be given weights loaded already (`SharedConstants`)."""
+def _unpack(archive: Path, folder: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The compiled library out of an AOTInductor archive (a zip), and its constants by the names the
+    library gives them (the archive keeps them by their names in the model, one pickled tensor per
+    storage). Kept unpacked, the library is loaded in place at every start (the archive's loader
+    unpacks it to the temporary folder each time) and given constants loaded already."""
     with zipfile.ZipFile(archive) as zipped:
         (member,) = (name for name in zipped.namelist() if name.endswith(".so"))
         with zipped.open(member) as source, open(folder / "library.so", "wb") as target:
             shutil.copyfileobj(source, target, 1 << 24)
-    return folder / "library.so"
+        (config,) = (name for name in zipped.namelist() if name.endswith("/weights_config.json"))
+        weights_folder = config.split("/", 1)[0] + "/data/weights/"  # beside {archive}/data/aotinductor/
+        by_fqn = {}
+        for fqn, (stored, shape, stride, offset) in json.loads(zipped.read(config)).items():
+            whole = torch.load(io.BytesIO(zipped.read(weights_folder + stored)), weights_only=True).detach()
+            by_fqn[fqn] = whole.as_strided(shape, stride, offset)
+    library = folder / "library.so"
+    fqns = torch._C._aoti.AOTIModelContainerRunnerCpu(str(library), 1).get_constant_names_to_original_fqns()
+    return library, {name: by_fqn[fqn] for name, fqn in fqns.items()}
+
+
+def _weights_path(library: Path) -> Path:
+    return library.with_suffix(".weights.pt")
 
 
 def _digests_path(library: Path) -> Path:
     return library.with_suffix(".constants.json")
 
 
-def constant_digests(library: Path) -> dict[str, str]:
-    """{constant's name: digest of its strides, type, shape and bytes} for a library's constants (those
-    it cannot read as plain memory, e.g. oneDNN's, left out)."""
-    runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(library), 1)
-    by_fqn = runner.extract_constants_map(False)
+def constant_digests(constants: dict[str, torch.Tensor]) -> dict[str, str]:
+    """{constant's name: digest of its strides, type, shape and bytes}."""
     digests = {}
-    for name, fqn in runner.get_constant_names_to_original_fqns().items():
-        tensor = by_fqn.get(fqn)
-        if tensor is not None and tensor.layout == torch.strided and not tensor.is_mkldnn:
-            digest = hashlib.blake2b(str(tensor.stride()).encode(), digest_size=16)  # shared as laid out
-            add_tensor(digest, tensor)
-            digests[name] = digest.hexdigest()
+    for name, tensor in constants.items():
+        digest = hashlib.blake2b(str(tensor.stride()).encode(), digest_size=16)  # shared as laid out
+        add_tensor(digest, tensor)
+        digests[name] = digest.hexdigest()
     return digests
 
 
 class SharedConstants:
-    """The constants of the libraries loaded so far, by digest: a library all of whose constants are
-    here already is given them instead of a copy of its own. The one-token step and the batch step hold
-    the same weights, packed the same way (306 MB for SmolVLM2-256M, in both)."""
+    """The constants of the libraries loaded so far, by digest: a library is given those loaded
+    already instead of a copy of its own. The one-token step and the batch step hold the same weights,
+    packed the same way (306 MB for SmolVLM2-256M, in both), where the build's autotuning chose the
+    same kernels for both. The runners read these tensors by address: they are kept as long as this
+    object is, and each runner keeps this object."""
 
     def __init__(self):
         self._by_digest: dict[str, torch.Tensor] = {}
         self._by_name: dict[str, torch.Tensor] = {}  # by their name in the exported program
-        self._owners = []  # the runners whose memory the tensors above are
 
     def load(self, library: Path):
-        """A runner of `library`, on constants already loaded where it can."""
-        try:
-            digests = json.loads(_digests_path(library).read_text())
-        except (OSError, ValueError):
-            digests = {}
-        if digests and all(digest in self._by_digest for digest in digests.values()):
-            constants = {name: self._by_digest[digest] for name, digest in digests.items()}
-            with _known_warning_hidden(b"Calling constant_folding in model"):  # nothing is folded at run time
-                return torch._C._aoti.AOTIModelContainerRunnerCpu(str(library), 1, constants)
-        runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(library), 1)
-        page_out_files(str(library).__eq__)  # its weights are copied out of it: the pages read can go
-        by_fqn = runner.extract_constants_map(False)  # views of the runner's own memory
-        fqns = runner.get_constant_names_to_original_fqns()
+        """A runner of `library`, on the constants loaded already and its own others."""
+        digests = json.loads(_digests_path(library).read_text())
+        missing = {name for name, digest in digests.items() if digest not in self._by_digest}
+        # A library that shares nothing reads its file into memory (no page of it mapped); one that
+        # shares some maps it and copies out only those it lacks.
+        shares = len(missing) < len(digests)
+        own = torch.load(_weights_path(library), weights_only=True, mmap=shares) if missing else {}
+        constants = {}
         for name, digest in digests.items():
-            self._by_digest.setdefault(digest, by_fqn[fqns[name]])
-        for fqn, tensor in by_fqn.items():
-            if tensor.layout == torch.strided and not tensor.is_mkldnn:  # oneDNN's are no model's weights
-                self._by_name.setdefault(fqn, tensor)
-        self._owners.append(runner)
+            if digest not in self._by_digest:
+                self._by_digest[digest] = own[name].clone() if shares else own[name]
+            constants[name] = self._by_digest[digest]
+        del own  # a mapping, closed
+        with _known_warning_hidden(b"Calling constant_folding in model"):  # nothing is folded at run time
+            runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(library), 1, constants)
+        for name, fqn in runner.get_constant_names_to_original_fqns().items():
+            self._by_name.setdefault(fqn, constants[name])
         return runner
 
     def lend_to(self, module: torch.nn.Module, prefix: str) -> int:
         """Point the weights of `module` (the eager model a package was exported from, named `prefix`
         there) at the package's constants of equal content, so that the two hold one copy: a package
         keeps its weights as they were (beside any it packs), and the eager model still runs a prompt
-        and whatever the packages do not take. Returns the bytes `module` no longer holds alone. The
-        module keeps these constants' runners alive from then on."""
+        and whatever the packages do not take. Returns the bytes `module` no longer holds alone."""
         lent = 0
         for name, constant in self._by_name.items():
             if name.startswith(prefix):
                 lent += _take_constant(module, name.removeprefix(prefix), constant)
         if lent:
-            module.lent_weights_from = self  # the runners' memory under its weights: kept as long as it is
+            module.lent_weights_from = self  # whose constants its weights are
         return lent
 
     def quantized_parts(self, prefix: str) -> dict[str, dict[int, torch.Tensor]]:
@@ -282,13 +305,15 @@ def _known_warning_hidden(start: bytes):
 class PackagedCall:
     """A package's program, called with the tensors it was exported with."""
 
-    def __init__(self, runner):
+    def __init__(self, runner, constants: SharedConstants):
         self._runner = runner
+        self._constants = constants  # the memory the runner's weights are
         self._output = torch.utils._pytree.treespec_loads(runner.get_call_spec()[1])
 
     @classmethod
     def load(cls, path: Path, shared: SharedConstants | None = None):
-        return cls((shared or SharedConstants()).load(path))
+        shared = shared or SharedConstants()
+        return cls(shared.load(path), shared)
 
     def __call__(self, *tensors: torch.Tensor):
         return torch.utils._pytree.tree_unflatten(self._runner.run(list(tensors)), self._output)
@@ -311,6 +336,9 @@ class StepPackages:
 
     def __init__(self, root: Path, model: torch.nn.Module, settings: dict, code: Iterable[Path], recipe: str):
         self.folder = root / _digest(model, {"inductor": settings, "quantization": recipe}, code)
+        # The digest read every weight: those still in the checkpoint's mapping counted as the start's
+        # memory until the end of the load (its peak, SmolVLM2-256M: +315 MB). The page cache keeps them.
+        page_out_checkpoints()
         self.settings = settings
         self._shared = SharedConstants()
         self._loaded: dict[str, PackagedCall] = {}

@@ -67,7 +67,8 @@ def test_a_packaged_step_decodes_as_the_eager_step_and_survives_a_restart(decode
     example = (torch.tensor([[5]]), torch.tensor([first]), prefilled(decoder), torch.empty(first + 1))
     program = export_step(decoder.language_model, decoder._one_token, example)
     path = build_package(program, tmp_path / "step.so", SETTINGS)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step.constants.json", "step.so"], "whole, no scratch left"
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["step.constants.json", "step.so", "step.weights.pt"], "whole, no scratch left"
 
     temporary = tmp_path / "tmp"
     temporary.mkdir()
@@ -101,7 +102,7 @@ def test_packages_of_the_same_weights_share_one_copy_of_them_and_answer_as_each_
     def addresses(step) -> set[int]:
         return {tensor.data_ptr() for tensor in step._runner.extract_constants_map(False).values()}
 
-    assert addresses(loaded_next) <= addresses(loaded_first), "the second library holds no copy of its own"
+    assert addresses(loaded_first) and addresses(loaded_next) <= addresses(loaded_first), "no copy of its own"
     assert not addresses(alone) & addresses(loaded_first)
     assert "constant_folding" not in capfd.readouterr().err, "the runtime's warning on sharing is not shown"
     caches = [prefilled(decoder) for _ in range(3)]
@@ -111,6 +112,61 @@ def test_packages_of_the_same_weights_share_one_copy_of_them_and_answer_as_each_
         torch.testing.assert_close(shared_logits, own_logits, rtol=0, atol=0)
     for shared_logits, first_logits in zip(runs[1], runs[0], strict=True):
         torch.testing.assert_close(shared_logits, first_logits, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_a_package_sharing_some_weights_reads_only_the_others_and_answers_as_alone(decoder, tmp_path):
+    first = len(PROMPT[0])
+    example = (torch.tensor([[5]]), torch.tensor([first]), prefilled(decoder), torch.empty(first + 1))
+    one = build_package(export_step(decoder.language_model, decoder._one_token, example), tmp_path / "one.so", SETTINGS)
+    norm = decoder.language_model.model.norm.weight
+    with torch.no_grad():  # another build's choices: one constant of its own, the rest as the first's
+        norm.add_(0.5)
+    try:  # (the exported program holds the model's own tensors; built as a build process does, with grad mode on)
+        program = export_step(decoder.language_model, decoder._one_token, example)
+        other = build_package(program, tmp_path / "other.so", SETTINGS)
+    finally:
+        with torch.no_grad():
+            norm.sub_(0.5)
+    shared = packaged_step.SharedConstants()
+    loaded_first, loaded_next = PackagedStep.load(one, shared), PackagedStep.load(other, shared)
+
+    first_addresses = {tensor.data_ptr() for tensor in constants(loaded_first).values()}
+    own = [name for name, tensor in constants(loaded_next).items() if tensor.data_ptr() not in first_addresses]
+    assert own == ["language_model.model.norm.weight"]
+    positions = range(first, first + 4)
+    answered = steps(loaded_next, prefilled(decoder), positions)
+    alone = steps(PackagedStep.load(other), prefilled(decoder), positions)
+    for got, want in zip(answered, alone, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def constants(step: PackagedStep) -> dict[str, torch.Tensor]:
+    """A loaded package's constants, by their names in the model."""
+    return step._runner.extract_constants_map(False)
+
+
+@pytest.mark.slow
+def test_loading_a_package_holds_its_weights_once_even_for_a_moment(tmp_path):
+    """A package's weights are read into memory of the process once: not also mapped from its file
+    beside the copy (the warm start's peak was the step packages' weights twice)."""
+    layer = torch.nn.Linear(4096, 4096, bias=False)  # 64 MiB of weights
+    program = torch.export.export(layer, (torch.ones(1, 4096),))
+    library = build_package(program, tmp_path / "layer.so", {})
+    assert library.stat().st_size < 16 << 20, "the library is code: its weights are in a file beside it"
+
+    Path("/proc/self/clear_refs").write_text("5")  # the peak resident memory starts again from here
+    before = _memory_kib("VmRSS")
+    package = packaged_step.PackagedCall.load(library)
+    grew = _memory_kib("VmHWM") - before
+    assert 64 << 10 <= grew < 80 << 10, f"loading grew the process by {grew} KiB at its peak, for 64 MiB of weights"
+    x = torch.randn(1, 4096)
+    torch.testing.assert_close(package(x), layer(x), rtol=1e-4, atol=1e-4)
+
+
+def _memory_kib(field: str) -> int:
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:"))
 
 
 def test_int8_weights_keep_their_scales_in_the_activations_type_and_answer_the_same():
