@@ -324,7 +324,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     check_exposure(settings)  # before a long model load
     if settings.compile_decode == "auto":  # a server compiles once at start and answers faster after
         settings = settings.model_copy(update={"compile_decode": "on"})
-    assistant = _load(settings)
+    assistant = _load(settings, load_speech=settings.speech_warm_start)
     # A service manager's stop (systemd, `docker stop`) ends the app as Ctrl-C does: the server
     # closes, the engine's work ends, a package build stops with it. By default it ended nothing.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -482,12 +482,12 @@ def _write_speech(path: Path, pieces: list) -> None:
     print(f"wrote {speech.seconds:.1f} s of speech to {path}", file=sys.stderr)
 
 
-def _load(settings: Settings):
+def _load(settings: Settings, load_speech: bool = False):
     print(
         f"loading profile {settings.profile}{f' with model {settings.model}' if settings.model else ''}…",
         file=sys.stderr,
     )
-    assistant = Assistant.from_settings(settings)
+    assistant = Assistant.from_settings(settings, load_speech)
     model = assistant.model
     print(
         f"loaded {model.name} on {model.device} ({str(model.dtype).removeprefix('torch.')}) "

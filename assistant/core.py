@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -83,21 +83,27 @@ class Assistant:
 
     settings: Settings
     engine: Engine
-    voice: Voice = field(init=False)  # speech in and out, loaded on first use
+    voice: Voice | None = None  # speech in and out, loaded on first use (None: made from the settings)
 
     def __post_init__(self) -> None:
-        self.voice = Voice(self.settings)
+        if self.voice is None:
+            self.voice = Voice(self.settings)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Assistant:
+    def from_settings(cls, settings: Settings, load_speech: bool = False) -> Assistant:
+        """Load the model the settings name; with `load_speech`, the speech model too, beside it
+        (Voice.load_in_background), where a server would load it soon after anyway."""
         load_persona(settings.persona, settings.prompts_dir)  # a wrong persona fails before a long load
+        voice = Voice(settings)
+        if load_speech:
+            voice.load_in_background()
         if settings.backend == "openai":
             model, workers = load_remote(settings), settings.remote_concurrency
         else:
             reserve_for_model()  # this thread loads; the engine's worker computes (see threads.py)
             model, workers = load_model(settings), 1
         engine = Engine(model, queue_size=settings.queue_size, workers=workers, max_batch=settings.max_batch)
-        return cls(settings, engine)
+        return cls(settings, engine, voice)
 
     @property
     def model(self) -> ChatModel:

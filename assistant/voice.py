@@ -10,6 +10,7 @@ neither needs the language model: `assistant transcribe` and `assistant say` use
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -56,6 +57,21 @@ class Voice:
     @property
     def transcriber_loaded(self) -> bool:
         return self._transcriber is not None
+
+    def load_in_background(self) -> threading.Thread:
+        """Load the speech model now, beside other work (the app's start calls this before loading
+        its language model). Whisper's load reads the whole float16 model before making its int8
+        weights (base: +257 MiB for a moment, +106 MiB held): done while the language model loads,
+        that moment is not on top of all the app holds (loaded by the warm-up 2 s after the first
+        answer, it was the app's peak). A failure is met again, and reported, by the warm-up."""
+
+        def load() -> None:
+            with contextlib.suppress(AssistantError):
+                _ = self.transcriber  # the property loads it
+
+        thread = threading.Thread(target=load, name="speech-load", daemon=True)
+        thread.start()
+        return thread
 
     def warm_up(self, idle: Callable[[], bool] = lambda: True) -> threading.Thread:
         """Load the speech model and run it once, in the background: the app calls this as it starts,

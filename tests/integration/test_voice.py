@@ -73,6 +73,32 @@ def test_the_app_loads_whisper_as_it_starts_not_at_the_first_question(make_setti
         app.close()
 
 
+def test_a_server_loads_whisper_beside_its_language_model_and_a_text_command_does_not(make_settings, monkeypatch):
+    """Whisper's load reads its whole float16 model for a moment (+257 MiB, base): begun before the
+    language model loads, that moment is not on top of all the app holds (it was the app's peak)."""
+    from assistant import core
+
+    order = []
+    monkeypatch.setattr(
+        core, "load_model", lambda settings, load=core.load_model: order.append("model") or load(settings)
+    )
+    monkeypatch.setattr(
+        core.Voice,
+        "load_in_background",
+        lambda voice, load=core.Voice.load_in_background: order.append("speech") or load(voice),
+    )
+    serving = core.Assistant.from_settings(make_settings(), load_speech=True)
+    assert order == ["speech", "model"]
+    deadline = time.monotonic() + 120
+    while not serving.voice.transcriber_loaded and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert serving.voice.transcriber_loaded, "loaded with no warm-up and no question"
+
+    asking = core.Assistant.from_settings(make_settings())  # `assistant ask "..."`: text only
+    time.sleep(1.0)
+    assert order == ["speech", "model", "model"] and not asking.voice.transcriber_loaded
+
+
 def test_whisper_warms_up_only_once_the_assistant_has_stopped_answering(make_settings, monkeypatch):
     """On a small CPU, Whisper's warm-up beside the first answer of the day doubled that answer's wait."""
     from assistant import voice as voice_module
