@@ -91,9 +91,9 @@ MADV_PAGEOUT = 21
 def page_out_files(matches: Callable[[str], bool], written_by_none: bool = False) -> int:
     """Drop this process's pages of the files it maps whose path `matches`; the bytes of such
     mappings, 0 where the system cannot (not Linux: costs memory only). A page read again later
-    comes back from the page cache (or the file). For file data read once into memory of its own: an
-    AOTInductor package copies its weights out of its library when loaded, and the pages it read (as
-    many bytes as the weights, 310 MB for SmolVLM2-256M's step) would otherwise stay counted. A
+    comes back from the page cache (or the file). For file data read once and no longer needed in
+    this process's memory: a checkpoint's weights once converted or hashed, the GPU libraries on a
+    CPU; otherwise those pages stay counted as the process's until the mapping closes. A
     mapping that holds pages written to (a library's relocated data), or may be written to while
     this runs (a writable one, unless `written_by_none` says that no code writes to these files'
     mappings), keeps those: only the pages read from the file go, from the page cache too."""

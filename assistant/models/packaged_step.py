@@ -115,7 +115,7 @@ def export_step(language_model: torch.nn.Module, step: Callable, arguments: tupl
 # A package's constants (its weights, as exported and as Inductor packed them) are kept out of its
 # library, in a file of their own (`_weights_path`) that a start reads into memory of its own: read out
 # of the library's mapping, they were ~300 MB of its file pages resident beside the copy for a moment
-# (the warm start's peak: 1.72 GB against 1.40 held, SmolVLM2-256M). And a package whose constants
+# (the warm start's peak: 1724 MiB against 1400 held, SmolVLM2-256M). And a package whose constants
 # another one loaded already reads none of them (SharedConstants).
 CONSTANTS_APART = {
     "aot_inductor.package_constants_in_so": False,
@@ -204,7 +204,7 @@ class SharedConstants:
             if digest not in self._by_digest:
                 self._by_digest[digest] = own[name].clone() if shares else own[name]
             constants[name] = self._by_digest[digest]
-        del own  # a mapping, closed
+        del own  # (a mapping where it shares some: closed, its pages read with it)
         with _known_warning_hidden(b"Calling constant_folding in model"):  # nothing is folded at run time
             runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(library), 1, constants)
         for name, fqn in runner.get_constant_names_to_original_fqns().items():

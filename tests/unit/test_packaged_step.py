@@ -100,7 +100,7 @@ def test_packages_of_the_same_weights_share_one_copy_of_them_and_answer_as_each_
     alone = PackagedStep.load(other)
 
     def addresses(step) -> set[int]:
-        return {tensor.data_ptr() for tensor in step._runner.extract_constants_map(False).values()}
+        return {tensor.data_ptr() for tensor in constants(step).values()}
 
     assert addresses(loaded_first) and addresses(loaded_next) <= addresses(loaded_first), "no copy of its own"
     assert not addresses(alone) & addresses(loaded_first)
