@@ -12,6 +12,7 @@ which win over the config file.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .core import (
@@ -319,17 +321,21 @@ def _quiet_libraries() -> None:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from .ui import check_exposure, launch
+    from .exposure import check_exposure
 
     check_exposure(settings)  # before a long model load
     if settings.compile_decode == "auto":  # a server compiles once at start and answers faster after
         settings = settings.model_copy(update={"compile_decode": "on"})
-    assistant = _load(settings, load_speech=settings.speech_warm_start)
+    # The page's code (Gradio: a second of imports) is imported while the model loads, which spends
+    # much of its time outside the interpreter (reading and hashing weights, loading libraries).
+    with ThreadPoolExecutor(1, thread_name_prefix="ui-import") as importer:
+        ui = importer.submit(importlib.import_module, "assistant.ui")
+        assistant = _load(settings, load_speech=settings.speech_warm_start)
     # A service manager's stop (systemd, `docker stop`) ends the app as Ctrl-C does: the server
     # closes, the engine's work ends, a package build stops with it. By default it ended nothing.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        launch(assistant)
+        ui.result().launch(assistant)
     except KeyboardInterrupt:
         pass  # a stop while the server was starting ends the app as one once it serves does
     finally:

@@ -24,7 +24,6 @@ from .media import ImageLimits, decode_image, read_image_file
 from .models import ChatModel, load_model
 from .personas import Persona, available_personas, load_persona
 from .profiles import PROFILE_NAMES
-from .remote import load_remote
 from .sampling import GenerationOptions
 from .settings import Settings
 from .speech.audio import SAMPLE_RATE
@@ -98,6 +97,8 @@ class Assistant:
         if load_speech:
             voice.load_in_background()
         if settings.backend == "openai":
+            from .remote import load_remote  # the openai client's import is a quarter second of every start
+
             model, workers = load_remote(settings), settings.remote_concurrency
         else:
             reserve_for_model()  # this thread loads; the engine's worker computes (see threads.py)

@@ -1,6 +1,6 @@
 """Who may import whom, read from the source with `ast` (nothing is run):
 
-faces (ui/, api/, cli.py)  ->  core, events, errors, settings (and each other)
+faces (ui/, api/, cli.py, and exposure.py: who may reach them)  ->  core, events, errors, settings (and each other)
 everything else            ->  never a face, never Gradio (the core knows nothing of its pages)
 events                     ->  nothing that needs torch
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "assistant"
-FACES = ("assistant.ui", "assistant.api", "assistant.cli")
+FACES = ("assistant.ui", "assistant.api", "assistant.cli", "assistant.exposure")
 FACES_MAY_IMPORT = ("assistant.core", "assistant.events", "assistant.errors", "assistant.settings", *FACES)
 
 

@@ -3,9 +3,8 @@
 import pytest
 
 from assistant.errors import SettingsError
+from assistant.exposure import check_exposure, is_loopback
 from assistant.settings import load_settings
-from assistant.ui import check_exposure
-from assistant.ui.serve import is_loopback
 
 
 def settings(**values):
