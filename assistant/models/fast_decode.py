@@ -449,7 +449,9 @@ class FastDecoder:
         started = time.perf_counter()
         try:
             packaged = self._step_packages.get(
-                _package_name(attribute, rows), functools.partial(self._export, eager_step, example) if build else None
+                _package_name(attribute, rows),
+                functools.partial(self._export, eager_step, example) if build else None,
+                exclusively=self.exclusively,
             )
         except Exception as error:  # noqa: BLE001 - the compile in this process does what it would have
             log.warning("no packaged %s (%s); compiling it here instead", what, error)
@@ -461,10 +463,9 @@ class FastDecoder:
         return True
 
     def _export(self, step: Callable, example: Callable[[], tuple]) -> torch.export.ExportedProgram:
-        """`step` exported with the arguments `example` makes, no model work beside it."""
-        arguments = example()
-        with self.exclusively():
-            return export_step(self.language_model, step, arguments)
+        """`step` exported with the arguments `example` makes (in a fork of this process, or here
+        with no model work beside it: StepPackages.get)."""
+        return export_step(self.language_model, step, example())
 
     @property
     def packages(self) -> Path | None:

@@ -231,10 +231,9 @@ def package_tower(
     build: bool = True,
 ) -> bool:
     """Give the VLM's quickened tower its package (where `quicken` was told to keep one); whether it
-    has it. Built first where there is none
-    and `build` says: exported as `one_view` makes the VLM call it, while `exclusively` keeps all other
-    model work out; the call is kept beside the package, so that a later start only loads it (no run
-    of the tower)."""
+    has it. Built first where there is none and `build` says: exported as `one_view` makes the VLM
+    call it (in a fork of this process, or here while `exclusively` keeps all other model work out);
+    the call is kept beside the package, so that a later start only loads it (no run of the tower)."""
     tower = vision_tower(vlm)
     quickened = getattr(tower, "quickened", None)
     if not isinstance(quickened, _Quickened) or quickened.packages is None:
@@ -255,10 +254,9 @@ def package_tower(
                 return False
 
             def export():
-                with exclusively():
-                    return export_tower(quickened.eager, tower, call)
+                return export_tower(quickened.eager, tower, call)
 
-            packaged = packages.get(TOWER_PACKAGE, export, kind=PackagedCall)
+            packaged = packages.get(TOWER_PACKAGE, export, kind=PackagedCall, exclusively=exclusively)
             call.save(kept)
     except Exception as error:  # noqa: BLE001 - it is compiled in the process instead, as without packages
         log.warning("no packaged vision tower (%s); compiling it here instead", error)

@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterable
@@ -39,6 +38,7 @@ import torch
 import transformers
 from transformers import StaticCache
 
+from .forked import end_with, run_forked
 from .memory import give_back_freed_memory, page_out_checkpoints
 from .view_cache import add_tensor
 
@@ -52,6 +52,7 @@ STEP_MODEL_NAME = "language_model."
 # A build's scratch folder older than this was left by a process that ended.
 STALE_S = 3600.0
 USED = "used"  # a file in a model's folder, touched when its packages are used
+EXPORT_TIMEOUT_S = 600.0  # an export takes seconds; one still running after this is stuck
 
 
 def cache_tensors(cache: StaticCache) -> tuple[torch.Tensor, ...]:
@@ -347,16 +348,21 @@ class StepPackages:
             (self.folder / USED).touch()  # the last to be dropped (`tidy`)
 
     def get(
-        self, name: str, export: Callable[[], torch.export.ExportedProgram] | None, kind: type = PackagedStep
+        self,
+        name: str,
+        export: Callable[[], torch.export.ExportedProgram] | None,
+        kind: type = PackagedStep,
+        exclusively: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     ) -> PackagedCall | None:
-        """The package `name` as a `kind` (loaded once), built first if there is none (export, then a
-        process of its own); without `export`, None when there is none."""
+        """The package `name` as a `kind` (loaded once), built first if there is none (`export`
+        makes its program, `_build_apart`); without `export`, None when there is none.
+        `exclusively`: what keeps other model work out of an export run in this process."""
         if name not in self._loaded:
             path = self.folder / f"{name}.so"
             if not path.is_file():
                 if export is None:
                     return None
-                self._build_apart(export(), path)
+                self._build_apart(export, exclusively, path)
             self._loaded[name] = kind.load(path, self._shared)
         return self._loaded[name]
 
@@ -391,16 +397,32 @@ class StepPackages:
             give_back_freed_memory()
         return lent
 
-    def _build_apart(self, program: torch.export.ExportedProgram, path: Path) -> None:
-        """Build in a process of its own: Inductor's compile is minutes of Python (the GIL a reply
-        beside it needs) and a gigabyte or more of memory, both gone when that process exits. It runs
-        at the caller's priority (a warm-up's: lowered), and ends if the caller does."""
+    def _build_apart(
+        self,
+        export: Callable[[], torch.export.ExportedProgram],
+        exclusively: Callable[[], contextlib.AbstractContextManager],
+        path: Path,
+    ) -> None:
+        """Export in a fork of this process (forked.py), made between replies (`exclusively`):
+        torch.export traces for seconds (8 s for SmolVLM2-256M's step on 2 cores), and run here, no
+        reply could use the model meanwhile: a question asked as it began waited for it (a cold
+        start's first answer after 24-27 s instead of 10-11). Where there is no fork: here,
+        `exclusively`. Then build in a process of its own: Inductor's compile is minutes of Python
+        (the GIL a reply beside it needs) and a gigabyte or more of memory, both gone when that
+        process exits. It runs at the caller's priority (a warm-up's: lowered), and ends if the
+        caller does."""
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / USED).touch()
         tidy(self.folder.parent, keep=self.folder)
         with tempfile.TemporaryDirectory(dir=self.folder, prefix=_scratch_prefix()) as scratch:
             saved = Path(scratch) / "program.pt2"
-            torch.export.save(program, saved)
+
+            def export_to_file():
+                torch.export.save(export(), saved)
+
+            if not run_forked(export_to_file, f"exporting {path.stem}", EXPORT_TIMEOUT_S, quiet=exclusively):
+                with exclusively():
+                    export_to_file()
             command = [sys.executable, "-m", __name__, str(saved), str(path), json.dumps(self.settings)]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -490,20 +512,8 @@ def _plain_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
 def _build_main(argv: list[str]) -> None:
     """python -m assistant.models.packaged_step PROGRAM PACKAGE SETTINGS_JSON (what StepPackages runs)."""
     program, package, settings = argv
-    _end_with(os.getppid())
+    end_with(os.getppid())
     build_package(torch.export.load(program), Path(package), json.loads(settings))
-
-
-def _end_with(parent: int) -> None:
-    """End this process when `parent` ends (the app stopped during a build): minutes of compiling
-    for nobody otherwise."""
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
 if __name__ == "__main__":

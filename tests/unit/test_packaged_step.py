@@ -20,7 +20,7 @@ from transformers import StaticCache
 
 from assistant.conversation import Conversation, Image, Message
 from assistant.engine import Engine
-from assistant.models import fast_decode, packaged_step
+from assistant.models import fast_decode, forked, packaged_step
 from assistant.models.fast_decode import INDUCTOR_SETTINGS, DecodeSpeed, FastDecoder, convert_weights
 from assistant.models.fast_vision import vision_tower
 from assistant.models.loader import ensure_tiny_model, load_pretrained
@@ -234,14 +234,63 @@ def test_the_warm_up_builds_the_package_once_and_a_restart_only_loads_it(cache_d
 
 
 @pytest.mark.slow
-def test_a_question_asked_while_a_step_is_exported_waits_for_it_and_int8_steps_are_packaged(
+def test_a_question_asked_while_a_step_is_exported_is_answered_beside_it_and_int8_steps_are_packaged(
     cache_dir, tmp_path, monkeypatch
 ):
-    """torch.export patches every module's call while it traces, in all threads: a reply or a photo's
-    encoding beside it broke (HTTP 500 in the app). And int8 weights could not be digested inside the
+    """torch.export traces for seconds, patching every module's call in all threads: in the app's
+    process a reply beside it broke (HTTP 500), and then waited for it (a cold start's first answer
+    after 24-27 s). It runs in a fork of the process: here the fork's export goes on only once the
+    questions asked after it began are answered. And int8 weights could not be digested inside the
     warm-up's inference mode, so their steps were never packaged."""
     monkeypatch.setattr(fast_decode, "INDUCTOR_SETTINGS", SETTINGS)
-    eager, model = eager_and_packaged(cache_dir, tmp_path, weights="int8")
+    eager, model = eager_and_packaged(cache_dir, tmp_path / "packages", weights="int8")
+    exporting, answered, waited = tmp_path / "exporting", tmp_path / "answered", tmp_path / "waited"
+    real_export = fast_decode.export_step
+
+    def export_once_answered(*arguments):  # in the fork
+        exporting.write_text(str(os.getpid()))
+        deadline = time.monotonic() + 120
+        while not answered.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        waited.write_text("answered" if answered.exists() else "not answered")
+        return real_export(*arguments)
+
+    monkeypatch.setattr(fast_decode, "export_step", export_once_answered)
+    engine = Engine(model)
+    try:
+        deadline = time.monotonic() + 120
+        while not exporting.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert exporting.exists(), "the warm-up exports the step"
+        replies = [engine.reply(conversation, GREEDY).text() for conversation in QUESTIONS]
+        answered.touch()
+        engine.warming_up.join(300)
+    finally:
+        engine.close()
+    assert int(exporting.read_text()) != os.getpid(), "exported in another process"
+    assert waited.read_text() == "answered", "the questions were answered while the export was under way"
+    assert replies == answers(eager) and all(replies)
+    assert isinstance(model.decoder._step, fast_decode._ByCacheLength), "the int8 step came from its package"
+    language_model = model.decoder.language_model
+    assert weight_bytes(language_model, lent=False) == 0, "the eager model runs on the package's copy of its weights"
+    assert answers(model) == replies, "and answers as before (its prompts are prefilled eagerly)"
+    with weights_quantized() as quantized:
+        restarted = packaged(cache_dir, tmp_path / "packages", weights="int8")
+    assert quantized == [], "a later start takes the int8 weights from the package, quantizing none again"
+    language_model = restarted.decoder.language_model
+    assert weight_bytes(language_model, lent=False) == 0, "on the package's weights from the load on, all of them"
+    assert restarted.decoder.load_packages()
+    assert answers(restarted) == replies
+
+
+@pytest.mark.slow
+def test_where_there_is_no_fork_a_question_asked_while_a_step_is_exported_waits_for_it(
+    cache_dir, tmp_path, monkeypatch
+):
+    """Exported in the app's process (no fork: not Linux), no model work runs beside the export."""
+    monkeypatch.setattr(fast_decode, "INDUCTOR_SETTINGS", SETTINGS)
+    monkeypatch.setattr(forked, "FORK_WORKS", False)
+    eager, model = eager_and_packaged(cache_dir, tmp_path)
     exporting, beside_the_export = threading.Event(), []
     real_export = fast_decode.export_step
 
@@ -269,17 +318,7 @@ def test_a_question_asked_while_a_step_is_exported_waits_for_it_and_int8_steps_a
         engine.close()
     assert beside_the_export == [], "no model work ran beside the export"
     assert replies == answers(eager) and all(replies)
-    assert isinstance(model.decoder._step, fast_decode._ByCacheLength), "the int8 step came from its package"
-    language_model = model.decoder.language_model
-    assert weight_bytes(language_model, lent=False) == 0, "the eager model runs on the package's copy of its weights"
-    assert answers(model) == replies, "and answers as before (its prompts are prefilled eagerly)"
-    with weights_quantized() as quantized:
-        restarted = packaged(cache_dir, tmp_path, weights="int8")
-    assert quantized == [], "a later start takes the int8 weights from the package, quantizing none again"
-    language_model = restarted.decoder.language_model
-    assert weight_bytes(language_model, lent=False) == 0, "on the package's weights from the load on, all of them"
-    assert restarted.decoder.load_packages()
-    assert answers(restarted) == replies
+    assert isinstance(model.decoder._step, fast_decode._ByCacheLength), "the step came from its package"
 
 
 @contextlib.contextmanager
@@ -376,12 +415,7 @@ def test_a_start_drops_what_a_build_stopped_midway_left(tmp_path, decoder):
 
 
 def test_a_build_ends_when_the_process_that_started_it_does(tmp_path):
-    builder = (
-        "import os, time\n"
-        "from assistant.models.packaged_step import _end_with\n"
-        "_end_with(os.getppid())\n"
-        "time.sleep(120)\n"
-    )
+    builder = "import os, time\nfrom assistant.models.forked import end_with\nend_with(os.getppid())\ntime.sleep(120)\n"
     starter = f"import subprocess, sys; print(subprocess.Popen([sys.executable, '-c', {builder!r}]).pid)"
     pid = int(subprocess.run([sys.executable, "-c", starter], capture_output=True, text=True, check=True).stdout)
     deadline = time.monotonic() + 60
