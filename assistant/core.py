@@ -27,6 +27,7 @@ from .profiles import PROFILE_NAMES
 from .sampling import GenerationOptions
 from .settings import Settings
 from .speech.audio import SAMPLE_RATE
+from .speech.call import CallListener, CallTurn
 from .speech.live import Heard, LiveTranscription
 from .speech.synthesizer import SPEECH_FORMATS, Speech, encode_speech
 from .speech.transcriber import Transcript
@@ -46,6 +47,8 @@ from .voice import Voice
 
 __all__ = [  # what the faces use, beside Assistant itself
     "COLOUR_LAYOUTS",
+    "CallListener",
+    "CallTurn",
     "DETAILS",
     "PROFILE_NAMES",
     "SAMPLE_RATE",

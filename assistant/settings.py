@@ -166,6 +166,8 @@ class Settings(BaseModel):
     """Seconds of silence between spoken sentences."""
     max_speech_chars: int = Field(4096, ge=1, le=100_000)
     """The longest text /v1/audio/speech will speak."""
+    call_silence_s: float = Field(0.6, ge=0.1, le=10.0)
+    """In a voice call, the silence after which the person's turn is taken as finished."""
 
     # --- photos
     image_detail: Literal["low", "auto", "high"] = "auto"

@@ -24,10 +24,12 @@ from .events import Event
 from .settings import Settings
 from .speech import TranscribeOptions, Transcriber, Transcript, load_speech, transcribe_options
 from .speech.audio import SAMPLE_RATE, AudioLimits, decode_audio, read_audio_file
+from .speech.call import CallListener
 from .speech.live import LiveTranscription
 from .speech.speakable import speakable
 from .speech.spoken_reply import spoken
 from .speech.synthesizer import Speech, Synthesizer, load_synthesizer
+from .speech.turns import TurnSettings
 
 # The speech warm-up runs once the assistant has not answered for WARM_UP_QUIET_S (a question asked as
 # the app starts comes first), or after WARM_UP_PATIENCE_S whatever happens.
@@ -108,6 +110,12 @@ class Voice:
     def live_transcription(self, language_hint: str | None = None) -> LiveTranscription:
         """A recording to transcribe while it is being made (the browser's streamed microphone)."""
         return LiveTranscription(lambda samples, hint: self.transcribe(samples, language_hint=hint), language_hint)
+
+    def call_listener(self, language_hint: str | None = None) -> CallListener:
+        """A voice call's microphone: turns ended by `call_silence_s` of silence, each transcribed,
+        none longer than `max_audio_seconds`."""
+        turns = TurnSettings(silence_s=self.settings.call_silence_s, max_seconds=self.settings.max_audio_seconds)
+        return CallListener(lambda samples, hint: self.transcribe(samples, language_hint=hint), turns, language_hint)
 
     def read_recording(self, path: str | os.PathLike) -> np.ndarray:
         """A recording on disk as 16 kHz mono samples, refused when over the settings' audio limits."""
