@@ -19,7 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import NO_SPEECH, SAMPLE_RATE, Assistant, Detail, Heard, LiveTranscription, Speech, encode_speech
+from ..core import (
+    NO_SPEECH,
+    SAMPLE_RATE,
+    Assistant,
+    CallListener,
+    CallTurn,
+    Detail,
+    Heard,
+    LiveTranscription,
+    Speech,
+    encode_speech,
+)
 from ..errors import AssistantError
 from ..events import Event, SpeechChunk, TextDelta, TurnsDropped, Usage
 from . import chat as bubbles
@@ -139,14 +150,38 @@ class ChatHandlers:
             return Update([bubbles.error_bubble(str(error))])
         if not heard.text:
             return Update([bubbles.error_bubble(NO_SPEECH)])
-        path = str(self._keep_audio(Speech(heard.audio, SAMPLE_RATE), "question"))
-        self._heard[path] = Heard(heard.text, heard.language, np.zeros(0, np.float32))  # the words, not the audio
-        while len(self._heard) > KEPT_TRANSCRIPTS:
-            self._heard.pop(next(iter(self._heard)))  # the oldest: a recording never sent
+        path = self._remember_recording(heard)
         message = message or EMPTY_INPUT
         return Update(
             [], input={"text": message.get("text") or "", "files": [*_paths(message.get("files") or []), path]}
         )
+
+    def _remember_recording(self, heard: Heard) -> str:
+        """Keep a recording transcribed live as a file, its transcript remembered for `send`."""
+        path = str(self._keep_audio(Speech(heard.audio, SAMPLE_RATE), "question"))
+        self._heard[path] = Heard(heard.text, heard.language, np.zeros(0, np.float32))  # the words, not the audio
+        while len(self._heard) > KEPT_TRANSCRIPTS:
+            self._heard.pop(next(iter(self._heard)))  # the oldest: a recording never sent
+        return path
+
+    # --- a hands-free call: the microphone stays open, and each turn is sent as its silence ends
+
+    def start_call(self, chat: list[Bubble]) -> CallListener:
+        """A call's listening side, in the language the person last spoke in this chat."""
+        return self.assistant.voice.call_listener(bubbles.last_spoken_language(chat))
+
+    def hear_in_call(self, call: CallListener, samples: np.ndarray, sample_rate: int) -> dict | None:
+        """The next chunk of a call's microphone -> the input box's value that sends the turns it
+        ended (their recordings attached, transcripts remembered), or None while none has."""
+        turns = call.add(samples, sample_rate)
+        if not turns:
+            return None
+        return {"text": "", "files": [self._remember_recording(_heard_turn(turns))]}
+
+    def hang_up(self, call: CallListener) -> dict | None:
+        """The call ended: the input box's value that sends what was being said, if anything."""
+        turn = call.hang_up()
+        return {"text": "", "files": [self._remember_recording(_heard_turn([turn]))]} if turn else None
 
     def retry(self, chat: list[Bubble], panel: Panel) -> Iterator[Update]:
         """Answer the last user message again (whatever came after it is replaced)."""
@@ -254,6 +289,11 @@ class ChatHandlers:
                 kept["language"] = bubble["language"]
             chat.append(kept)
         return chat
+
+
+def _heard_turn(turns: list[CallTurn]) -> Heard:
+    """A call's turns (one, or the rare two a chunk ended) as one recording transcribed live."""
+    return Heard(" ".join(turn.text for turn in turns), turns[-1].language, np.concatenate([t.audio for t in turns]))
 
 
 def reply_stats(usages: list[Usage]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core import DETAILS, Assistant, encode_speech
+from ..errors import AssistantError
 from . import chat as bubbles
 from .gradio_import import gr
 from .handlers import ChatHandlers, Panel, reply_stats
@@ -56,7 +57,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             stop_btn=False,
             autofocus=True,
         )
-        microphone, heard = _microphone()
+        microphone, heard, calling = _microphone()
         speaker = gr.Audio(
             label="Spoken answer",
             streaming=True,
@@ -76,7 +77,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             stats,
             [speak_choice, *panel],
             (speaker, speak_box),
-            (microphone, heard),
+            (microphone, heard, calling),
         )
         _wire_history(handlers, app, chatbot, chat_state, saved, history_controls, persona=panel[0])
     return app
@@ -149,12 +150,18 @@ def _microphone():
             waveform_options=gr.WaveformOptions(show_recording_waveform=False),
         )
         heard = gr.Markdown("", elem_id="heard", min_height=0)
-    return microphone, heard
+    calling = gr.Checkbox(
+        False,
+        label="📞 Hands-free call",
+        info="Record once and talk: each question is sent when you pause, and answered aloud.",
+        elem_id="call",
+    )
+    return microphone, heard, calling
 
 
 def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, stats, panel, voice, listening) -> None:
     speaker, speak_box = voice
-    microphone, heard = listening
+    microphone, heard, calling = listening
     streamed = [chat_state, chatbot, textbox, usages, stats, speaker, speak_box]
 
     def send(message, chat, done, *panel_values):
@@ -193,56 +200,106 @@ def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, sta
     )
     chatbot.undo(undo, [chat_state], [chat_state, chatbot, textbox], api_name="undo")
     chatbot.clear(clear, None, [chat_state, chatbot, usages, stats], api_name="clear")
-    _wire_microphone(handlers, microphone, heard, textbox, chat_state)
+    _wire_microphone(handlers, microphone, heard, textbox, chat_state, calling)
     _stop_button(textbox, speaker, [sending, example_sending, retrying, editing, api_editing])
 
 
 # Sends the input box as Enter would, once a recording transcribed live is attached to it (not after
-# an error, which the "heard" line shows): it goes through the same send and stop button as the rest.
-SUBMIT_HEARD = "(heard) => { if (!heard.startsWith('⚠️')) document.querySelector('#input .submit-button')?.click(); }"
+# an error, which the "heard" line shows, nor after a call, whose turns were sent as they ended): it
+# goes through the same send and stop button as the rest.
+SUBMIT_HEARD = """(heard, calling) => {
+    if (!calling && !heard.startsWith('⚠️')) document.querySelector('#input .submit-button')?.click();
+}"""
 
 
-def _wire_microphone(handlers: ChatHandlers, microphone, heard, textbox, chat_state) -> None:
+def _wire_microphone(handlers: ChatHandlers, microphone, heard, textbox, chat_state, calling) -> None:
     """Recording starts a live transcription (in the language last spoken in this chat); each
     chunk adds to it and shows what has been heard. Stopping finishes it, attaches the recording
     to the input box (its transcript is kept, not made again) and sends the box.
 
+    With the call box ticked, a recording is a hands-free call instead: the microphone stays open,
+    and each turn (ended by a pause, speech/turns.py) goes into the input box and is sent at once;
+    the answer is spoken, as after any voice question. Stopping ends the call (what was being
+    said is sent).
+
     Sending through the input box keeps one way of sending, stopping and retrying a message. (A
     press on Record in the page's first second, while its load events run, can get no stream at
     all from Gradio 6.31: the recording is then "no speech detected".)"""
-    live = gr.State(None)
+    live, call = gr.State(None), gr.State(None)
+    turns = gr.Number(0, visible=False)  # a call's turns so far: each change sends the input box
 
-    def listen(audio, transcription):
-        if audio is None or transcription is None:
-            return transcription, gr.skip()
+    def start(chat, on):
+        return (None, handlers.start_call(chat)) if on else (handlers.start_listening(chat), None)
+
+    def listen(audio, transcription, listener, count):
+        if audio is None:
+            return gr.skip(), gr.skip(), gr.skip()
         sample_rate, samples = audio
-        text = handlers.listen(transcription, samples, sample_rate)
-        return transcription, f"🎙️ {text}" if text else "🎙️ …"
-
-    def finish(transcription, message):
+        if listener is not None:
+            return _hear_in_call(handlers, listener, samples, sample_rate, count)
         if transcription is None:
-            return gr.skip(), None, ""
+            return gr.skip(), gr.skip(), gr.skip()
+        text = handlers.listen(transcription, samples, sample_rate)
+        return (f"🎙️ {text}" if text else "🎙️ …"), gr.skip(), gr.skip()
+
+    def finish(transcription, listener, message, count):
+        if listener is not None:
+            sent = handlers.hang_up(listener)
+            if sent is None:
+                return gr.skip(), None, None, "", gr.skip()
+            return gr.MultimodalTextbox(value=sent), None, None, "", count + 1
+        if transcription is None:
+            return gr.skip(), None, None, "", gr.skip()
         update = handlers.stop_listening(transcription, message)
         shown = update.chat[-1]["content"] if update.chat else ""  # an error, shown where the words were
-        return (gr.MultimodalTextbox(value=update.input) if update.input else gr.skip()), None, shown
+        box = gr.MultimodalTextbox(value=update.input) if update.input else gr.skip()
+        return box, None, None, shown, gr.skip()
 
-    microphone.start_recording(handlers.start_listening, [chat_state], [live], api_visibility="undocumented")
+    microphone.start_recording(start, [chat_state, calling], [live, call], api_visibility="undocumented")
     microphone.stream(
         listen,
-        [microphone, live],
-        [live, heard],
-        stream_every=0.5,
-        time_limit=300,
+        [microphone, live, call, turns],
+        [heard, textbox, turns],
+        stream_every=STREAM_EVERY_S,
+        # A recording longer than this would be refused when sent; a call ends there too (for now).
+        time_limit=handlers.assistant.settings.max_audio_seconds,
         concurrency_limit=None,
         show_progress="hidden",
         api_visibility="undocumented",
     )
     handed_over = microphone.stop_recording(
-        finish, [live, textbox], [textbox, live, heard], api_visibility="undocumented"
+        finish, [live, call, textbox, turns], [textbox, live, call, heard, turns], api_visibility="undocumented"
     )
     handed_over.then(lambda: None, None, microphone, queue=False, api_visibility="undocumented").then(
-        None, [heard], None, js=SUBMIT_HEARD, queue=False, api_visibility="undocumented"
+        None, [heard, calling], None, js=SUBMIT_HEARD, queue=False, api_visibility="undocumented"
     )
+    turns.change(None, None, None, js=SUBMIT_TURN, queue=False, api_visibility="undocumented")
+
+
+def _hear_in_call(handlers: ChatHandlers, listener, samples, sample_rate: int, count: int):
+    """A call's chunk -> (the line under the microphone, the input box, the turn count)."""
+    try:
+        message = handlers.hear_in_call(listener, samples, sample_rate)
+    except AssistantError as error:
+        return f"⚠️ {error}", gr.skip(), gr.skip()
+    shown = "📞 🎙️ …" if listener.speaking else "📞 listening"
+    if message is None:
+        return shown, gr.skip(), gr.skip()
+    return shown, gr.MultimodalTextbox(value=message), count + 1
+
+
+# Sends a call's turn, put in the input box: a reply still under way is stopped first (the person
+# spoke over it), then the box is sent as Enter would.
+SUBMIT_TURN = """() => {
+    const stop = document.querySelector('#input .stop-button');
+    if (stop) stop.click();
+    const send = (tries) => {
+        const button = document.querySelector('#input .submit-button');
+        if (button) button.click(); else if (tries > 0) setTimeout(() => send(tries - 1), 100);
+    };
+    setTimeout(() => send(50), stop ? 200 : 0);
+}"""
+STREAM_EVERY_S = 0.2  # a call's turn is sent this much late at most, on top of its closing silence
 
 
 def _stop_button(textbox, speaker, generating) -> None:

@@ -259,3 +259,44 @@ def test_speaking_into_the_microphone_shows_the_words_as_they_come_and_sends_the
         )
     finally:
         browser.close()
+
+
+@needs_espeak
+def test_a_hands_free_call_sends_each_question_when_the_person_pauses(playwright, url, tmp_path):
+    """With the call box ticked, one press on Record: Chromium's fake microphone says a question and
+    then is silent (the file loops), and the question is sent as its pause ends, with no press on
+    Stop, and answered; Stop ends the call."""
+    question = speak("How many people are standing on the beach?", tmp_path / "question.wav")
+    with wave.open(str(question)) as clip:
+        rate, width, samples = clip.getframerate(), clip.getsampwidth(), clip.readframes(clip.getnframes())
+    with wave.open(str(tmp_path / "turn.wav"), "wb") as turn:  # the question, then 3 s of silence
+        turn.setnchannels(1), turn.setsampwidth(width), turn.setframerate(rate)
+        turn.writeframes(samples + bytes(3 * rate * width))
+    microphone_flags = [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={tmp_path / 'turn.wav'}",
+    ]
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_FLAGS, *microphone_flags])
+    try:
+        page = browser.new_context(viewport=LAPTOP, permissions=["microphone"]).new_page()
+        page.goto(url)
+        page.wait_for_selector("#microphone button.record-button", timeout=30_000)
+        time.sleep(3)  # the page's load events first (see layout._wire_microphone)
+        page.locator("#call input[type=checkbox]").check()
+        page.locator("#microphone button.record-button").click()
+        wait_until(lambda: "📞" in page.locator("#heard").inner_text(), timeout=20, message="the call is listening")
+        user = page.locator("[data-testid='user']")
+        try:
+            wait_until(lambda: "standing on the" in " ".join(user.all_inner_texts()).lower(), timeout=40)
+            wait_until(lambda: bot_texts(page), timeout=30, message="the turn gets an answer")
+        except AssertionError:
+            screenshot(page, "call-not-answered")
+            raise
+        screenshot(page, "call")
+        assert page.locator("#microphone button.stop-button").count(), "the microphone is still open: no press needed"
+        assert re.search(r"\b0:0\d\b", " ".join(user.all_inner_texts())), "the turn's recording is in the chat"
+        page.locator("#microphone button.stop-button").click()
+        wait_until(lambda: page.locator("#microphone button.record-button").count(), timeout=10, message="call ended")
+    finally:
+        browser.close()
