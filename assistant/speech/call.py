@@ -82,12 +82,14 @@ class CallListener:
 
     def _heard(self, turn) -> CallTurn | None:
         transcript = self._transcribe(turn.audio, self.language)
-        if not transcript.has_speech or not transcript.text.strip() or self._is_echo(transcript.text):
+        if not transcript.has_speech or not transcript.text.strip() or self.is_echo(transcript.text):
             return None
         self.language = transcript.language
         return CallTurn(transcript.text.strip(), transcript.language, turn.audio, turn.cut)
 
-    def _is_echo(self, text: str) -> bool:
+    def is_echo(self, text: str) -> bool:
+        """Whether `text`, heard now, is the assistant's own voice: it follows in order what the
+        assistant said in the last ECHO_WINDOW_S (ECHO_SHARE of its words, ECHO_MIN_WORDS at least)."""
         heard = _words(text)
         if len(heard) < ECHO_MIN_WORDS:
             return False

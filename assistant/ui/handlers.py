@@ -105,9 +105,12 @@ class ChatHandlers:
 
     # --- sending and answering
 
-    def send(self, message: dict | None, chat: list[Bubble], panel: Panel) -> Iterator[Update]:
+    def send(
+        self, message: dict | None, chat: list[Bubble], panel: Panel, call: CallListener | None = None
+    ) -> Iterator[Update]:
         """A new user message from the input box, then the streamed reply. A recording that was
-        transcribed while it was made (see stop_listening) is not transcribed again."""
+        transcribed while it was made (see stop_listening) is not transcribed again. In a `call`,
+        what the reply says aloud is told to it before it is played (its echo is no question)."""
         message = message or EMPTY_INPUT
         photos, recordings = bubbles.split_files(_paths(message.get("files") or []))
         live = [path for path in recordings if path in self._heard]
@@ -125,7 +128,7 @@ class ChatHandlers:
             self._heard.pop(live[0])
         asked = [*chat, *bubbles.user_bubbles(sent, photos, recordings)]
         yield Update(asked, input=EMPTY_INPUT)
-        yield from self._answer(asked, panel, restore_on_error=message)
+        yield from self._answer(asked, panel, restore_on_error=message, call=call)
 
     # --- the microphone, transcribed while the person speaks
 
@@ -202,7 +205,13 @@ class ChatHandlers:
         edited += [b for b in chat[index + 1 : bubbles.end_of_message(chat, index)] if b["kind"] == "file"]
         yield from self._answer(edited, panel)
 
-    def _answer(self, asked: list[Bubble], panel: Panel, restore_on_error: dict | None = None) -> Iterator[Update]:
+    def _answer(
+        self,
+        asked: list[Bubble],
+        panel: Panel,
+        restore_on_error: dict | None = None,
+        call: CallListener | None = None,
+    ) -> Iterator[Update]:
         shown = asked
         speaking = panel.speaks_after(asked)
         yield Update(asked, speaking=speaking)
@@ -214,7 +223,9 @@ class ChatHandlers:
             usage = None
             for shown, event in _streamed(asked, events):
                 match event:
-                    case SpeechChunk(speech=speech):
+                    case SpeechChunk(text=text, speech=speech):
+                        if call is not None:
+                            call.assistant_said(text)
                         said.append(speech)
                         yield Update(shown, speech=speech)
                     case Usage():

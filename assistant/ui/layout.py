@@ -164,8 +164,11 @@ def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, sta
     microphone, heard, calling = listening
     streamed = [chat_state, chatbot, textbox, usages, stats, speaker, speak_box]
 
-    def send(message, chat, done, *panel_values):
-        yield from _streamed(handlers.send(message, chat, Panel.from_values(*panel_values)), done)
+    def send(message, chat, done, listener, *panel_values):
+        yield from _streamed(handlers.send(message, chat, Panel.from_values(*panel_values), listener), done)
+
+    def send_typed(message, chat, done, *panel_values):
+        yield from send(message, chat, done, None, *panel_values)
 
     def retry(chat, done, *panel_values):
         yield from _streamed(handlers.retry(chat, Panel.from_values(*panel_values)), done)
@@ -184,13 +187,14 @@ def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, sta
     def clear():
         return [], [], [], reply_stats([])
 
-    sending = textbox.submit(send, [textbox, chat_state, usages, *panel], streamed, api_name="send")
+    call = gr.State(None)  # the call under way (_wire_microphone): told what the answers say aloud
+    sending = textbox.submit(send, [textbox, chat_state, usages, call, *panel], streamed, api_name="send")
     textbox.change(  # photos attached: their vision work starts while the question is typed
         handlers.prepare, [textbox, panel[-1]], None, queue=False, trigger_mode="always_last", api_visibility="private"
     )
     example_sending = chatbot.example_select(
         _example_input, None, [textbox], queue=False, api_visibility="undocumented"
-    ).then(send, [textbox, chat_state, usages, *panel], streamed, api_visibility="undocumented")
+    ).then(send_typed, [textbox, chat_state, usages, *panel], streamed, api_visibility="undocumented")
     retrying = chatbot.retry(retry, [chat_state, usages, *panel], streamed, api_name="retry")
     editing = chatbot.edit(edit_from_chat, [chat_state, usages, *panel], streamed, api_visibility="undocumented")
     # The same edit for API clients, which have no chat to click in.
@@ -200,7 +204,7 @@ def _wire_chat(handlers: ChatHandlers, chatbot, textbox, chat_state, usages, sta
     )
     chatbot.undo(undo, [chat_state], [chat_state, chatbot, textbox], api_name="undo")
     chatbot.clear(clear, None, [chat_state, chatbot, usages, stats], api_name="clear")
-    _wire_microphone(handlers, microphone, heard, textbox, chat_state, calling)
+    _wire_microphone(handlers, microphone, heard, textbox, chat_state, (calling, call))
     _stop_button(textbox, speaker, [sending, example_sending, retrying, editing, api_editing])
 
 
@@ -212,7 +216,7 @@ SUBMIT_HEARD = """(heard, calling) => {
 }"""
 
 
-def _wire_microphone(handlers: ChatHandlers, microphone, heard, textbox, chat_state, calling) -> None:
+def _wire_microphone(handlers: ChatHandlers, microphone, heard, textbox, chat_state, call_parts) -> None:
     """Recording starts a live transcription (in the language last spoken in this chat); each
     chunk adds to it and shows what has been heard. Stopping finishes it, attaches the recording
     to the input box (its transcript is kept, not made again) and sends the box.
@@ -225,7 +229,8 @@ def _wire_microphone(handlers: ChatHandlers, microphone, heard, textbox, chat_st
     Sending through the input box keeps one way of sending, stopping and retrying a message. (A
     press on Record in the page's first second, while its load events run, can get no stream at
     all from Gradio 6.31: the recording is then "no speech detected".)"""
-    live, call = gr.State(None), gr.State(None)
+    calling, call = call_parts  # the call box, and the call under way
+    live = gr.State(None)
     turns = gr.Number(0, visible=False)  # a call's turns so far: each change sends the input box
 
     def start(chat, on):

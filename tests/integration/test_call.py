@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
+from assistant.core import Assistant
 from assistant.settings import load_settings
 from assistant.speech.audio import SAMPLE_RATE, read_audio_file
 from assistant.speech.call import ECHO_WINDOW_S, CallListener
 from assistant.speech.transcriber import SpeechModelSpec, TranscribeOptions, load_transcriber
 from assistant.speech.turns import TurnSettings
+from assistant.ui.handlers import ChatHandlers, Panel
 from assistant.voice import Voice
 from speech_samples import encode, needs_espeak, needs_ffmpeg, speak  # tests/ is on pytest's pythonpath
 
@@ -126,3 +128,16 @@ def test_the_apps_call_listener_takes_its_closing_silence_from_the_settings(spok
         assert len(call_with(voice.call_listener("en"), audio)) == turns
     with pytest.raises(ValueError, match="between 0.1 and 10"):
         TurnSettings(silence_s=20)
+
+
+def test_in_a_call_what_the_answer_says_aloud_is_known_as_the_assistants_own_voice(make_settings, engine):
+    handlers = ChatHandlers(Assistant(make_settings(max_new_tokens=40, temperature=0.0), engine))
+    listener = handlers.start_call([])
+    updates = list(handlers.send({"text": "Say something long.", "files": []}, [], Panel(speak=True), listener))
+    assert any(update.speech is not None for update in updates), "the answer was spoken"
+    answer = next(b["content"] for b in reversed(updates[-1].chat) if b["role"] == "assistant" and b["kind"] == "text")
+    assert listener.is_echo(answer), f"heard back, the answer is no question: {answer!r}"
+    assert not listener.is_echo("What is twelve plus seven?")
+    typed = handlers.start_call([])
+    list(handlers.send({"text": "Say something long.", "files": []}, [], Panel(speak=True)))
+    assert not typed.is_echo(answer), "outside the call, nothing is told to it"
