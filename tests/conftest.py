@@ -117,3 +117,21 @@ def record_replies(monkeypatch):
         return recorded
 
     return start
+
+
+@pytest.fixture(scope="session")
+def spoken(tmp_path_factory):
+    """spoken(text) -> espeak-ng saying `text`, read back through speech.audio (16 kHz mono float32),
+    made once per text."""
+    from assistant.speech.audio import read_audio_file
+    from speech_samples import speak  # tests/ is on pytest's pythonpath
+
+    folder = tmp_path_factory.mktemp("spoken")
+    made = {}
+
+    def say(text: str):
+        if text not in made:
+            made[text] = read_audio_file(speak(text, folder / f"{len(made)}.wav"))
+        return made[text]
+
+    return say

@@ -6,6 +6,7 @@ where a missing browser is a failure."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -215,22 +216,32 @@ def test_the_page_fits_a_phone(browser, url):
     context.close()
 
 
-@needs_espeak
-def test_speaking_into_the_microphone_shows_the_words_as_they_come_and_sends_them(playwright, url, tmp_path):
-    """Chromium's fake microphone plays an espeak-ng question (over and over): the words show under
-    the microphone while recording, and Stop sends the recording with its transcript."""
-    question = speak("How many people are standing on the beach?", tmp_path / "question.wav")
-    microphone_flags = [
+@contextlib.contextmanager
+def listening_to(playwright, url: str, recording: Path):
+    """A page of the chat in a Chromium whose microphone plays `recording` (over and over), ready
+    to record."""
+    microphone = [
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={question}",
+        f"--use-file-for-fake-audio-capture={recording}",
     ]
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_FLAGS, *microphone_flags])
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_FLAGS, *microphone])
     try:
         page = browser.new_context(viewport=LAPTOP, permissions=["microphone"]).new_page()
         page.goto(url)
         page.wait_for_selector("#microphone button.record-button", timeout=30_000)
         time.sleep(3)  # the page's load events first (see layout._wire_microphone)
+        yield page
+    finally:
+        browser.close()
+
+
+@needs_espeak
+def test_speaking_into_the_microphone_shows_the_words_as_they_come_and_sends_them(playwright, url, tmp_path):
+    """Chromium's fake microphone plays an espeak-ng question (over and over): the words show under
+    the microphone while recording, and Stop sends the recording with its transcript."""
+    question = speak("How many people are standing on the beach?", tmp_path / "question.wav")
+    with listening_to(playwright, url, question) as page:
         page.locator("#microphone button.record-button").click()
         heard = page.locator("#heard")
         wait_until(
@@ -257,8 +268,6 @@ def test_speaking_into_the_microphone_shows_the_words_as_they_come_and_sends_the
         wait_until(
             lambda: heard.inner_text().strip() == "", timeout=10, message="the live transcript is cleared once sent"
         )
-    finally:
-        browser.close()
 
 
 @needs_espeak
@@ -272,17 +281,7 @@ def test_a_hands_free_call_sends_each_question_when_the_person_pauses(playwright
     with wave.open(str(tmp_path / "turn.wav"), "wb") as turn:  # the question, then 3 s of silence
         turn.setnchannels(1), turn.setsampwidth(width), turn.setframerate(rate)
         turn.writeframes(samples + bytes(3 * rate * width))
-    microphone_flags = [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={tmp_path / 'turn.wav'}",
-    ]
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_FLAGS, *microphone_flags])
-    try:
-        page = browser.new_context(viewport=LAPTOP, permissions=["microphone"]).new_page()
-        page.goto(url)
-        page.wait_for_selector("#microphone button.record-button", timeout=30_000)
-        time.sleep(3)  # the page's load events first (see layout._wire_microphone)
+    with listening_to(playwright, url, tmp_path / "turn.wav") as page:
         page.locator("#call input[type=checkbox]").check()
         page.locator("#microphone button.record-button").click()
         wait_until(lambda: "📞" in page.locator("#heard").inner_text(), timeout=20, message="the call is listening")
@@ -298,5 +297,3 @@ def test_a_hands_free_call_sends_each_question_when_the_person_pauses(playwright
         assert re.search(r"\b0:0\d\b", " ".join(user.all_inner_texts())), "the turn's recording is in the chat"
         page.locator("#microphone button.stop-button").click()
         wait_until(lambda: page.locator("#microphone button.record-button").count(), timeout=10, message="call ended")
-    finally:
-        browser.close()

@@ -15,13 +15,13 @@ from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
 from assistant.core import Assistant
 from assistant.settings import load_settings
-from assistant.speech.audio import SAMPLE_RATE, read_audio_file
+from assistant.speech.audio import SAMPLE_RATE
 from assistant.speech.call import ECHO_WINDOW_S, CallListener
 from assistant.speech.transcriber import SpeechModelSpec, TranscribeOptions, load_transcriber
 from assistant.speech.turns import TurnSettings
 from assistant.ui.handlers import ChatHandlers, Panel
 from assistant.voice import Voice
-from speech_samples import encode, needs_espeak, needs_ffmpeg, speak  # tests/ is on pytest's pythonpath
+from speech_samples import encode, needs_espeak, needs_ffmpeg  # tests/ is on pytest's pythonpath
 
 pytestmark = [needs_espeak, needs_ffmpeg]
 normalise = EnglishTextNormalizer({"colour": "color"})
@@ -32,19 +32,6 @@ REPLY = "The car in this photo is red, and it is parked beside a small white hou
 @pytest.fixture(scope="module")
 def whisper(cache_dir):
     return load_transcriber(SpeechModelSpec(model="base", cpu_threads=2, extra={"cache_dir": cache_dir}))
-
-
-@pytest.fixture(scope="module")
-def spoken(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("call")
-    made = {}
-
-    def say(text: str) -> np.ndarray:
-        if text not in made:
-            made[text] = read_audio_file(speak(text, folder / f"{len(made)}.wav"))
-        return made[text]
-
-    return say
 
 
 class Transcriptions:

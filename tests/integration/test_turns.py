@@ -11,28 +11,15 @@ from faster_whisper.vad import get_vad_model
 from jiwer import wer
 from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-from assistant.speech.audio import SAMPLE_RATE, read_audio_file
+from assistant.speech.audio import SAMPLE_RATE
 from assistant.speech.transcriber import SpeechModelSpec, TranscribeOptions, load_transcriber
 from assistant.speech.turns import FRAME, StreamingVad, TurnDetector, TurnSettings
-from speech_samples import PHRASES, needs_espeak, speak  # tests/ is on pytest's pythonpath
+from speech_samples import PHRASES, needs_espeak  # tests/ is on pytest's pythonpath
 
 pytestmark = needs_espeak
 normalise = EnglishTextNormalizer({"colour": "color"})
 QUESTION = "What colour is the car in this photo?"
 BROWSER_CHUNK = SAMPLE_RATE // 10  # what a browser's microphone stream sends at a time (100 ms)
-
-
-@pytest.fixture(scope="module")
-def spoken(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("turns")
-    made = {}
-
-    def say(text: str) -> np.ndarray:
-        if text not in made:
-            made[text] = read_audio_file(speak(text, folder / f"{len(made)}.wav"))
-        return made[text]
-
-    return say
 
 
 def silence(seconds: float) -> np.ndarray:
