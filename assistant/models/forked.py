@@ -10,8 +10,11 @@ safe (macOS), and the caller runs the work in its own process instead.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
+import signal
 import sys
 import threading
 import time
@@ -23,6 +26,7 @@ import torch
 
 FORK_WORKS = sys.platform == "linux" and hasattr(os, "fork")
 POLL_S = 0.05
+_exiting = threading.Event()  # this process is exiting: its forks were ended
 
 
 def run_forked(
@@ -43,10 +47,18 @@ def run_forked(
         child = os.fork()
         if child == 0:
             _run_in_fork(work, parent)
-    status = _wait(child, timeout_s)
+    # This process ending (the app stopped) ends the fork first: its work is for this process only,
+    # and what this process leaves as it exits (its scratch folders) would fail it noisily.
+    end_the_fork = functools.partial(_end_at_exit, child)
+    atexit.register(end_the_fork)
+    try:
+        status = _wait(child, timeout_s)
+    finally:
+        atexit.unregister(end_the_fork)
+    if _exiting.is_set():
+        raise SystemExit(0)  # the caller's thread ends with the app, quietly (not as a failed build)
     if status is None:
-        os.kill(child, 9)
-        os.waitpid(child, 0)
+        _end(child)
         raise RuntimeError(f"{what} was still running after {timeout_s:.0f} s")
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{what} failed (exit status {os.waitstatus_to_exitcode(status)}; its error is above)")
@@ -81,11 +93,25 @@ def end_with(parent: int) -> None:
     threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
+def _end_at_exit(child: int) -> None:
+    _exiting.set()
+    _end(child)
+
+
+def _end(child: int) -> None:
+    with contextlib.suppress(ProcessLookupError, ChildProcessError):
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+
+
 def _wait(child: int, timeout_s: float) -> int | None:
     """`child`'s wait status once it ends; None if it is still running after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        ended, status = os.waitpid(child, os.WNOHANG)
+        try:
+            ended, status = os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:  # ended and reaped at exit (_end_at_exit)
+            return None
         if ended:
             return status
         time.sleep(POLL_S)

@@ -2,6 +2,8 @@
 its hang are reported here in one line, and it is forked while `quiet` holds."""
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -62,3 +64,26 @@ def test_without_fork_nothing_runs_and_the_caller_is_told(monkeypatch):
     ran = []
     assert forked.run_forked(lambda: ran.append(1), "anything", timeout_s=1) is False
     assert ran == []
+
+
+def test_a_fork_ends_quietly_with_the_app_that_made_it(tmp_path):
+    """An app stopped during a first start's export: the fork ends with it, before the app's exit
+    removes the scratch folder the export writes to (which failed it, with a traceback on the console
+    after the app's last line)."""
+    pid_file = tmp_path / "fork"
+    script = (
+        "import threading, time, sys, os\n"
+        "from assistant.models import forked\n"
+        "def work():\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(3)\n"
+        "    raise RuntimeError('the scratch folder is gone')\n"
+        "threading.Thread(target=forked.run_forked, args=(work, 'exporting', 60), daemon=True).start()\n"
+        "time.sleep(1)\n"
+        "print('closing server', file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert done.stderr.strip().splitlines()[-1] == "closing server", done.stderr
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
