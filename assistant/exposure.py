@@ -16,8 +16,7 @@ log = logging.getLogger(__name__)
 def check_exposure(settings: Settings) -> tuple[str, str] | None:
     """The (user, password) to ask for, or None on loopback; refuses an open exposed server."""
     credentials = tuple(settings.auth.split(":", 1)) if settings.auth else None
-    exposed = settings.share or not is_loopback(settings.host)
-    if exposed and credentials is None:
+    if _exposed(settings) and credentials is None:
         if not settings.insecure:
             where = "a public --share link" if settings.share else f"{settings.host} (reachable from other machines)"
             raise SettingsError(
@@ -39,5 +38,9 @@ def is_loopback(host: str) -> bool:
 
 def api_allowed(settings: Settings) -> bool:
     """The API has its own key; beyond loopback it needs one (or --insecure)."""
-    exposed = settings.share or not is_loopback(settings.host)
-    return not exposed or settings.api_key is not None or settings.insecure
+    return not _exposed(settings) or settings.api_key is not None or settings.insecure
+
+
+def _exposed(settings: Settings) -> bool:
+    """Whether the app is reachable from other machines (another address, or a public link)."""
+    return settings.share or not is_loopback(settings.host)

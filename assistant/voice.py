@@ -109,13 +109,17 @@ class Voice:
 
     def live_transcription(self, language_hint: str | None = None) -> LiveTranscription:
         """A recording to transcribe while it is being made (the browser's streamed microphone)."""
-        return LiveTranscription(lambda samples, hint: self.transcribe(samples, language_hint=hint), language_hint)
+        return LiveTranscription(self._transcribe_piece, language_hint)
 
     def call_listener(self, language_hint: str | None = None) -> CallListener:
         """A voice call's microphone: turns ended by `call_silence_s` of silence, each transcribed,
         none longer than `max_audio_seconds`."""
         turns = TurnSettings(silence_s=self.settings.call_silence_s, max_seconds=self.settings.max_audio_seconds)
-        return CallListener(lambda samples, hint: self.transcribe(samples, language_hint=hint), turns, language_hint)
+        return CallListener(self._transcribe_piece, turns, language_hint)
+
+    def _transcribe_piece(self, samples: np.ndarray, language_hint: str | None) -> Transcript:
+        """A piece of a live recording, in the language last spoken (LiveTranscription, CallListener)."""
+        return self.transcribe(samples, language_hint=language_hint)
 
     def read_recording(self, path: str | os.PathLike) -> np.ndarray:
         """A recording on disk as 16 kHz mono samples, refused when over the settings' audio limits."""

@@ -93,7 +93,8 @@ class CallListener:
         heard = _words(text)
         if len(heard) < ECHO_MIN_WORDS:
             return False
-        recent = [word for when, words in self._said if self._clock() - when <= ECHO_WINDOW_S for word in words]
+        now = self._clock()
+        recent = [word for when, words in self._said if now - when <= ECHO_WINDOW_S for word in words]
         matcher = difflib.SequenceMatcher(None, heard, recent, autojunk=False)
         followed = sum(block.size for block in matcher.get_matching_blocks())
         return followed >= ECHO_SHARE * len(heard)

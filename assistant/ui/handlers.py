@@ -176,15 +176,18 @@ class ChatHandlers:
     def hear_in_call(self, call: CallListener, samples: np.ndarray, sample_rate: int) -> dict | None:
         """The next chunk of a call's microphone -> the input box's value that sends the turns it
         ended (their recordings attached, transcripts remembered), or None while none has."""
-        turns = call.add(samples, sample_rate)
-        if not turns:
-            return None
-        return {"text": "", "files": [self._remember_recording(_heard_turn(turns))]}
+        return self._turns_to_send(call.add(samples, sample_rate))
 
     def hang_up(self, call: CallListener) -> dict | None:
         """The call ended: the input box's value that sends what was being said, if anything."""
         turn = call.hang_up()
-        return {"text": "", "files": [self._remember_recording(_heard_turn([turn]))]} if turn else None
+        return self._turns_to_send([turn] if turn else [])
+
+    def _turns_to_send(self, turns: list[CallTurn]) -> dict | None:
+        """The input box's value that sends a call's turns as one recording (none: None)."""
+        if not turns:
+            return None
+        return {"text": "", "files": [self._remember_recording(_heard_turn(turns))]}
 
     def retry(self, chat: list[Bubble], panel: Panel) -> Iterator[Update]:
         """Answer the last user message again (whatever came after it is replaced)."""
